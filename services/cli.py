@@ -1,0 +1,157 @@
+"""The `dockyard` command: run everything, run one service, or check a config file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shared import config as config_mod
+from shared.observability import setup_logging
+
+log = logging.getLogger("dockyard")
+
+
+def _load(path: str | None) -> dict[str, Any]:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as e:
+        raise click.ClickException(f"configuration error: {e}") from None
+
+
+def _setup(service: str, cfg: dict[str, Any]) -> None:
+    setup_logging(service, cfg["log"]["level"], cfg["log"]["format"])
+
+
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             envvar="DOCKYARD_CONFIG", help="YAML configuration file.")
+
+
+@click.group()
+def main() -> None:
+    """dockyard: a self-hosted Docker/OCI container registry."""
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--data-dir", default="./dockyard-data", show_default=True,
+              type=click.Path(file_okay=False), help="Where blobs and Redis data live.")
+def serve(config_path: str | None, host: str, port: int, data_dir: str) -> None:
+    """Run the whole registry on one machine: router, storage, index and Redis."""
+    from services import supervisor
+
+    cfg = _load(config_path)
+    _setup("serve", cfg)
+    try:
+        children, addresses = supervisor.plan(cfg, config_path, host, port,
+                                              Path(data_dir).resolve())
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    for name, address in addresses.items():
+        log.info("%s: %s", name, address)
+    sys.exit(supervisor.run(children))
+
+
+@main.command()
+@config_option
+@click.option("--listen", help="host:port to listen on (storage.listen).")
+@click.option("--root", help="Storage root directory (storage.root).")
+@click.option("--index", "index_urls", multiple=True, help="Index service URL; repeatable.")
+def storage(config_path: str | None, listen: str | None, root: str | None,
+            index_urls: tuple[str, ...]) -> None:
+    """Run one storage service."""
+    from services.storage.app import create_app
+    from shared.server import serve as serve_app
+
+    cfg = _load(config_path)
+    section = cfg["storage"]
+    section["listen"] = listen or section["listen"]
+    section["root"] = root or section["root"]
+    if index_urls:
+        section["index_urls"] = list(index_urls)
+    _setup("storage", cfg)
+    app = create_app(cfg, start_purger=True)
+    serve_app(app, section["listen"], cfg, section["threads"], "storage")
+
+
+@main.command()
+@config_option
+@click.option("--listen", help="host:port to listen on (index.listen).")
+@click.option("--redis-url", help="Redis URL (index.redis.url).")
+def index(config_path: str | None, listen: str | None, redis_url: str | None) -> None:
+    """Run one index service."""
+    from services.index.app import create_app
+    from shared.server import serve as serve_app
+
+    cfg = _load(config_path)
+    section = cfg["index"]
+    section["listen"] = listen or section["listen"]
+    if redis_url:
+        section["redis"]["url"] = redis_url
+    _setup("index", cfg)
+    app = create_app(cfg)
+    serve_app(app, section["listen"], cfg, section["threads"], "index")
+
+
+@main.command()
+@config_option
+@click.option("--listen", help="host:port to listen on (router.listen).")
+@click.option("--storage", "storage_urls", multiple=True, help="Storage URL; repeatable.")
+@click.option("--index", "index_urls", multiple=True, help="Index URL; repeatable.")
+@click.option("--metrics-listen", help="host:port for /metrics (router.metrics_listen).")
+def router(config_path: str | None, listen: str | None, storage_urls: tuple[str, ...],
+           index_urls: tuple[str, ...], metrics_listen: str | None) -> None:
+    """Run one router: the public endpoint."""
+    from prometheus_client import start_http_server
+
+    from services.router.app import create_app
+    from shared.config import parse_listen
+    from shared.observability import Metrics
+    from shared.server import serve as serve_app
+
+    cfg = _load(config_path)
+    section = cfg["router"]
+    section["listen"] = listen or section["listen"]
+    if storage_urls:
+        section["storage_urls"] = list(storage_urls)
+    if index_urls:
+        section["index_urls"] = list(index_urls)
+    if metrics_listen is not None:
+        section["metrics_listen"] = metrics_listen
+    _setup("router", cfg)
+    metrics = Metrics("router")
+    if section["metrics_listen"]:
+        # The public port must not expose metrics, so they get their own listener.
+        host, port = parse_listen(section["metrics_listen"])
+        start_http_server(port, host, registry=metrics.registry)
+    app = create_app(cfg, metrics=metrics)
+    serve_app(app, section["listen"], cfg, section["threads"], "router")
+
+
+@main.group(name="config")
+def config_group() -> None:
+    """Configuration tools."""
+
+
+@config_group.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def check(file: str) -> None:
+    """Validate FILE and print the effective configuration."""
+    cfg = _load(file)
+    click.echo(config_mod.dump(cfg), nl=False)
+
+
+@config_group.command(name="reference")
+def reference() -> None:
+    """Print every key with its environment variable and default."""
+    for path, env, default, help_ in config_mod.reference():
+        click.echo(f"{path}\t{env}\t{default!r}\t{help_}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The index service: tags, repositories, referrers and search, kept in Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import redis
+
+from services.index.resources.listing import CatalogResource, TagsResource
+from services.index.resources.referrers import ReferrersResource
+from services.index.resources.search import SearchResource
+from services.index.search import SearchIndex
+from services.index.store import IndexStore
+from shared import errors, routing
+from shared.health import add_health_routes
+from shared.observability import AccessLog, Metrics, MetricsResource
+from shared.rpc import RpcResource
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url or DEFAULT_REDIS_URL, socket_timeout=5, socket_connect_timeout=2,
+        health_check_interval=10, retry_on_timeout=False, max_connections=64,
+    )
+
+
+def create_app(config: dict[str, Any], *, client: redis.Redis | None = None) -> Any:
+    """Build the index WSGI app; `client` may be injected by tests."""
+    cfg = config["index"]
+    client = client or redis_client(cfg["redis"]["url"])
+    store = IndexStore(client, cfg["redis"]["key_prefix"])
+    search = SearchIndex(store, refresh=cfg["search_refresh"])
+    retry_after = config["router"]["retry_after"]
+
+    app = falcon.App(media_type="application/json")
+    errors.install(app)
+
+    def redis_down(req: falcon.Request, resp: falcon.Response, ex: Exception,
+                   params: dict[str, Any]) -> None:
+        errors.respond(resp, errors.Unavailable("the index database is unavailable",
+                                                retry_after=retry_after))
+
+    app.add_error_handler(redis.exceptions.ConnectionError, redis_down)
+    app.add_error_handler(redis.exceptions.TimeoutError, redis_down)
+    app.add_error_handler(redis.exceptions.BusyLoadingError, redis_down)
+
+    router = routing.RegexRouter()
+    router.add(routing.TAGS, TagsResource(store))
+    router.add(routing.REFERRERS, ReferrersResource(store))
+    router.add(routing.CATALOG, CatalogResource(store))
+    router.install(app, r"/v2/")
+    app.add_route("/v1/search", SearchResource(search))
+    app.add_route("/internal/rpc/{method}", RpcResource({
+        "put_manifest": store.put_manifest,
+        "resolve_tag": store.resolve_tag,
+        "delete_tag": store.delete_tag,
+        "delete_manifest": store.delete_manifest,
+    }))
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        try:
+            ok = store.ping()
+        except redis.exceptions.RedisError:
+            ok = False
+        return ok, {"redis": "up" if ok else "down"}
+
+    add_health_routes(app, ready)
+    metrics = Metrics("index")
+    app.add_route("/metrics", MetricsResource(metrics))
+    return AccessLog(app, metrics, enabled=config["log"]["access"])

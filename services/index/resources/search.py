@@ -1,0 +1,41 @@
+"""GET /v1/search: the legacy search API behind `docker search` and `podman search`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import falcon
+
+from services.index.search import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SearchIndex
+
+
+def _int_param(req: falcon.Request, name: str, default: int) -> int:
+    raw = req.get_param(name)
+    if raw is None or not raw.strip().lstrip("-").isdigit() or len(raw) > 9:
+        return default
+    return int(raw)
+
+
+class SearchResource:
+    def __init__(self, search: SearchIndex) -> None:
+        self._search = search
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query = req.get_param("q") or ""
+        page_size = min(max(_int_param(req, "n", DEFAULT_PAGE_SIZE), 1), MAX_PAGE_SIZE)
+        page = max(_int_param(req, "page", 1), 1)
+        found = self._search.search(query[:256], page, page_size)
+        resp.content_type = "application/json"
+        resp.data = json.dumps({
+            "num_results": found.total,
+            "num_pages": math.ceil(found.total / page_size) if found.total else 0,
+            "page": page,
+            "page_size": page_size,
+            "query": query,
+            "results": [
+                {"name": name, "description": description, "star_count": 0,
+                 "is_official": False, "is_automated": False}
+                for name, description in found.results
+            ],
+        }).encode()

@@ -1,0 +1,49 @@
+"""The Redis schema of the index. Every key the index uses is named here.
+
+All keys start with the configured prefix (default ``dockyard:``).
+
+=====================================  ======  =============================================
+key                                    type    holds
+=====================================  ======  =============================================
+``repos``                              ZSET    every repository with a manifest; all scores
+                                               0, so ZRANGEBYLEX pages the catalog in order
+``repo:<name>:tags``                   ZSET    the repository's tags, scores 0 (lexical order)
+``repo:<name>:tagmap``                 HASH    tag -> manifest digest
+``repo:<name>:manifests``              HASH    manifest digest -> msgpack metadata:
+                                               {media_type, size, artifact_type,
+                                               annotations, subject, refs}
+``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
+                                               is <digest>
+``search:descriptions``                HASH    repository -> description, from the
+                                               ``org.opencontainers.image.description``
+                                               annotation of its newest tagged manifest
+``search:version``                     STRING  counter bumped when a repository appears or a
+                                               description changes; the search snapshots in
+                                               the index processes rebuild when it moves
+=====================================  ======  =============================================
+
+Every change that touches more than one key runs as one Lua script, so a
+reader never sees a tag without its manifest's metadata.
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.repos = f"{prefix}repos"
+        self.descriptions = f"{prefix}search:descriptions"
+        self.search_version = f"{prefix}search:version"
+
+    def tags(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:tags"
+
+    def tagmap(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:tagmap"
+
+    def manifests(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:manifests"
+
+    def referrers(self, repo: str, subject: str) -> str:
+        return f"{self.prefix}repo:{repo}:referrers:{subject}"

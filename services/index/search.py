@@ -1,0 +1,117 @@
+"""Substring search over repository names and descriptions.
+
+Redis has no substring index, and scanning 100,000 names per query in Python
+is too slow, so each index process keeps a snapshot: every repository as one
+lowercased line ``name<TAB>description`` in a single string, in name order.
+A query is then a run of ``str.find`` calls (C speed) that jumps to the next
+line after each hit, so its cost is one pass over the text plus one step per
+matching repository. The snapshot is rebuilt when ``search:version`` in Redis
+moves: at once for catalogs under `EAGER_LIMIT` repositories, and at most every
+`refresh` seconds for larger ones, so on a big busy registry a new repository
+may take that long to show up in search.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from dataclasses import dataclass, field
+
+from services.index.store import IndexStore
+
+EAGER_LIMIT = 10_000
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 25
+
+
+@dataclass
+class _Snapshot:
+    version: int = -1
+    names: list[str] = field(default_factory=list)
+    descriptions: list[str] = field(default_factory=list)
+    text: str = ""
+    line_starts: list[int] = field(default_factory=list)
+    built_at: float = 0.0
+
+
+def _clean(s: str) -> str:
+    return s.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    total: int
+    page: int
+    page_size: int
+    results: list[tuple[str, str]]
+
+
+class SearchIndex:
+    def __init__(self, store: IndexStore, refresh: float) -> None:
+        self._store = store
+        self._refresh = refresh
+        self._snapshot = _Snapshot()
+        self._rebuild_lock = threading.Lock()
+
+    def _current(self) -> _Snapshot:
+        raw = self._store.redis.get(self._store.keys.search_version)
+        version = int(raw or 0)
+        snap = self._snapshot
+        if snap.version == version:
+            return snap
+        eager = len(snap.names) < EAGER_LIMIT or snap.version < 0
+        if not eager and time.monotonic() - snap.built_at < self._refresh:
+            return snap
+        # One thread rebuilds; the others answer from the previous snapshot.
+        if not self._rebuild_lock.acquire(blocking=eager):
+            return snap
+        try:
+            if self._snapshot.version != version:
+                self._snapshot = self._build()
+            return self._snapshot
+        finally:
+            self._rebuild_lock.release()
+
+    def _build(self) -> _Snapshot:
+        r = self._store.redis
+        keys = self._store.keys
+        pipe = r.pipeline(transaction=True)
+        pipe.get(keys.search_version)
+        pipe.zrange(keys.repos, 0, -1)
+        pipe.hgetall(keys.descriptions)
+        raw_version, raw_names, raw_desc = pipe.execute()
+        names = [n.decode() for n in raw_names]
+        desc_map = {k.decode(): v.decode(errors="replace") for k, v in raw_desc.items()}
+        descriptions = [desc_map.get(n, "") for n in names]
+        lines = [f"{n}\t{_clean(d)}".lower() for n, d in zip(names, descriptions, strict=True)]
+        starts = []
+        pos = 0
+        for line in lines:
+            starts.append(pos)
+            pos += len(line) + 1
+        return _Snapshot(version=int(raw_version or 0), names=names, descriptions=descriptions,
+                         text="\n".join(lines) + "\n", line_starts=starts,
+                         built_at=time.monotonic())
+
+    def search(self, query: str, page: int, page_size: int) -> SearchResult:
+        snap = self._current()
+        q = _clean(query).lower()
+        if not q:
+            matches: range | list[int] = range(len(snap.names))
+        else:
+            matches = []
+            text, starts = snap.text, snap.line_starts
+            pos = text.find(q)
+            while pos != -1:
+                line = bisect.bisect_right(starts, pos) - 1
+                matches.append(line)
+                if line + 1 >= len(starts):
+                    break
+                pos = text.find(q, starts[line + 1])
+        first = (page - 1) * page_size
+        chosen = matches[first:first + page_size]
+        return SearchResult(
+            total=len(matches), page=page, page_size=page_size,
+            results=[(snap.names[i], snap.descriptions[i]) for i in chosen],
+        )

@@ -1,0 +1,165 @@
+"""The index's state in Redis: tags, repositories, manifest metadata, referrers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import redis
+
+from services.index.schema import Keys
+
+# KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version
+# ARGV: repo, digest, tag or "", metadata, has_subject "1"/"0", set_description "1"/"0",
+#       description
+_PUT_MANIFEST = """
+local new_repo = redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+end
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[2])
+end
+local changed = new_repo
+if ARGV[6] == '1' then
+  local old = redis.call('HGET', KEYS[6], ARGV[1])
+  if old ~= ARGV[7] then
+    if ARGV[7] == '' then
+      redis.call('HDEL', KEYS[6], ARGV[1])
+    else
+      redis.call('HSET', KEYS[6], ARGV[1], ARGV[7])
+    end
+    if old or ARGV[7] ~= '' then changed = 1 end
+  end
+end
+if changed == 1 then redis.call('INCR', KEYS[7]) end
+return new_repo
+"""
+
+# KEYS: tags, tagmap   ARGV: tag
+_DELETE_TAG = """
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again
+# ARGV: digest, has_subject
+_DELETE_MANIFEST = """
+local pairs_ = redis.call('HGETALL', KEYS[2])
+local removed = 0
+for i = 1, #pairs_, 2 do
+  if pairs_[i + 1] == ARGV[1] then
+    redis.call('HDEL', KEYS[2], pairs_[i])
+    redis.call('ZREM', KEYS[1], pairs_[i])
+    removed = removed + 1
+  end
+end
+redis.call('HDEL', KEYS[3], ARGV[1])
+if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
+return removed
+"""
+
+DESCRIPTION_ANNOTATION = "org.opencontainers.image.description"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[str]
+    more: bool
+
+
+class IndexStore:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self._put = client.register_script(_PUT_MANIFEST)
+        self._delete_tag = client.register_script(_DELETE_TAG)
+        self._delete_manifest = client.register_script(_DELETE_MANIFEST)
+
+    # -- writes (called by storage over msgpack RPC) -------------------------
+
+    def put_manifest(self, repo: str, digest: str, tag: str | None, media_type: str, size: int,
+                     artifact_type: str | None, annotations: dict[str, str],
+                     subject: str | None, refs: list[str]) -> dict[str, Any]:
+        k = self.keys
+        meta = msgpack.packb({
+            "media_type": media_type, "size": size, "artifact_type": artifact_type,
+            "annotations": annotations or {}, "subject": subject, "refs": refs,
+        })
+        description = (annotations or {}).get(DESCRIPTION_ANNOTATION, "")
+        self._put(
+            keys=[k.repos, k.tags(repo), k.tagmap(repo), k.manifests(repo),
+                  k.referrers(repo, subject or ""), k.descriptions, k.search_version],
+            args=[repo, digest, tag or "", meta, "1" if subject else "0",
+                  "1" if tag else "0", description],
+        )
+        return {"ok": True}
+
+    def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
+        k = self.keys
+        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo)], args=[tag])
+        return {"deleted": bool(deleted)}
+
+    def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
+        k = self.keys
+        meta = self.manifest(repo, digest)
+        subject = meta.get("subject") if meta else None
+        removed = self._delete_manifest(
+            keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
+                  k.referrers(repo, subject) if subject else k.tagmap(repo)],
+            args=[digest, "1" if subject else "0"],
+        )
+        return {"tags_removed": int(removed)}
+
+    def resolve_tag(self, repo: str, tag: str) -> dict[str, Any]:
+        digest = self.redis.hget(self.keys.tagmap(repo), tag)
+        if digest is not None:
+            return {"digest": digest.decode()}
+        if self.redis.zscore(self.keys.repos, repo) is None:
+            return {"error": "NAME_UNKNOWN"}
+        return {"error": "MANIFEST_UNKNOWN"}
+
+    # -- reads ---------------------------------------------------------------
+
+    def manifest(self, repo: str, digest: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(self.keys.manifests(repo), digest)
+        return msgpack.unpackb(raw) if raw is not None else None
+
+    def repository_exists(self, repo: str) -> bool:
+        return self.redis.zscore(self.keys.repos, repo) is not None
+
+    def _lex_page(self, key: str, last: str, n: int) -> Page:
+        if n == 0:
+            return Page([], False)
+        start = f"({last}" if last else "-"
+        items = [v.decode() for v in self.redis.zrangebylex(key, start, "+", 0, n + 1)]
+        return Page(items[:n], len(items) > n)
+
+    def tags(self, repo: str, last: str, n: int) -> Page | None:
+        """A page of the repository's tags, or None when the repository is unknown."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zscore(self.keys.repos, repo)
+        pipe.exists(self.keys.tags(repo))
+        known, has_tags = pipe.execute()
+        if known is None and not has_tags:
+            return None
+        return self._lex_page(self.keys.tags(repo), last, n)
+
+    def catalog(self, last: str, n: int) -> Page:
+        return self._lex_page(self.keys.repos, last, n)
+
+    def referrers(self, repo: str, subject: str) -> list[tuple[str, dict[str, Any]]]:
+        digests = sorted(d.decode() for d in self.redis.smembers(self.keys.referrers(repo,
+                                                                                     subject)))
+        if not digests:
+            return []
+        metas = self.redis.hmget(self.keys.manifests(repo), digests)
+        return [(d, msgpack.unpackb(m)) for d, m in zip(digests, metas, strict=True)
+                if m is not None]
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())

@@ -1,0 +1,63 @@
+"""Backend pools: the addresses of one service, pooled connections, and their health."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+import urllib3
+
+log = logging.getLogger("dockyard.router.backends")
+
+# How long a backend that refused a connection is passed over before it is tried again.
+DOWN_SECONDS = 1.0
+# Large writes to the backend socket: http.client's default is 8 KiB.
+BLOCK_SIZE = 1024 * 1024
+
+
+class Backend:
+    def __init__(self, url: str, timeout: float, maxsize: int) -> None:
+        parts = urlsplit(url)
+        self.url = url.rstrip("/")
+        self.pool = urllib3.HTTPConnectionPool(
+            parts.hostname, parts.port or 80, maxsize=maxsize, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=2.0, read=timeout), blocksize=BLOCK_SIZE,
+        )
+        self.down_until = 0.0
+
+    def mark_down(self) -> None:
+        if self.down_until <= time.monotonic():
+            log.warning("backend %s is not answering", self.url)
+        self.down_until = time.monotonic() + DOWN_SECONDS
+
+    @property
+    def up(self) -> bool:
+        return self.down_until <= time.monotonic()
+
+    def probe(self, path: str = "/readyz") -> tuple[bool, str]:
+        try:
+            resp = self.pool.urlopen("GET", path, timeout=urllib3.Timeout(total=1.0),
+                                     retries=False)
+        except urllib3.exceptions.HTTPError as e:
+            return False, type(e).__name__
+        return resp.status == 200, "ready" if resp.status == 200 else f"status {resp.status}"
+
+
+class Pool:
+    """The backends of one service; requests are spread round-robin over those that are up."""
+
+    def __init__(self, name: str, urls: list[str], timeout: float, maxsize: int) -> None:
+        self.name = name
+        self.backends = [Backend(u, timeout, maxsize) for u in urls]
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
+
+    def order(self) -> list[Backend]:
+        """Backends to try for one request: the live ones first, starting round-robin."""
+        with self._lock:
+            start = next(self._counter) % len(self.backends)
+        rotated = self.backends[start:] + self.backends[:start]
+        return [b for b in rotated if b.up] + [b for b in rotated if not b.up]

@@ -1,0 +1,121 @@
+"""Forwarding one request to a backend pool and streaming the answer back.
+
+Bodies are never held whole: the request body goes out of waitress's buffer
+in 1 MiB writes and the response comes back in 1 MiB reads. Status, headers
+and HEAD semantics are the backend's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+
+from services.router.backends import Pool
+from shared import errors
+
+log = logging.getLogger("dockyard.router.proxy")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+READ_SIZE = 1024 * 1024
+# Requests that may be sent again after a failure that happened mid-request.
+RETRYABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+            if name.lower() not in HOP_BY_HOP:
+                headers[name] = value
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    headers["Content-Length"] = environ.get("CONTENT_LENGTH") or "0"
+    host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+    headers.setdefault("X-Forwarded-Host", host)
+    headers.setdefault("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http"))
+    client = environ.get("REMOTE_ADDR", "")
+    previous = environ.get("HTTP_X_FORWARDED_FOR")
+    headers["X-Forwarded-For"] = f"{previous}, {client}" if previous else client
+    return headers
+
+
+def _stream(resp: urllib3.HTTPResponse) -> Iterator[bytes]:
+    try:
+        yield from resp.stream(READ_SIZE, decode_content=False)
+    finally:
+        resp.release_conn()
+
+
+class _Body:
+    """The response body iterable; closing it returns or drops the connection."""
+
+    def __init__(self, resp: urllib3.HTTPResponse, head: bool) -> None:
+        self._resp = resp
+        self._iter = iter(()) if head else _stream(resp)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._iter
+
+    def close(self) -> None:
+        if not self._resp.isclosed() and self._resp.length_remaining:
+            # The client went away mid-body: this connection cannot be reused.
+            self._resp.close()
+        else:
+            self._resp.release_conn()
+
+
+def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., Any],
+            retry_after: int) -> Any:
+    method = environ["REQUEST_METHOD"]
+    path = quote(environ.get("PATH_INFO", ""), safe="/:@+=,;~-._")
+    if environ.get("QUERY_STRING"):
+        path += "?" + environ["QUERY_STRING"]
+    headers = _upstream_headers(environ)
+    length = int(headers["Content-Length"] or 0)
+    body = environ["wsgi.input"] if length else None
+    start_pos = body.tell() if body is not None and hasattr(body, "tell") else None
+
+    resp = None
+    for backend in pool.order():
+        try:
+            resp = backend.pool.urlopen(
+                method, path, body=body, headers=headers, preload_content=False,
+                decode_content=False, redirect=False, retries=False, chunked=False,
+            )
+            break
+        except (urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.ConnectTimeoutError) as e:
+            backend.mark_down()
+            log.debug("connect to %s failed: %s", backend.url, e)
+        except urllib3.exceptions.HTTPError as e:
+            log.warning("%s %s to %s failed: %s", method, path, backend.url, e)
+            backend.mark_down()
+            if method not in RETRYABLE_METHODS:
+                break
+        if body is not None:
+            if start_pos is None:
+                break
+            body.seek(start_pos)
+    if resp is None:
+        err = errors.Unavailable(f"no {pool.name} backend is available",
+                                 retry_after=retry_after)
+        payload = errors.render(err)
+        start_response("503 Service Unavailable", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+            ("Retry-After", str(retry_after)), API_VERSION,
+        ])
+        return [payload]
+
+    out_headers = [(k, v) for k, v in resp.headers.iteritems() if k.lower() not in HOP_BY_HOP]
+    out_headers.append(API_VERSION)
+    start_response(f"{resp.status} {resp.reason or ''}".strip(), out_headers)
+    return _Body(resp, head=method == "HEAD")

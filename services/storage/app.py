@@ -1,0 +1,58 @@
+"""The storage service: blobs, uploads and manifest bytes on disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from services.storage.blobstore import BlobStore
+from services.storage.index_client import IndexClient
+from services.storage.paths import Layout
+from services.storage.resources.blobs import BlobResource
+from services.storage.resources.manifests import ManifestResource
+from services.storage.resources.uploads import UploadResource, UploadStartResource
+from services.storage.uploads import UploadStore
+from shared import errors, routing
+from shared.health import add_health_routes
+from shared.observability import AccessLog, Metrics, MetricsResource
+from shared.rpc import RpcClient
+
+
+def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
+               start_purger: bool = False) -> Any:
+    """Build the storage WSGI app; `index` may be injected by tests."""
+    cfg = config["storage"]
+    layout = Layout(cfg["root"])
+    layout.create()
+    blobs = BlobStore(layout)
+    uploads = UploadStore(layout, blobs, max_per_repository=cfg["max_uploads_per_repository"],
+                          max_age=cfg["upload_max_age"])
+    if index is None:
+        index = IndexClient(
+            RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"]),
+            fresh_ttl=cfg["tag_cache_ttl"], stale_if_error=cfg["stale_if_error"],
+            retry_after=config["router"]["retry_after"],
+        )
+    if start_purger:
+        uploads.start_purger(cfg["upload_purge_interval"])
+
+    app = falcon.App(media_type="application/json")
+    errors.install(app)
+    router = routing.RegexRouter()
+    # Upload routes first: an upload URL also has the shape of a blob URL.
+    router.add(routing.UPLOADS, UploadStartResource(blobs, uploads))
+    router.add(routing.UPLOAD, UploadResource(uploads))
+    router.add(routing.BLOB, BlobResource(blobs, cfg["delete_enabled"]))
+    router.add(routing.MANIFEST, ManifestResource(
+        blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"]))
+    router.install(app, r"/v2/")
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        ok = blobs.writable()
+        return ok, {"storage_root_writable": ok}
+
+    add_health_routes(app, ready)
+    metrics = Metrics("storage")
+    app.add_route("/metrics", MetricsResource(metrics))
+    return AccessLog(app, metrics, enabled=config["log"]["access"])

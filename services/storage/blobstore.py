@@ -1,0 +1,205 @@
+"""Content-addressed blobs and the per-repository links that expose them.
+
+Manifests are blobs too: their bytes live under ``blobs/`` and a repository's
+``_manifests`` link records the media type they were pushed with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from services.storage.paths import Layout
+from shared import errors
+from shared.validation import Digest
+
+CHUNK = 1024 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_stream(src: BinaryIO, fd: int, length: int, hasher: hashlib._Hash | None) -> int:
+    """Copy exactly `length` bytes from `src` to `fd`, hashing on the way.
+
+    One buffer is reused for the whole copy, so a 10 GiB layer costs 1 MiB of
+    memory and one pass over its bytes.
+    """
+    buf = bytearray(min(CHUNK, max(length, 1)))
+    view = memoryview(buf)
+    remaining = length
+    readinto = getattr(src, "readinto", None)
+    while remaining > 0:
+        want = min(remaining, len(buf))
+        if readinto is not None:
+            n = readinto(view[:want])
+            piece = view[:n]
+        else:
+            data = src.read(want)
+            n = len(data)
+            piece = memoryview(data)
+        if not n:
+            raise errors.SizeInvalid(detail={"reason": "request body shorter than Content-Length"})
+        if hasher is not None:
+            hasher.update(piece)
+        written = 0
+        while written < n:
+            written += os.write(fd, piece[written:])
+        remaining -= n
+    return length
+
+
+def hash_file(path: Path, algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _touch(path: Path, content: bytes = b"") -> None:
+    """Create a small file atomically and durably (tmp, fsync, rename, fsync dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        if content:
+            os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _remove(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class BlobStore:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    # -- blobs -------------------------------------------------------------
+
+    def size(self, digest: Digest) -> int | None:
+        try:
+            return self.layout.blob(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def open(self, digest: Digest) -> BinaryIO:
+        return open(self.layout.blob(digest), "rb")
+
+    def read(self, digest: Digest) -> bytes:
+        return self.layout.blob(digest).read_bytes()
+
+    def commit(self, complete_file: Path, digest: Digest) -> None:
+        """Move a fsynced, verified file into place under its digest.
+
+        `os.replace` is atomic, so concurrent commits of the same digest leave
+        one whole copy whichever wins.
+        """
+        target = self.layout.blob(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(complete_file, target)
+        fsync_dir(target.parent)
+
+    def ingest(self, src: BinaryIO, length: int, expected: Digest | None,
+               algorithm: str = "sha256") -> Digest:
+        """Store a whole body: hashed as it arrives, verified, then made visible."""
+        algorithm = expected.algorithm if expected else algorithm
+        hasher = hashlib.new(algorithm)
+        tmp = self.layout.tmp / uuid.uuid4().hex
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                copy_stream(src, fd, length, hasher)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            digest = Digest(algorithm, hasher.hexdigest())
+            if expected is not None and digest != expected:
+                raise errors.DigestInvalid(detail={"expected": str(expected),
+                                                   "computed": str(digest)})
+            self.commit(tmp, digest)
+        except BaseException:
+            _remove(tmp)
+            raise
+        return digest
+
+    def ingest_bytes(self, data: bytes, digest: Digest) -> None:
+        if self.size(digest) == len(data):
+            return
+        tmp = self.layout.tmp / uuid.uuid4().hex
+        try:
+            _touch(tmp, data)
+            self.commit(tmp, digest)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+    # -- repository links --------------------------------------------------
+
+    def repository_exists(self, name: str) -> bool:
+        return self.layout.repository(name).is_dir()
+
+    def has_layer(self, name: str, digest: Digest) -> bool:
+        return self.layout.layer_link(name, digest).exists() and self.size(digest) is not None
+
+    def link_layer(self, name: str, digest: Digest) -> None:
+        link = self.layout.layer_link(name, digest)
+        if not link.exists():
+            _touch(link)
+
+    def unlink_layer(self, name: str, digest: Digest) -> bool:
+        return _remove(self.layout.layer_link(name, digest))
+
+    def manifest_media_type(self, name: str, digest: Digest) -> str | None:
+        try:
+            return self.layout.manifest_link(name, digest).read_text()
+        except FileNotFoundError:
+            return None
+
+    def link_manifest(self, name: str, digest: Digest, media_type: str) -> bool:
+        """Link a manifest into a repository; True when the link is new."""
+        link = self.layout.manifest_link(name, digest)
+        if link.exists() and link.read_text() == media_type:
+            return False
+        _touch(link, media_type.encode())
+        return True
+
+    def unlink_manifest(self, name: str, digest: Digest) -> bool:
+        return _remove(self.layout.manifest_link(name, digest))
+
+    def writable(self) -> bool:
+        probe = self.layout.tmp / f".probe-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError:
+            return False
+        return True
+
+
+def is_disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def cleanup(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

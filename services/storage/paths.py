@@ -1,0 +1,73 @@
+"""The on-disk layout of the storage root. This module is the only one that builds paths.
+
+::
+
+    <root>/
+    ├── blobs/                                   content-addressed bytes, shared by all repos
+    │   └── <algorithm>/<first two hex>/<hex>    one file per blob or manifest, never rewritten
+    ├── repositories/
+    │   └── <name>/                              a name may nest: library/ubuntu
+    │       ├── _layers/<algorithm>/<hex>        empty link file: the repo may serve this blob
+    │       ├── _manifests/<algorithm>/<hex>     link file holding the manifest's media type
+    │       └── _uploads/<upload id>             empty marker, counts the repo's open uploads
+    ├── uploads/
+    │   └── <upload id>/                         one upload session
+    │       ├── data                             the bytes received so far, appended in order
+    │       └── info                             msgpack {repo, started}
+    └── tmp/                                     partial files, renamed into place when complete
+
+Every path component comes from `shared.validation`: names match the spec's
+grammar (no ``..``, no leading ``_``, so ``_layers`` can never be a name
+component), digests are ``<algorithm>:<lowercase hex>`` of a known algorithm,
+upload ids are 32 lowercase hex characters. Nothing else reaches this module.
+
+A file becomes visible under ``blobs/`` only by ``rename`` from ``tmp/`` or
+``uploads/`` after it was fsynced and its digest verified, so a crash leaves
+either no blob or a whole one. Both directories must be on one filesystem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.validation import Digest
+
+
+class Layout:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.blobs = self.root / "blobs"
+        self.repositories = self.root / "repositories"
+        self.uploads = self.root / "uploads"
+        self.tmp = self.root / "tmp"
+
+    def create(self) -> None:
+        for d in (self.blobs, self.repositories, self.uploads, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def blob(self, digest: Digest) -> Path:
+        return self.blobs / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def repository(self, name: str) -> Path:
+        return self.repositories / name
+
+    def layer_link(self, name: str, digest: Digest) -> Path:
+        return self.repositories / name / "_layers" / digest.algorithm / digest.hex
+
+    def manifest_link(self, name: str, digest: Digest) -> Path:
+        return self.repositories / name / "_manifests" / digest.algorithm / digest.hex
+
+    def upload_marker(self, name: str, upload_id: str) -> Path:
+        return self.repositories / name / "_uploads" / upload_id
+
+    def upload_markers(self, name: str) -> Path:
+        return self.repositories / name / "_uploads"
+
+    def upload_dir(self, upload_id: str) -> Path:
+        return self.uploads / upload_id
+
+    def upload_data(self, upload_id: str) -> Path:
+        return self.uploads / upload_id / "data"
+
+    def upload_info(self, upload_id: str) -> Path:
+        return self.uploads / upload_id / "info"

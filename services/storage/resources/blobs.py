@@ -1,0 +1,58 @@
+"""GET, HEAD and DELETE of /v2/<name>/blobs/<digest>."""
+
+from __future__ import annotations
+
+import falcon
+
+from services.storage.blobstore import BlobStore
+from services.storage.resources.common import check_deletes
+from shared import errors
+from shared.validation import check_name, parse_digest, parse_range
+
+
+class BlobResource:
+    def __init__(self, blobs: BlobStore, delete_enabled: bool) -> None:
+        self._blobs = blobs
+        self._delete_enabled = delete_enabled
+
+    def _locate(self, name: str, digest: str):
+        check_name(name)
+        d = parse_digest(digest)
+        size = self._blobs.size(d) if self._blobs.has_layer(name, d) else None
+        if size is None:
+            raise errors.BlobUnknown(detail={"digest": digest})
+        return d, size
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
+        d, size = self._locate(name, digest)
+        resp.content_type = "application/octet-stream"
+        resp.set_header("Docker-Content-Digest", str(d))
+        resp.set_header("Accept-Ranges", "bytes")
+        resp.set_header("ETag", f'"{d}"')
+        resp.cache_control = ["max-age=31536000"]
+        first, last = 0, size - 1
+        span = parse_range(req.get_header("Range"), size) if req.get_header("Range") else None
+        if span is not None:
+            first, last = span
+            resp.status = falcon.HTTP_206
+            resp.set_header("Content-Range", f"bytes {first}-{last}/{size}")
+        resp.content_length = last - first + 1
+        if req.method == "HEAD":
+            return
+        f = self._blobs.open(d)
+        if first:
+            f.seek(first)
+        # A file stream lets waitress send it through wsgi.file_wrapper,
+        # which stops at Content-Length for a range.
+        resp.stream = f
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
+        self.on_get(req, resp, name, digest)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str,
+                  digest: str) -> None:
+        check_deletes(self._delete_enabled)
+        d, _ = self._locate(name, digest)
+        self._blobs.unlink_layer(name, d)
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0

@@ -1,0 +1,165 @@
+"""PUT, GET, HEAD and DELETE of /v2/<name>/manifests/<reference>.
+
+Storage keeps a manifest's bytes; the index records tags and metadata. A PUT
+writes the bytes and the repository link first and tells the index second, so
+the index never names a manifest storage cannot serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import falcon
+
+from services.storage import manifest_format as mf
+from services.storage.blobstore import BlobStore
+from services.storage.index_client import IndexClient
+from services.storage.resources.common import check_deletes
+from shared import errors
+from shared.urls import external_url
+from shared.validation import (
+    Digest,
+    check_name,
+    check_tag,
+    is_digest_reference,
+    parse_digest,
+)
+
+
+class ManifestResource:
+    def __init__(self, blobs: BlobStore, index: IndexClient, *, max_size: int,
+                 delete_enabled: bool) -> None:
+        self._blobs = blobs
+        self._index = index
+        self._max_size = max_size
+        self._delete_enabled = delete_enabled
+
+    # -- PUT -----------------------------------------------------------------
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str,
+               reference: str) -> None:
+        check_name(name)
+        expected = parse_digest(reference) if is_digest_reference(reference) else None
+        tag = None if expected else check_tag(reference)
+        length = req.content_length or 0
+        if length > self._max_size:
+            raise errors.ManifestTooLarge(detail={"size": length, "limit": self._max_size})
+        body = req.stream.read(length) if length else b""
+        if len(body) != length:
+            raise errors.SizeInvalid()
+        manifest = mf.parse(body, req.content_type)
+
+        algorithm = expected.algorithm if expected else "sha256"
+        digest = Digest(algorithm, hashlib.new(algorithm, body).hexdigest())
+        if expected is not None and digest != expected:
+            raise errors.DigestInvalid(detail={"expected": str(expected),
+                                               "computed": str(digest)})
+        self._check_references(name, manifest)
+
+        self._blobs.ingest_bytes(body, digest)
+        created = self._blobs.link_manifest(name, digest, manifest.media_type)
+        record = {
+            "repo": name,
+            "digest": str(digest),
+            "tag": tag,
+            "media_type": manifest.media_type,
+            "size": len(body),
+            "artifact_type": manifest.artifact_type,
+            "annotations": manifest.annotations,
+            "subject": str(manifest.subject) if manifest.subject else None,
+            "refs": [str(d) for d in manifest.blobs + manifest.manifests],
+        }
+        try:
+            self._index.put_manifest(record)
+        except errors.Unavailable:
+            # Undo what only this request did, so a refused push leaves nothing behind.
+            if created:
+                self._blobs.unlink_manifest(name, digest)
+            raise
+        resp.status = falcon.HTTP_201
+        resp.location = external_url(req, f"/v2/{name}/manifests/{digest}")
+        resp.set_header("Docker-Content-Digest", str(digest))
+        if manifest.subject:
+            resp.set_header("OCI-Subject", str(manifest.subject))
+        resp.content_length = 0
+
+    def _check_references(self, name: str, manifest: mf.Manifest) -> None:
+        for d in manifest.blobs:
+            if not self._blobs.has_layer(name, d):
+                raise errors.ManifestBlobUnknown(detail={"digest": str(d)})
+        for d in manifest.manifests:
+            if self._blobs.manifest_media_type(name, d) is None:
+                raise errors.ManifestBlobUnknown(detail={"digest": str(d)})
+
+    # -- GET / HEAD ----------------------------------------------------------
+
+    def _resolve(self, name: str, reference: str) -> tuple[Digest, str]:
+        check_name(name)
+        if is_digest_reference(reference):
+            digest = parse_digest(reference)
+        else:
+            check_tag(reference)
+            digest = parse_digest(self._index.resolve_tag(name, reference).digest)
+        media_type = self._blobs.manifest_media_type(name, digest)
+        if media_type is None:
+            if not self._blobs.repository_exists(name):
+                raise errors.NameUnknown(detail={"name": name})
+            raise errors.ManifestUnknown(detail={"reference": reference})
+        return digest, media_type
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str,
+               reference: str) -> None:
+        digest, media_type = self._resolve(name, reference)
+        body = self._blobs.read(digest)
+        accept = mf.parse_accept(req.get_header("Accept"))
+        if media_type in mf.INDEX_TYPES and _wants_single_image(accept):
+            digest, media_type, body = self._default_platform(name, body) or (
+                digest, media_type, body)
+        etag = f'"{digest}"'
+        resp.set_header("Docker-Content-Digest", str(digest))
+        resp.set_header("ETag", etag)
+        resp.content_type = media_type
+        if req.get_header("If-None-Match") == etag:
+            resp.status = falcon.HTTP_304
+            return
+        resp.data = body
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, name: str,
+                reference: str) -> None:
+        self.on_get(req, resp, name, reference)
+
+    def _default_platform(self, name: str, body: bytes) -> tuple[Digest, str, bytes] | None:
+        """linux/amd64 of an index, for old clients that cannot read an index."""
+        for digest, platform in mf.parse(body, None).platforms:
+            if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+                media_type = self._blobs.manifest_media_type(name, digest)
+                if media_type is not None:
+                    return digest, media_type, self._blobs.read(digest)
+        return None
+
+    # -- DELETE --------------------------------------------------------------
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str,
+                  reference: str) -> None:
+        check_deletes(self._delete_enabled)
+        check_name(name)
+        if is_digest_reference(reference):
+            digest = parse_digest(reference)
+            if self._blobs.manifest_media_type(name, digest) is None:
+                raise errors.ManifestUnknown(detail={"digest": reference})
+            self._index.delete_manifest(name, str(digest))
+            self._blobs.unlink_manifest(name, digest)
+        else:
+            check_tag(reference)
+            if not self._index.delete_tag(name, reference):
+                raise errors.ManifestUnknown(detail={"tag": reference})
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0
+
+
+def _wants_single_image(accept: set[str]) -> bool:
+    """True for a client that names image manifests but no index type or wildcard."""
+    if not accept or "*/*" in accept or accept & mf.INDEX_TYPES:
+        return False
+    return bool(accept & mf.IMAGE_TYPES)
+

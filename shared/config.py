@@ -1,0 +1,231 @@
+"""Configuration: one YAML file, environment overrides, validated against one schema.
+
+Precedence, lowest first: the defaults below, the YAML file, then an
+environment variable per key named ``DOCKYARD_<SECTION>_<KEY>`` (nested keys
+joined with ``_``, e.g. ``DOCKYARD_INDEX_REDIS_URL``). A string value of the
+form ``_env:NAME`` or ``_env:NAME:default`` is read from the environment, the
+syntax of the legacy Python docker-registry, for people migrating from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key's full path."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: int | None = None
+
+
+_LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
+_URL_RE = re.compile(r"(?:redis|rediss|unix)://\S*")
+
+# section -> key -> Key; a nested dict is a nested section.
+SCHEMA: dict[str, Any] = {
+    "log": {
+        "level": Key(str, "info", "log level", choices=("debug", "info", "warning", "error")),
+        "format": Key(str, "text", "text or json lines", choices=("text", "json")),
+        "access": Key(bool, True, "log one line per request"),
+    },
+    "http": {
+        "max_header_size": Key(int, 65536, "largest request header block, bytes", minimum=1024),
+        "idle_timeout": Key(int, 120, "seconds before an idle or stalled connection is closed",
+                            minimum=1),
+        "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
+        "backlog": Key(int, 1024, "listen backlog", minimum=1),
+    },
+    "router": {
+        "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
+        "storage_urls": Key(list, ["http://127.0.0.1:5100"], "storage backends"),
+        "index_urls": Key(list, ["http://127.0.0.1:5200"], "index backends"),
+        "threads": Key(int, 16, "worker threads", minimum=1),
+        "backend_timeout": Key(int, 300, "seconds to wait for a backend's response", minimum=1),
+        "retry_after": Key(int, 2, "Retry-After seconds sent with 503", minimum=0),
+        "metrics_listen": Key(str, "", "host:port for the router's /metrics; empty: off"),
+    },
+    "storage": {
+        "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
+        "root": Key(str, "./dockyard-data/storage", "directory that holds every byte"),
+        "index_urls": Key(list, ["http://127.0.0.1:5200"], "index services to record manifests"),
+        "delete_enabled": Key(bool, True, "allow DELETE of blobs and manifests"),
+        "upload_max_age": Key(int, 86400, "seconds before an abandoned upload is purged",
+                              minimum=60),
+        "upload_purge_interval": Key(int, 3600, "seconds between purges of old uploads",
+                                     minimum=1),
+        "max_uploads_per_repository": Key(int, 1000, "concurrent upload sessions per repository",
+                                          minimum=1),
+        "manifest_max_size": Key(int, 4 * 1024 * 1024, "largest manifest, bytes", minimum=1024),
+        "threads": Key(int, 16, "worker threads", minimum=1),
+        "tag_cache_ttl": Key(float, 0.0, "seconds a resolved tag is served without asking "
+                             "the index; 0 asks every time"),
+        "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
+                              "is unreachable", minimum=0),
+        "rpc_timeout": Key(float, 5.0, "seconds per call to the index"),
+    },
+    "index": {
+        "listen": Key(str, "127.0.0.1:5200", "internal address, host:port"),
+        "threads": Key(int, 8, "worker threads", minimum=1),
+        "redis": {
+            "url": Key(str, "", "redis URL; empty under `dockyard serve` starts a private "
+                       "redis-server, and means redis://127.0.0.1:6379/0 otherwise"),
+            "key_prefix": Key(str, "dockyard:", "prefix of every key"),
+            "appendfsync": Key(str, "always", "AOF fsync policy of the private redis-server",
+                               choices=("always", "everysec", "no")),
+        },
+        "search_refresh": Key(float, 1.0, "seconds between rebuilds of the search snapshot "
+                              "of a large catalog"),
+    },
+}
+
+
+def _defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default)
+        for k, v in schema.items()
+    }
+
+
+def _leaves(schema: dict[str, Any], prefix: tuple[str, ...] = ()):
+    for k, v in schema.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, (*prefix, k))
+        else:
+            yield (*prefix, k), v
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    return "DOCKYARD_" + "_".join(p.upper() for p in path)
+
+
+def _expand_legacy_env(value: Any, environ: dict[str, str]) -> Any:
+    if isinstance(value, str) and value.startswith("_env:"):
+        name, _, default = value[len("_env:"):].partition(":")
+        raw = environ.get(name, default)
+        return yaml.safe_load(raw) if raw != "" else ""
+    return value
+
+
+def _coerce(path: str, key: Key, value: Any) -> Any:
+    expected = key.type
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list and isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if expected is str and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if value is None or not isinstance(value, expected) or (
+        expected is int and isinstance(value, bool)
+    ):
+        raise ConfigError(
+            f"{path}: expected {_type_name(expected)}, got {type(value).__name__}"
+        )
+    if key.choices is not None and value not in key.choices:
+        raise ConfigError(f"{path}: must be one of {', '.join(map(str, key.choices))}")
+    if key.minimum is not None and value < key.minimum:
+        raise ConfigError(f"{path}: must be at least {key.minimum}")
+    if expected is list and not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{path}: expected a list of non-empty strings")
+    return value
+
+
+def _type_name(t: Any) -> str:
+    return {str: "string", int: "integer", float: "number", bool: "boolean",
+            list: "list"}.get(t, str(t))
+
+
+def _check_values(cfg: dict[str, Any]) -> None:
+    """Checks of meaning beyond type: addresses, URLs."""
+    for path in (("router", "listen"), ("storage", "listen"), ("index", "listen")):
+        value = cfg[path[0]][path[1]]
+        if not _valid_listen(value):
+            raise ConfigError(f"{'.'.join(path)}: expected host:port, got {value!r}")
+    if cfg["router"]["metrics_listen"] and not _valid_listen(cfg["router"]["metrics_listen"]):
+        raise ConfigError("router.metrics_listen: expected host:port or empty")
+    for path in (("router", "storage_urls"), ("router", "index_urls"), ("storage", "index_urls")):
+        for url in cfg[path[0]][path[1]]:
+            if not re.fullmatch(r"https?://[^/\s]+/?", url):
+                raise ConfigError(f"{'.'.join(path)}: not an http URL: {url!r}")
+    url = cfg["index"]["redis"]["url"]
+    if url and not _URL_RE.fullmatch(url):
+        raise ConfigError(f"index.redis.url: not a redis URL: {url!r}")
+
+
+def _valid_listen(value: str) -> bool:
+    m = _LISTEN_RE.fullmatch(value)
+    return m is not None and 0 <= int(m.group(2)) <= 65535
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _merge(schema: dict[str, Any], target: dict[str, Any], data: Any, prefix: str,
+           environ: dict[str, str]) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or '(top level)'}: expected a mapping")
+    for k, v in data.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        spec = schema.get(k)
+        if spec is None:
+            raise ConfigError(f"{path}: unknown key")
+        if isinstance(spec, dict):
+            _merge(spec, target[k], v if v is not None else {}, path, environ)
+        else:
+            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ))
+
+
+def load(path: str | os.PathLike[str] | None = None,
+         environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the effective configuration: defaults, then the file, then the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    cfg = _defaults(SCHEMA)
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if data is not None:
+            _merge(SCHEMA, cfg, data, "", environ)
+    for keypath, spec in _leaves(SCHEMA):
+        raw = environ.get(env_name(keypath))
+        if raw is None:
+            continue
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        section = cfg
+        for part in keypath[:-1]:
+            section = section[part]
+        section[keypath[-1]] = _coerce(
+            f"{'.'.join(keypath)} (from {env_name(keypath)})", spec,
+            _expand_legacy_env(value, environ),
+        )
+    _check_values(cfg)
+    return cfg
+
+
+def dump(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def reference() -> list[tuple[str, str, Any, str]]:
+    """(key path, environment variable, default, help) of every key, for the docs."""
+    return [(".".join(p), env_name(p), k.default, k.help) for p, k in _leaves(SCHEMA)]

@@ -1,0 +1,114 @@
+"""The msgpack-over-HTTP client the services use to call each other.
+
+A call is ``POST <base>/internal/rpc/<method>`` with a msgpack map as body,
+answered by a msgpack map. The client keeps pooled keep-alive connections to
+every backend, bounds every call with a timeout, spreads calls over the
+backends, and retries idempotent calls on the next backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgpack
+import urllib3
+
+log = logging.getLogger("dockyard.rpc")
+
+CONTENT_TYPE = "application/msgpack"
+RPC_PREFIX = "/internal/rpc/"
+
+
+class RpcUnavailable(Exception):
+    """No backend could be reached, or none answered in time."""
+
+
+class RpcError(Exception):
+    """The backend answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+class RpcClient:
+    def __init__(self, base_urls: list[str], timeout: float = 5.0, pool_size: int = 32) -> None:
+        if not base_urls:
+            raise ValueError("an RPC client needs at least one backend")
+        self._pools = []
+        for url in base_urls:
+            parts = urlsplit(url)
+            self._pools.append(urllib3.HTTPConnectionPool(
+                parts.hostname, parts.port or 80, maxsize=pool_size, block=False,
+                timeout=urllib3.Timeout(connect=min(timeout, 2.0), read=timeout),
+                retries=False,
+            ))
+        self._next = itertools.cycle(range(len(self._pools)))
+        self._lock = threading.Lock()
+
+    def call(self, method: str, args: dict[str, Any] | None = None, *,
+             idempotent: bool = True) -> Any:
+        body = pack(args or {})
+        with self._lock:
+            start = next(self._next)
+        order = [self._pools[(start + i) % len(self._pools)] for i in range(len(self._pools))]
+        # Idempotent calls get one extra try on a fresh connection: a pooled
+        # keep-alive connection may have been closed by a restarted backend.
+        attempts = order + order[:1] if idempotent else order[:1]
+        last: Exception | None = None
+        for pool in attempts:
+            try:
+                resp = pool.urlopen(
+                    "POST", RPC_PREFIX + method, body=body,
+                    headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
+                )
+            except urllib3.exceptions.HTTPError as e:
+                last = e
+                if not idempotent and not isinstance(e, urllib3.exceptions.NewConnectionError):
+                    break
+                continue
+            if resp.status == 503:
+                last = RpcUnavailable(f"{pool.host}:{pool.port} unavailable")
+                continue
+            if resp.status != 200:
+                raise RpcError(resp.status, resp.data[:200].decode(errors="replace"))
+            return unpack(resp.data)
+        log.warning("rpc %s failed: %s", method, last)
+        raise RpcUnavailable(str(last))
+
+
+class RpcResource:
+    """Server side: ``POST /internal/rpc/{method}`` dispatched to plain functions.
+
+    A handler takes the decoded argument map and returns a msgpack-able map.
+    """
+
+    def __init__(self, handlers: dict[str, Any]) -> None:
+        self._handlers = handlers
+
+    def on_post(self, req: Any, resp: Any, method: str) -> None:
+        import falcon
+
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise falcon.HTTPNotFound(description=f"no RPC method {method!r}")
+        try:
+            args = unpack(req.bounded_stream.read())
+        except Exception:
+            raise falcon.HTTPBadRequest(description="body is not msgpack") from None
+        if not isinstance(args, dict):
+            raise falcon.HTTPBadRequest(description="arguments must be a map")
+        resp.content_type = CONTENT_TYPE
+        resp.data = pack(handler(**args))

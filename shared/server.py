@@ -1,0 +1,64 @@
+"""Serving a WSGI app with waitress, with the limits a registry needs."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+import waitress
+from waitress.server import create_server
+
+from shared.config import parse_listen
+
+log = logging.getLogger("dockyard.server")
+
+# waitress refuses bodies over 1 GiB by default; layers of 10 GiB and more are
+# normal, so the only bound is the disk.
+UNLIMITED_BODY = 1 << 62
+
+
+def waitress_options(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
+    http = cfg["http"]
+    return {
+        "threads": threads,
+        "max_request_body_size": UNLIMITED_BODY,
+        "max_request_header_size": http["max_header_size"],
+        "channel_timeout": http["idle_timeout"],
+        "connection_limit": http["connection_limit"],
+        "backlog": http["backlog"],
+        # Large socket reads and writes: blobs move in big pieces.
+        "recv_bytes": 256 * 1024,
+        "send_bytes": 1,
+        "outbuf_high_watermark": 64 * 1024 * 1024,
+        "inbuf_overflow": 4 * 1024 * 1024,
+        # select() cannot watch more than 1024 descriptors.
+        "asyncore_use_poll": True,
+        "ident": "dockyard",
+        "clear_untrusted_proxy_headers": False,
+    }
+
+
+def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -> None:
+    """Serve `app` until SIGTERM or SIGINT."""
+    host, port = parse_listen(listen)
+    server = create_server(app, host=host, port=port, **waitress_options(cfg, threads))
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("%s stopping on signal %d", name, signum)
+        server.close()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("%s listening on %s:%s", name, host, server.effective_port)
+    try:
+        server.run()
+    except SystemExit:
+        raise
+    finally:
+        server.close()
+
+
+__all__ = ["serve", "waitress", "waitress_options"]
