@@ -132,7 +132,9 @@ class AccessLog:
 
         def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
             status_holder[0] = status[:3]
-            headers.append((REQUEST_ID_HEADER, request_id))
+            # A proxied answer already carries the backend's copy of the same id.
+            if not any(name.lower() == "x-request-id" for name, _ in headers):
+                headers.append((REQUEST_ID_HEADER, request_id))
             for name, value in headers:
                 if name.lower() == "content-length":
                     file_wrapper_used.append(int(value))

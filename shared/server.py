@@ -26,12 +26,19 @@ def waitress_options(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
         "max_request_body_size": UNLIMITED_BODY,
         "max_request_header_size": http["max_header_size"],
         "channel_timeout": http["idle_timeout"],
+        # waitress looks for timed-out connections only every cleanup_interval
+        # (default 30 s), which would stretch a short idle_timeout to 30 s.
+        "cleanup_interval": max(1, min(30, http["idle_timeout"] // 2)),
         "connection_limit": http["connection_limit"],
         "backlog": http["backlog"],
         # Large socket reads and writes: blobs move in big pieces.
         "recv_bytes": 256 * 1024,
         "send_bytes": 1,
-        "outbuf_high_watermark": 64 * 1024 * 1024,
+        # Response bodies stay in memory (waitress spills anything over 1 MiB to
+        # a temporary file by default); the high watermark makes the app thread
+        # wait for a slow client instead, so memory per connection is bounded.
+        "outbuf_overflow": 32 * 1024 * 1024,
+        "outbuf_high_watermark": 8 * 1024 * 1024,
         "inbuf_overflow": 4 * 1024 * 1024,
         # select() cannot watch more than 1024 descriptors.
         "asyncore_use_poll": True,

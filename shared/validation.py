@@ -135,9 +135,11 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
             raise errors.RangeNotSatisfiable(size)
         return max(0, size - suffix), size - 1
     first = int(first_s)
-    last = size - 1 if last_s == "" else int(last_s)
-    if last < first:
+    # Only an explicit last before first is an invalid range (ignored); an open
+    # range starting at or past the end is unsatisfiable.
+    if last_s != "" and int(last_s) < first:
         return None
+    last = size - 1 if last_s == "" else int(last_s)
     if first >= size:
         raise errors.RangeNotSatisfiable(size)
     return first, min(last, size - 1)

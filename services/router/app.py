@@ -32,6 +32,9 @@ class VersionResource:
         resp.content_type = "application/json"
         resp.data = b"{}"
 
+    # RFC 9110 9.1: HEAD goes wherever GET does; some clients probe /v2/ with it.
+    on_head = on_get
+
 
 class PingResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -39,6 +42,8 @@ class PingResource:
         resp.set_header("X-Docker-Registry-Version", "0.6.0")
         resp.content_type = "application/json"
         resp.data = b"true"
+
+    on_head = on_get
 
 
 class ReadyResource:

@@ -48,29 +48,24 @@ def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _stream(resp: urllib3.HTTPResponse) -> Iterator[bytes]:
-    try:
-        yield from resp.stream(READ_SIZE, decode_content=False)
-    finally:
-        resp.release_conn()
-
-
 class _Body:
-    """The response body iterable; closing it returns or drops the connection."""
+    """The response body iterable; closing it returns or drops the backend connection."""
 
     def __init__(self, resp: urllib3.HTTPResponse, head: bool) -> None:
         self._resp = resp
-        self._iter = iter(()) if head else _stream(resp)
+        self._finished = head
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._iter
+        if not self._finished:
+            yield from self._resp.stream(READ_SIZE, decode_content=False)
+            self._finished = True
 
     def close(self) -> None:
-        if not self._resp.isclosed() and self._resp.length_remaining:
-            # The client went away mid-body: this connection cannot be reused.
-            self._resp.close()
-        else:
+        if self._finished:
             self._resp.release_conn()
+        else:
+            # The client went away mid-body: unread bytes make the connection unusable.
+            self._resp.close()
 
 
 def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., Any],

@@ -73,12 +73,17 @@ def _touch(path: Path, content: bytes = b"") -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        if content:
-            os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            if content:
+                os.write(fd, content)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk fails the write: the partial file must not stay behind.
+        _remove(tmp)
+        raise
     fsync_dir(path.parent)
 
 
@@ -190,9 +195,11 @@ class BlobStore:
         probe = self.layout.tmp / f".probe-{uuid.uuid4().hex}"
         try:
             probe.write_bytes(b"ok")
-            probe.unlink()
         except OSError:
             return False
+        finally:
+            # write_bytes creates the file before a full disk fails the write.
+            cleanup(probe)
         return True
 
 

@@ -61,7 +61,9 @@ def parse(body: bytes, content_type: str | None) -> Manifest:
     """Check a manifest body and extract what the registry records about it."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: json's parser recurses per nesting level, so a body of
+        # nothing but "[" would otherwise end as a 500.
         raise errors.ManifestInvalid(detail={"reason": "body is not valid JSON"}) from None
     if not isinstance(doc, dict):
         raise errors.ManifestInvalid(detail={"reason": "manifest is not a JSON object"})

@@ -60,13 +60,18 @@ class UploadStore:
         upload_id = uuid.uuid4().hex
         directory = self.layout.upload_dir(upload_id)
         directory.mkdir(parents=True)
-        self.layout.upload_info(upload_id).write_bytes(
-            msgpack.packb({"repo": name, "started": time.time()})
-        )
-        self.layout.upload_data(upload_id).touch()
         marker = self.layout.upload_marker(name, upload_id)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        try:
+            self.layout.upload_info(upload_id).write_bytes(
+                msgpack.packb({"repo": name, "started": time.time()})
+            )
+            self.layout.upload_data(upload_id).touch()
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except BaseException:
+            # A full disk fails here: leave no half-created session behind.
+            self._remove(upload_id, name)
+            raise
         self._set_hash(upload_id, _RunningHash(hashlib.sha256(), 0))
         return upload_id
 
