@@ -104,8 +104,11 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
 @click.option("--storage", "storage_urls", multiple=True, help="Storage URL; repeatable.")
 @click.option("--index", "index_urls", multiple=True, help="Index URL; repeatable.")
 @click.option("--metrics-listen", help="host:port for /metrics (router.metrics_listen).")
+@click.option("--storage-root", help="Shared storage root to send blobs from "
+              "(router.storage_root).")
 def router(config_path: str | None, listen: str | None, storage_urls: tuple[str, ...],
-           index_urls: tuple[str, ...], metrics_listen: str | None) -> None:
+           index_urls: tuple[str, ...], metrics_listen: str | None,
+           storage_root: str | None) -> None:
     """Run one router: the public endpoint."""
     from prometheus_client import start_http_server
 
@@ -123,6 +126,8 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         section["index_urls"] = list(index_urls)
     if metrics_listen is not None:
         section["metrics_listen"] = metrics_listen
+    if storage_root is not None:
+        section["storage_root"] = storage_root
     _setup("router", cfg)
     metrics = Metrics("router")
     if section["metrics_listen"]:

@@ -131,7 +131,9 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
                                       "--index", index_url]))
     children.append(Child("router", [*cli, "router", *common, "--listen", f"{host}:{port}",
                                      "--storage", storage_url, "--index", index_url,
-                                     "--metrics-listen", f"127.0.0.1:{metrics_port}"]))
+                                     "--metrics-listen", f"127.0.0.1:{metrics_port}",
+                                     # One machine, one disk: the router sends blobs itself.
+                                     "--storage-root", storage_root]))
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
                  "router": f"http://{host}:{port}",
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}

@@ -57,6 +57,9 @@ SCHEMA: dict[str, Any] = {
         "backend_timeout": Key(int, 300, "seconds to wait for a backend's response", minimum=1),
         "retry_after": Key(int, 2, "Retry-After seconds sent with 503", minimum=0),
         "metrics_listen": Key(str, "", "host:port for the router's /metrics; empty: off"),
+        "storage_root": Key(str, "", "the storage root, when this router's machine shares "
+                            "it: blob bodies are then sent from disk by the router itself "
+                            "instead of streamed through storage; empty: off"),
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
@@ -112,11 +115,19 @@ def env_name(path: tuple[str, ...]) -> str:
     return "DOCKYARD_" + "_".join(p.upper() for p in path)
 
 
-def _expand_legacy_env(value: Any, environ: dict[str, str]) -> Any:
+def _yaml_value(raw: str, where: str) -> Any:
+    """A value given as text (an environment variable, an `_env:` default), read as YAML."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: not a valid YAML value: {raw[:100]!r}") from None
+
+
+def _expand_legacy_env(value: Any, environ: dict[str, str], where: str) -> Any:
     if isinstance(value, str) and value.startswith("_env:"):
         name, _, default = value[len("_env:"):].partition(":")
         raw = environ.get(name, default)
-        return yaml.safe_load(raw) if raw != "" else ""
+        return _yaml_value(raw, where) if raw != "" else ""
     return value
 
 
@@ -187,7 +198,7 @@ def _merge(schema: dict[str, Any], target: dict[str, Any], data: Any, prefix: st
         if isinstance(spec, dict):
             _merge(spec, target[k], v if v is not None else {}, path, environ)
         else:
-            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ))
+            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ, path))
 
 
 def load(path: str | os.PathLike[str] | None = None,
@@ -210,14 +221,17 @@ def load(path: str | os.PathLike[str] | None = None,
         raw = environ.get(env_name(keypath))
         if raw is None:
             continue
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        where = f"{'.'.join(keypath)} (from {env_name(keypath)})"
+        # A string key takes the text as it is: read as YAML, "dockyard:" would
+        # be a mapping and "on" a boolean.
+        if spec.type is str:
+            value: Any = raw
+        else:
+            value = _yaml_value(raw, where) if raw.strip() else ""
         section = cfg
         for part in keypath[:-1]:
             section = section[part]
-        section[keypath[-1]] = _coerce(
-            f"{'.'.join(keypath)} (from {env_name(keypath)})", spec,
-            _expand_legacy_env(value, environ),
-        )
+        section[keypath[-1]] = _coerce(where, spec, _expand_legacy_env(value, environ, where))
     _check_values(cfg)
     return cfg
 

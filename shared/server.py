@@ -8,8 +8,11 @@ import sys
 from typing import Any
 
 import waitress
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 
+from shared import errors
 from shared.config import parse_listen
 
 log = logging.getLogger("dockyard.server")
@@ -47,10 +50,35 @@ def waitress_options(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
     }
 
 
+class OciErrorTask(ErrorTask):
+    """waitress's own error answers (malformed request, headers over the limit) as the
+    registry's JSON error body instead of waitress's plain text."""
+
+    def execute(self) -> None:
+        e = self.request.error
+        cls = {413: errors.SizeInvalid, 501: errors.Unsupported}.get(e.code)
+        err = cls() if cls else errors.RegistryError(e.reason.lower())
+        err.detail = {"reason": str(e.body)[:200]}
+        body = errors.render(err)
+        self.status = f"{e.code} {e.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class OciChannel(HTTPChannel):
+    error_task_class = OciErrorTask
+
+
 def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -> None:
     """Serve `app` until SIGTERM or SIGINT."""
     host, port = parse_listen(listen)
     server = create_server(app, host=host, port=port, **waitress_options(cfg, threads))
+    # One listener is a server; several (a name with v4 and v6 addresses) are in its map.
+    for listener in [server, *getattr(server, "map", {}).values()]:
+        if hasattr(listener, "channel_class"):
+            listener.channel_class = OciChannel
 
     def stop(signum: int, frame: Any) -> None:
         log.info("%s stopping on signal %d", name, signum)

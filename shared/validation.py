@@ -93,7 +93,8 @@ def parse_pagination(n: str | None, last: str | None, *, default: int,
     if n is None or n == "":
         count = default
     else:
-        if not n.isdigit() or len(n) > 9:
+        # isascii: str.isdigit() is also true of "²", which int() refuses.
+        if not (n.isascii() and n.isdigit()) or len(n) > 9:
             raise errors.PaginationNumberInvalid(detail={"n": n[:50]})
         count = min(int(n), maximum)
     return count, last or ""

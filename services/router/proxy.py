@@ -8,6 +8,7 @@ and HEAD semantics are the backend's.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +25,9 @@ HOP_BY_HOP = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+# The direct-read handshake between router and storage (see `DirectReads`).
+ACCEL_REQUEST = "X-Dockyard-Accel"
+ACCEL_FILE = "X-Dockyard-File"
 READ_SIZE = 1024 * 1024
 # Requests that may be sent again after a failure that happened mid-request.
 RETRYABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -34,7 +38,8 @@ def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             name = key[5:].replace("_", "-").title()
-            if name.lower() not in HOP_BY_HOP:
+            # Internal headers never come from a client.
+            if name.lower() not in HOP_BY_HOP and not name.lower().startswith("x-dockyard-"):
                 headers[name] = value
     if environ.get("CONTENT_TYPE"):
         headers["Content-Type"] = environ["CONTENT_TYPE"]
@@ -68,8 +73,40 @@ class _Body:
             self._resp.close()
 
 
+class DirectReads:
+    """Blob bodies sent from disk by the router, when it shares the storage root.
+
+    Like nginx's X-Accel-Redirect: the router asks storage for a blob with
+    `X-Dockyard-Accel: file`, storage answers with the headers and, instead of
+    the body, `X-Dockyard-File: <path>`; the router then gives the open file to
+    waitress's `wsgi.file_wrapper`. Storage still decides what is served and
+    builds every path; the router only opens paths under the root it was given.
+    A pull then costs one pass over the bytes instead of three.
+    """
+
+    def __init__(self, storage_root: str) -> None:
+        self.root = os.path.realpath(storage_root) + os.sep
+
+    def open(self, resp: urllib3.HTTPResponse) -> tuple[Any, int] | None:
+        path = resp.headers.get(ACCEL_FILE)
+        if not path:
+            return None
+        path = os.path.realpath(path)
+        if not path.startswith(self.root):
+            log.error("storage named a file outside the storage root; ignored")
+            return None
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - waitress's file wrapper closes it
+        except OSError:
+            return None
+        offset = int(resp.headers.get("X-Dockyard-Offset", "0"))
+        if offset:
+            f.seek(offset)
+        return f, int(resp.headers.get("X-Dockyard-Length", "0"))
+
+
 def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., Any],
-            retry_after: int) -> Any:
+            retry_after: int, direct: DirectReads | None = None) -> Any:
     method = environ["REQUEST_METHOD"]
     path = quote(environ.get("PATH_INFO", ""), safe="/:@+=,;~-._")
     if environ.get("QUERY_STRING"):
@@ -78,6 +115,8 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
     length = int(headers["Content-Length"] or 0)
     body = environ["wsgi.input"] if length else None
     start_pos = body.tell() if body is not None and hasattr(body, "tell") else None
+    if direct is not None and method == "GET" and "/blobs/" in path and "/uploads/" not in path:
+        headers[ACCEL_REQUEST] = "file"
 
     resp = None
     for backend in pool.order():
@@ -110,7 +149,19 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
         ])
         return [payload]
 
-    out_headers = [(k, v) for k, v in resp.headers.iteritems() if k.lower() not in HOP_BY_HOP]
+    opened = direct.open(resp) if direct is not None and ACCEL_FILE in resp.headers else None
+    if ACCEL_FILE in resp.headers and opened is None:
+        # The file vanished or is not ours: ask again for the bytes themselves.
+        resp.release_conn()
+        return forward(pool, environ, start_response, retry_after, None)
+    out_headers = [(k, v) for k, v in resp.headers.iteritems()
+                   if k.lower() not in HOP_BY_HOP and not k.lower().startswith("x-dockyard-")]
+    if opened is not None:
+        out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
+        out_headers.append(("Content-Length", str(opened[1])))
     out_headers.append(API_VERSION)
     start_response(f"{resp.status} {resp.reason or ''}".strip(), out_headers)
+    if opened is not None:
+        resp.release_conn()
+        return environ["wsgi.file_wrapper"](opened[0], READ_SIZE)
     return _Body(resp, head=method == "HEAD")

@@ -214,7 +214,22 @@ class UploadStore:
                 removed += 1
         if removed:
             log.info("purged %d abandoned upload sessions", removed)
+        self._purge_tmp(now)
         return removed
+
+    def _purge_tmp(self, now: float) -> None:
+        """Remove partial files that a killed process left in tmp/. A file still being
+        written has a fresh mtime, so only files untouched for max_age go."""
+        try:
+            entries = list(os.scandir(self.layout.tmp))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if (entry.is_file(follow_symlinks=False)
+                        and now - entry.stat(follow_symlinks=False).st_mtime > self.max_age):
+                    os.unlink(entry.path)
+                    log.info("purged stale temporary file %s", entry.name)
 
     def start_purger(self, interval: float) -> threading.Thread:
         def loop() -> None:

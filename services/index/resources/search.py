@@ -12,7 +12,9 @@ from services.index.search import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SearchIndex
 
 def _int_param(req: falcon.Request, name: str, default: int) -> int:
     raw = req.get_param(name)
-    if raw is None or not raw.strip().lstrip("-").isdigit() or len(raw) > 9:
+    digits = raw.strip().lstrip("-") if raw is not None else ""
+    # isascii: str.isdigit() is also true of "²", which int() refuses.
+    if raw is None or not (digits.isascii() and digits.isdigit()) or len(raw) > 9:
         return default
     return int(raw)
 
