@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import BinaryIO
+
 import falcon
 
-from services.storage.blobstore import BlobStore
+from services.storage.blobstore import CHUNK, BlobStore
 from services.storage.resources.common import check_deletes
 from shared import errors
 from shared.validation import check_name, parse_digest, parse_range
+
+
+def _file_range(f: BinaryIO, first: int, length: int) -> Iterator[bytes]:
+    """A range that ends before the file does: never more than Content-Length."""
+    with f:
+        f.seek(first)
+        while length > 0:
+            chunk = f.read(min(length, CHUNK))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
 
 
 class BlobResource:
@@ -47,11 +62,12 @@ class BlobResource:
             resp.content_length = 0
             return
         f = self._blobs.open(d)
-        if first:
+        if last == size - 1:
             f.seek(first)
-        # A file stream lets waitress send it through wsgi.file_wrapper,
-        # which stops at Content-Length for a range.
-        resp.stream = f
+            # A file to the end goes out through waitress's wsgi.file_wrapper.
+            resp.stream = f
+        else:
+            resp.stream = _file_range(f, first, last - first + 1)
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         self.on_get(req, resp, name, digest)

@@ -1,0 +1,58 @@
+"""Fixtures of the protocol tests: every request goes through the router on the
+session's real `dockyard serve`, each test in repositories of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.integration.helpers import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, unique_repo
+from tests.support.registry_client import RegistryClient
+
+
+@pytest.fixture
+def repo() -> str:
+    return unique_repo()
+
+
+@pytest.fixture
+def other_repo() -> str:
+    return unique_repo()
+
+
+class Pusher:
+    """Builds and pushes small images, so tests read as the protocol steps they check."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+
+    def config_blob(self, name: str, media_type: str = OCI_CONFIG) -> dict:
+        data = json.dumps({"architecture": "amd64", "os": "linux",
+                           "nonce": os.urandom(8).hex()}).encode()
+        return {"mediaType": media_type, "digest": self.client.push_blob(name, data),
+                "size": len(data)}
+
+    def layer(self, name: str, media_type: str = OCI_LAYER, size: int = 128) -> dict:
+        data = os.urandom(size)
+        return {"mediaType": media_type, "digest": self.client.push_blob(name, data),
+                "size": len(data)}
+
+    def image(self, name: str, *, media_type: str = OCI_MANIFEST, config_type: str = OCI_CONFIG,
+              layer_type: str = OCI_LAYER, **fields: object) -> bytes:
+        doc = {"schemaVersion": 2, "mediaType": media_type,
+               "config": self.config_blob(name, config_type),
+               "layers": [self.layer(name, layer_type)], **fields}
+        return json.dumps(doc).encode()
+
+    def push(self, name: str, reference: str, body: bytes,
+             media_type: str = OCI_MANIFEST) -> tuple[str, bytes]:
+        r = self.client.put_manifest(name, reference, body, media_type)
+        assert r.status == 201, (r.status, r.data)
+        return r.headers["Docker-Content-Digest"], body
+
+
+@pytest.fixture(scope="session")
+def pusher(client: RegistryClient) -> Pusher:
+    return Pusher(client)
