@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from shared import config as config_mod
-from shared.observability import setup_logging
+from shared.logs import setup_logging
 
 log = logging.getLogger("dockyard")
 

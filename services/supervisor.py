@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -55,7 +56,7 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, preexec_fn=_die_with_parent,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, env=_child_env())
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.process.pid)
@@ -91,6 +92,15 @@ class Child:
             log.warning("%s did not stop in time; killing it", self.name)
             self.process.kill()
             self.process.wait()
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # glibc gives every thread that allocates its own malloc arena and keeps
+    # freed memory in each; with 16 server threads that is most of a Python
+    # service's RSS. Two arenas cost no measurable throughput here.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
 
 
 def _describe(code: int) -> str:

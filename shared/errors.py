@@ -98,6 +98,8 @@ class Unavailable(RegistryError):
 
     def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+        # Whether the backend may have done the work anyway (a timeout, not a refusal).
+        self.maybe_applied = True
 
 
 class InternalError(RegistryError):

@@ -24,7 +24,16 @@ RPC_PREFIX = "/internal/rpc/"
 
 
 class RpcUnavailable(Exception):
-    """No backend could be reached, or none answered in time."""
+    """No backend could be reached, or none answered in time.
+
+    `maybe_applied` is False only when no backend can have run the call (every
+    attempt failed to connect, or was refused with 503); after a timeout or a
+    dropped connection the call may have taken effect.
+    """
+
+    def __init__(self, message: str, maybe_applied: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 class RpcError(Exception):
@@ -68,6 +77,7 @@ class RpcClient:
         # keep-alive connection may have been closed by a restarted backend.
         attempts = order + order[:1] if idempotent else order[:1]
         last: Exception | None = None
+        maybe_applied = False
         for pool in attempts:
             try:
                 resp = pool.urlopen(
@@ -76,6 +86,8 @@ class RpcClient:
                 )
             except urllib3.exceptions.HTTPError as e:
                 last = e
+                if not isinstance(e, urllib3.exceptions.NewConnectionError):
+                    maybe_applied = True
                 if not idempotent and not isinstance(e, urllib3.exceptions.NewConnectionError):
                     break
                 continue
@@ -86,7 +98,7 @@ class RpcClient:
                 raise RpcError(resp.status, resp.data[:200].decode(errors="replace"))
             return unpack(resp.data)
         log.warning("rpc %s failed: %s", method, last)
-        raise RpcUnavailable(str(last))
+        raise RpcUnavailable(str(last), maybe_applied)
 
 
 class RpcResource:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from services.index.store import IndexStore
@@ -23,6 +24,11 @@ from services.index.store import IndexStore
 EAGER_LIMIT = 10_000
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 25
+
+
+# Distinct queries whose matches each snapshot remembers: a registry's
+# searches repeat, and a common word can match thousands of repositories.
+QUERY_CACHE_SIZE = 512
 
 
 @dataclass
@@ -33,6 +39,30 @@ class _Snapshot:
     text: str = ""
     line_starts: list[int] = field(default_factory=list)
     built_at: float = 0.0
+    cache: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
+    cache_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def matches(self, q: str) -> list[int]:
+        """Indexes of the lines that contain `q`, in name order."""
+        with self.cache_lock:
+            found = self.cache.get(q)
+            if found is not None:
+                self.cache.move_to_end(q)
+                return found
+        found = []
+        text, starts = self.text, self.line_starts
+        pos = text.find(q)
+        while pos != -1:
+            line = bisect.bisect_right(starts, pos) - 1
+            found.append(line)
+            if line + 1 >= len(starts):
+                break
+            pos = text.find(q, starts[line + 1])
+        with self.cache_lock:
+            self.cache[q] = found
+            if len(self.cache) > QUERY_CACHE_SIZE:
+                self.cache.popitem(last=False)
+        return found
 
 
 def _clean(s: str) -> str:
@@ -97,18 +127,7 @@ class SearchIndex:
     def search(self, query: str, page: int, page_size: int) -> SearchResult:
         snap = self._current()
         q = _clean(query).lower()
-        if not q:
-            matches: range | list[int] = range(len(snap.names))
-        else:
-            matches = []
-            text, starts = snap.text, snap.line_starts
-            pos = text.find(q)
-            while pos != -1:
-                line = bisect.bisect_right(starts, pos) - 1
-                matches.append(line)
-                if line + 1 >= len(starts):
-                    break
-                pos = text.find(q, starts[line + 1])
+        matches = snap.matches(q) if q else range(len(snap.names))
         first = (page - 1) * page_size
         chosen = matches[first:first + page_size]
         return SearchResult(

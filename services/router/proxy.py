@@ -119,7 +119,12 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
         headers[ACCEL_REQUEST] = "file"
 
     resp = None
-    for backend in pool.order():
+    order = pool.order()
+    if method in RETRYABLE_METHODS:
+        # One more try on a fresh connection: a pooled keep-alive connection
+        # may have been closed by a backend that restarted.
+        order = order + order[:1]
+    for backend in order:
         try:
             resp = backend.pool.urlopen(
                 method, path, body=body, headers=headers, preload_content=False,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -187,6 +189,16 @@ class BlobStore:
             return False
         _touch(link, media_type.encode())
         return True
+
+    @contextlib.contextmanager
+    def manifest_lock(self, name: str, digest: Digest) -> Iterator[None]:
+        """Exclusive across every process sharing the root; 256 stripes bound the files."""
+        fd = os.open(self.layout.manifest_lock(name, digest), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def unlink_manifest(self, name: str, digest: Digest) -> bool:
         return _remove(self.layout.manifest_link(name, digest))

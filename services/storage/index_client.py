@@ -37,9 +37,11 @@ class IndexClient:
     def _call(self, method: str, args: dict[str, Any]) -> Any:
         try:
             return self._rpc.call(method, args)
-        except (RpcUnavailable, RpcError):
-            raise errors.Unavailable("the index service is unavailable",
-                                     retry_after=self._retry_after) from None
+        except (RpcUnavailable, RpcError) as e:
+            err = errors.Unavailable("the index service is unavailable",
+                                     retry_after=self._retry_after)
+            err.maybe_applied = getattr(e, "maybe_applied", True)
+            raise err from None
 
     def resolve_tag(self, repo: str, tag: str) -> Resolved:
         key = (repo, tag)

@@ -10,6 +10,8 @@
     │       ├── _layers/<algorithm>/<hex>        empty link file: the repo may serve this blob
     │       ├── _manifests/<algorithm>/<hex>     link file holding the manifest's media type
     │       └── _uploads/<upload id>             empty marker, counts the repo's open uploads
+    ├── locks/<00..ff>                           lock files: a manifest's PUT and DELETE
+    │                                            hold the one its repo and digest hash to
     ├── uploads/
     │   └── <upload id>/                         one upload session
     │       ├── data                             the bytes received so far, appended in order
@@ -28,6 +30,7 @@ either no blob or a whole one. Both directories must be on one filesystem.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from shared.validation import Digest
@@ -40,9 +43,10 @@ class Layout:
         self.repositories = self.root / "repositories"
         self.uploads = self.root / "uploads"
         self.tmp = self.root / "tmp"
+        self.locks = self.root / "locks"
 
     def create(self) -> None:
-        for d in (self.blobs, self.repositories, self.uploads, self.tmp):
+        for d in (self.blobs, self.repositories, self.uploads, self.tmp, self.locks):
             d.mkdir(parents=True, exist_ok=True)
 
     def blob(self, digest: Digest) -> Path:
@@ -56,6 +60,10 @@ class Layout:
 
     def manifest_link(self, name: str, digest: Digest) -> Path:
         return self.repositories / name / "_manifests" / digest.algorithm / digest.hex
+
+    def manifest_lock(self, name: str, digest: Digest) -> Path:
+        stripe = hashlib.sha256(f"{name}@{digest}".encode()).hexdigest()[:2]
+        return self.locks / stripe
 
     def upload_marker(self, name: str, upload_id: str) -> Path:
         return self.repositories / name / "_uploads" / upload_id

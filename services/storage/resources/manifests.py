@@ -57,13 +57,29 @@ class ManifestResource:
         self._check_references(name, manifest)
 
         self._blobs.ingest_bytes(body, digest)
+        with self._blobs.manifest_lock(name, digest):
+            self._link_and_record(name, digest, tag, manifest, len(body))
+        resp.status = falcon.HTTP_201
+        resp.location = external_url(req, f"/v2/{name}/manifests/{digest}")
+        resp.set_header("Docker-Content-Digest", str(digest))
+        if manifest.subject:
+            resp.set_header("OCI-Subject", str(manifest.subject))
+        resp.content_length = 0
+
+    def _link_and_record(self, name: str, digest: Digest, tag: str | None,
+                         manifest: mf.Manifest, size: int) -> None:
+        """Link the manifest into the repository, then record it in the index.
+
+        Called under the manifest's lock, so a DELETE of the same digest runs
+        wholly before or wholly after it.
+        """
         created = self._blobs.link_manifest(name, digest, manifest.media_type)
         record = {
             "repo": name,
             "digest": str(digest),
             "tag": tag,
             "media_type": manifest.media_type,
-            "size": len(body),
+            "size": size,
             "artifact_type": manifest.artifact_type,
             "annotations": manifest.annotations,
             "subject": str(manifest.subject) if manifest.subject else None,
@@ -71,17 +87,13 @@ class ManifestResource:
         }
         try:
             self._index.put_manifest(record)
-        except errors.Unavailable:
-            # Undo what only this request did, so a refused push leaves nothing behind.
-            if created:
+        except errors.Unavailable as e:
+            # Undo what only this request did, so a refused push leaves nothing
+            # behind; unless the index may have recorded it before failing, as a
+            # tag naming a manifest storage lacks would be worse than a stray link.
+            if created and not e.maybe_applied:
                 self._blobs.unlink_manifest(name, digest)
             raise
-        resp.status = falcon.HTTP_201
-        resp.location = external_url(req, f"/v2/{name}/manifests/{digest}")
-        resp.set_header("Docker-Content-Digest", str(digest))
-        if manifest.subject:
-            resp.set_header("OCI-Subject", str(manifest.subject))
-        resp.content_length = 0
 
     def _check_references(self, name: str, manifest: mf.Manifest) -> None:
         for d in manifest.blobs:
@@ -145,10 +157,11 @@ class ManifestResource:
         check_name(name)
         if is_digest_reference(reference):
             digest = parse_digest(reference)
-            if self._blobs.manifest_media_type(name, digest) is None:
-                raise errors.ManifestUnknown(detail={"digest": reference})
-            self._index.delete_manifest(name, str(digest))
-            self._blobs.unlink_manifest(name, digest)
+            with self._blobs.manifest_lock(name, digest):
+                if self._blobs.manifest_media_type(name, digest) is None:
+                    raise errors.ManifestUnknown(detail={"digest": reference})
+                self._index.delete_manifest(name, str(digest))
+                self._blobs.unlink_manifest(name, digest)
         else:
             check_tag(reference)
             if not self._index.delete_tag(name, reference):

@@ -1,0 +1,1 @@
+"""Fault tests (issue 7): killed processes, full disks, hostile clients, limits."""

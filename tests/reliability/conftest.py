@@ -1,0 +1,47 @@
+"""Fixtures of the fault tests: dockyards with small limits, shared where the tests
+only read, so the suite pays for as few process start-ups as possible."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.processes import Dockyard
+
+# One dockyard with every limit small enough to hit cheaply. The environment is
+# inherited by all four children, so each service applies the same limits.
+IDLE_TIMEOUT = 2
+MAX_HEADER_SIZE = 4096
+MANIFEST_MAX_SIZE = 2048
+MAX_UPLOADS_PER_REPOSITORY = 4
+LIMITED_ENV = {
+    "DOCKYARD_HTTP_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
+    "DOCKYARD_HTTP_MAX_HEADER_SIZE": str(MAX_HEADER_SIZE),
+    "DOCKYARD_STORAGE_MANIFEST_MAX_SIZE": str(MANIFEST_MAX_SIZE),
+    "DOCKYARD_STORAGE_MAX_UPLOADS_PER_REPOSITORY": str(MAX_UPLOADS_PER_REPOSITORY),
+    # Short waits for a backend that stopped answering, so 503 tests finish quickly.
+    "DOCKYARD_ROUTER_BACKEND_TIMEOUT": "2",
+    "DOCKYARD_STORAGE_RPC_TIMEOUT": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def limited_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
+    server = Dockyard(tmp_path_factory.mktemp("limited") / "data", env=dict(LIMITED_ENV))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
+    """A default dockyard of the module's own, whose storage root only that module writes."""
+    server = Dockyard(tmp_path_factory.mktemp("module") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
