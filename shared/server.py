@@ -67,8 +67,30 @@ class OciErrorTask(ErrorTask):
         self.write(body)
 
 
+# What an HTTP server answers to a TLS ClientHello: Go's TLS client recognises
+# it ("server gave HTTP response to HTTPS client") and falls back to HTTP at once.
+_NOT_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 38\r\nConnection: close\r\n\r\n"
+            b"this port speaks HTTP, not HTTPS (TLS)\n")
+
+
 class OciChannel(HTTPChannel):
     error_task_class = OciErrorTask
+    _first_bytes = True
+
+    def received(self, data: bytes) -> bool:
+        if self._first_bytes and data:
+            self._first_bytes = False
+            if data[0] == 0x16:
+                # dockerd, podman, skopeo and buildah try HTTPS first on an
+                # insecure registry; without an answer each waits out a 10 s
+                # handshake timeout before trying plain HTTP.
+                with self.requests_lock:
+                    self.outbufs[-1].append(_NOT_TLS)
+                    self.total_outbufs_len += len(_NOT_TLS)
+                    self.close_when_flushed = True
+                return False
+        return super().received(data)
 
 
 def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -> None:
