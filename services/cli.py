@@ -62,8 +62,9 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str) -> None:
 @click.option("--listen", help="host:port to listen on (storage.listen).")
 @click.option("--root", help="Storage root directory (storage.root).")
 @click.option("--index", "index_urls", multiple=True, help="Index service URL; repeatable.")
+@click.option("--tag-events-url", help="Redis URL for tag events (storage.tag_events_url).")
 def storage(config_path: str | None, listen: str | None, root: str | None,
-            index_urls: tuple[str, ...]) -> None:
+            index_urls: tuple[str, ...], tag_events_url: str | None) -> None:
     """Run one storage service."""
     from services.storage.app import create_app
     from shared.server import serve as serve_app
@@ -74,8 +75,10 @@ def storage(config_path: str | None, listen: str | None, root: str | None,
     section["root"] = root or section["root"]
     if index_urls:
         section["index_urls"] = list(index_urls)
+    if tag_events_url is not None:
+        section["tag_events_url"] = tag_events_url
     _setup("storage", cfg)
-    app = create_app(cfg, start_purger=True)
+    app = create_app(cfg, start_background=True)
     serve_app(app, section["listen"], cfg, section["threads"], "storage")
 
 

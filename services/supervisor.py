@@ -138,7 +138,7 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
                                     index_url[len("http://"):], "--redis-url", redis_url]))
     children.append(Child("storage", [*cli, "storage", *common, "--listen",
                                       storage_url[len("http://"):], "--root", storage_root,
-                                      "--index", index_url]))
+                                      "--index", index_url, "--tag-events-url", redis_url]))
     children.append(Child("router", [*cli, "router", *common, "--listen", f"{host}:{port}",
                                      "--storage", storage_url, "--index", index_url,
                                      "--metrics-listen", f"127.0.0.1:{metrics_port}",

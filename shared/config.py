@@ -74,8 +74,10 @@ SCHEMA: dict[str, Any] = {
                                           minimum=1),
         "manifest_max_size": Key(int, 4 * 1024 * 1024, "largest manifest, bytes", minimum=1024),
         "threads": Key(int, 16, "worker threads", minimum=1),
-        "tag_cache_ttl": Key(float, 0.0, "seconds a resolved tag is served without asking "
-                             "the index; 0 asks every time"),
+        "tag_cache_ttl": Key(float, 60.0, "seconds a resolved tag is served without asking "
+                             "the index, while tag events keep the cache honest; 0: off"),
+        "tag_events_url": Key(str, "", "redis URL of the index's Redis, for the tag events "
+                              "that invalidate cached tags; empty: no fresh cache hits"),
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
                               "is unreachable", minimum=0),
         "rpc_timeout": Key(float, 5.0, "seconds per call to the index"),
@@ -171,9 +173,11 @@ def _check_values(cfg: dict[str, Any]) -> None:
         for url in cfg[path[0]][path[1]]:
             if not re.fullmatch(r"https?://[^/\s]+/?", url):
                 raise ConfigError(f"{'.'.join(path)}: not an http URL: {url!r}")
-    url = cfg["index"]["redis"]["url"]
-    if url and not _URL_RE.fullmatch(url):
-        raise ConfigError(f"index.redis.url: not a redis URL: {url!r}")
+    for section, path in ((cfg["index"]["redis"], "index.redis.url"),
+                          (cfg["storage"], "storage.tag_events_url")):
+        url = section["url" if path.endswith(".url") else "tag_events_url"]
+        if url and not _URL_RE.fullmatch(url):
+            raise ConfigError(f"{path}: not a redis URL: {url!r}")
 
 
 def _valid_listen(value: str) -> bool:

@@ -20,6 +20,9 @@ key                                    type    holds
 ``search:version``                     STRING  counter bumped when a repository appears or a
                                                description changes; the search snapshots in
                                                the index processes rebuild when it moves
+``tag-events``                         PUBSUB  channel: the name of a repository whose tags
+                                               just changed; storage processes drop their
+                                               cached tags of it
 =====================================  ======  =============================================
 
 Every change that touches more than one key runs as one Lua script, so a
@@ -35,6 +38,7 @@ class Keys:
         self.repos = f"{prefix}repos"
         self.descriptions = f"{prefix}search:descriptions"
         self.search_version = f"{prefix}search:version"
+        self.tag_events = f"{prefix}tag-events"
 
     def tags(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:tags"

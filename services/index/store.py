@@ -10,7 +10,10 @@ import redis
 
 from services.index.schema import Keys
 
-# KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version
+# Scripts that change tags publish the repository on the tag-events channel
+# (the last KEYS entry), which storage processes use to drop cached tags.
+
+# KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version, events
 # ARGV: repo, digest, tag or "", metadata, has_subject "1"/"0", set_description "1"/"0",
 #       description
 _PUT_MANIFEST = """
@@ -19,6 +22,7 @@ redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
 if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[2], 0, ARGV[3])
   redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('PUBLISH', KEYS[8], ARGV[1])
 end
 if ARGV[5] == '1' then
   redis.call('SADD', KEYS[5], ARGV[2])
@@ -39,15 +43,16 @@ if changed == 1 then redis.call('INCR', KEYS[7]) end
 return new_repo
 """
 
-# KEYS: tags, tagmap   ARGV: tag
+# KEYS: tags, tagmap, events   ARGV: tag, repo
 _DELETE_TAG = """
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again
-# ARGV: digest, has_subject
+# KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again, events
+# ARGV: digest, has_subject, repo
 _DELETE_MANIFEST = """
 local pairs_ = redis.call('HGETALL', KEYS[2])
 local removed = 0
@@ -60,6 +65,7 @@ for i = 1, #pairs_, 2 do
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
+if removed > 0 then redis.call('PUBLISH', KEYS[5], ARGV[3]) end
 return removed
 """
 
@@ -93,7 +99,8 @@ class IndexStore:
         description = (annotations or {}).get(DESCRIPTION_ANNOTATION, "")
         self._put(
             keys=[k.repos, k.tags(repo), k.tagmap(repo), k.manifests(repo),
-                  k.referrers(repo, subject or ""), k.descriptions, k.search_version],
+                  k.referrers(repo, subject or ""), k.descriptions, k.search_version,
+                  k.tag_events],
             args=[repo, digest, tag or "", meta, "1" if subject else "0",
                   "1" if tag else "0", description],
         )
@@ -101,7 +108,8 @@ class IndexStore:
 
     def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
         k = self.keys
-        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo)], args=[tag])
+        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.tag_events],
+                                   args=[tag, repo])
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
@@ -110,8 +118,8 @@ class IndexStore:
         subject = meta.get("subject") if meta else None
         removed = self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
-                  k.referrers(repo, subject) if subject else k.tagmap(repo)],
-            args=[digest, "1" if subject else "0"],
+                  k.referrers(repo, subject) if subject else k.tagmap(repo), k.tag_events],
+            args=[digest, "1" if subject else "0", repo],
         )
         return {"tags_removed": int(removed)}
 

@@ -12,6 +12,7 @@ from services.storage.paths import Layout
 from services.storage.resources.blobs import BlobResource
 from services.storage.resources.manifests import ManifestResource
 from services.storage.resources.uploads import UploadResource, UploadStartResource
+from services.storage.tag_events import TagEvents, channel
 from services.storage.uploads import UploadStore
 from shared import errors, routing
 from shared.health import add_health_routes
@@ -20,8 +21,12 @@ from shared.rpc import RpcClient
 
 
 def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
-               start_purger: bool = False) -> Any:
-    """Build the storage WSGI app; `index` may be injected by tests."""
+               start_background: bool = False) -> Any:
+    """Build the storage WSGI app; `index` may be injected by tests.
+
+    `start_background` starts the threads a serving process needs: the purge
+    of abandoned uploads and the subscription to tag events.
+    """
     cfg = config["storage"]
     layout = Layout(cfg["root"])
     layout.create()
@@ -34,8 +39,11 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
             fresh_ttl=cfg["tag_cache_ttl"], stale_if_error=cfg["stale_if_error"],
             retry_after=config["router"]["retry_after"],
         )
-    if start_purger:
+    if start_background:
         uploads.start_purger(cfg["upload_purge_interval"])
+        if cfg["tag_events_url"] and cfg["tag_cache_ttl"] > 0:
+            TagEvents(cfg["tag_events_url"], channel(config["index"]["redis"]["key_prefix"]),
+                      index.tags_changed, index.events_state).start()
 
     app = falcon.App(media_type="application/json")
     errors.install(app)
