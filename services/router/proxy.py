@@ -53,6 +53,17 @@ def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
+def _release(resp: urllib3.HTTPResponse) -> None:
+    """Return a connection whose response has no more body to the pool.
+
+    http.client refuses a new request on a connection until its previous
+    response was read to the end, even an empty one (HEAD, Content-Length: 0);
+    a connection released unread fails its next request with ResponseNotReady.
+    """
+    resp.drain_conn()
+    resp.release_conn()
+
+
 class _Body:
     """The response body iterable; closing it returns or drops the backend connection."""
 
@@ -67,7 +78,7 @@ class _Body:
 
     def close(self) -> None:
         if self._finished:
-            self._resp.release_conn()
+            _release(self._resp)
         else:
             # The client went away mid-body: unread bytes make the connection unusable.
             self._resp.close()
@@ -152,12 +163,12 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
             ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
             ("Retry-After", str(retry_after)), API_VERSION,
         ])
-        return [payload]
+        return [] if method == "HEAD" else [payload]
 
     opened = direct.open(resp) if direct is not None and ACCEL_FILE in resp.headers else None
     if ACCEL_FILE in resp.headers and opened is None:
         # The file vanished or is not ours: ask again for the bytes themselves.
-        resp.release_conn()
+        _release(resp)
         return forward(pool, environ, start_response, retry_after, None)
     out_headers = [(k, v) for k, v in resp.headers.iteritems()
                    if k.lower() not in HOP_BY_HOP and not k.lower().startswith("x-dockyard-")]
@@ -167,6 +178,6 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
     out_headers.append(API_VERSION)
     start_response(f"{resp.status} {resp.reason or ''}".strip(), out_headers)
     if opened is not None:
-        resp.release_conn()
+        _release(resp)
         return environ["wsgi.file_wrapper"](opened[0], READ_SIZE)
     return _Body(resp, head=method == "HEAD")
