@@ -140,25 +140,36 @@ class IndexStore:
     def repository_exists(self, repo: str) -> bool:
         return self.redis.zscore(self.keys.repos, repo) is not None
 
-    def _lex_page(self, key: str, last: str, n: int) -> Page:
-        if n == 0:
-            return Page([], False)
-        start = f"({last}" if last else "-"
-        items = [v.decode() for v in self.redis.zrangebylex(key, start, "+", 0, n + 1)]
+    @staticmethod
+    def _queue_lex_page(pipe: Any, key: str, last: str, n: int) -> None:
+        # One more than asked for tells whether another page follows.
+        pipe.zrangebylex(key, f"({last}" if last else "-", "+", 0, n + 1)
+
+    @staticmethod
+    def _page(raw: list[bytes], n: int) -> Page:
+        items = [v.decode() for v in raw]
         return Page(items[:n], len(items) > n)
 
     def tags(self, repo: str, last: str, n: int) -> Page | None:
         """A page of the repository's tags, or None when the repository is unknown."""
+        if n == 0:
+            return Page([], False) if self.repository_exists(repo) else None
+        # One round trip: the existence check and the page together.
         pipe = self.redis.pipeline(transaction=False)
         pipe.zscore(self.keys.repos, repo)
-        pipe.exists(self.keys.tags(repo))
-        known, has_tags = pipe.execute()
-        if known is None and not has_tags:
+        self._queue_lex_page(pipe, self.keys.tags(repo), last, n)
+        known, raw = pipe.execute()
+        if known is None and not raw:
             return None
-        return self._lex_page(self.keys.tags(repo), last, n)
+        return self._page(raw, n)
 
     def catalog(self, last: str, n: int) -> Page:
-        return self._lex_page(self.keys.repos, last, n)
+        if n == 0:
+            return Page([], False)
+        pipe = self.redis.pipeline(transaction=False)
+        self._queue_lex_page(pipe, self.keys.repos, last, n)
+        (raw,) = pipe.execute()
+        return self._page(raw, n)
 
     def referrers(self, repo: str, subject: str) -> list[tuple[str, dict[str, Any]]]:
         digests = sorted(d.decode() for d in self.redis.smembers(self.keys.referrers(repo,
