@@ -42,7 +42,10 @@ class RegexRouter:
             if method == "HEAD" and "HEAD" not in route.methods and "GET" in route.methods:
                 method = "GET"
             if method not in route.methods:
-                raise errors.MethodNotAllowed(detail={"method": req.method})
+                # RFC 9110 15.5.6: a 405 must list the allowed methods.
+                allowed = route.methods | ({"HEAD"} if "GET" in route.methods else set())
+                raise errors.MethodNotAllowed(detail={"method": req.method},
+                                              headers={"Allow": ", ".join(sorted(allowed))})
             getattr(route.resource, f"on_{method.lower()}")(req, resp, **m.groupdict())
             return
         raise errors.NotFound(detail={"path": req.path[:200]})
@@ -52,7 +55,9 @@ class RegexRouter:
 
 
 # The registry's URL shapes, shared by the services and the router.
-NAME = r"(?P<name>[^?#]+?)"
+# Any characters: a name with a "?" (sent as %3F) or a newline is checked and
+# refused with NAME_INVALID by the resource, not left to match no route.
+NAME = r"(?P<name>[\s\S]+?)"
 V2 = r"/v2/"
 BLOB = V2 + NAME + r"/blobs/(?P<digest>[^/]+)"
 UPLOADS = V2 + NAME + r"/blobs/uploads/?"
