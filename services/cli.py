@@ -137,6 +137,10 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         # The public port must not expose metrics, so they get their own listener.
         host, port = parse_listen(section["metrics_listen"])
         start_http_server(port, host, registry=metrics.registry)
+    if section["storage_root"]:
+        from services.router.shared_disk import SharedDisk
+
+        SharedDisk(section["storage_root"]).install_spool()
     app = create_app(cfg, metrics=metrics)
     serve_app(app, section["listen"], cfg, section["threads"], "router")
 

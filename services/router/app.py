@@ -16,7 +16,8 @@ from typing import Any
 import falcon
 
 from services.router.backends import Pool
-from services.router.proxy import API_VERSION, DirectReads, forward
+from services.router.proxy import API_VERSION, forward
+from services.router.shared_disk import SharedDisk
 from shared import errors, routing
 from shared.observability import AccessLog, Metrics
 
@@ -86,7 +87,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None) -> Any
     storage = Pool("storage", cfg["storage_urls"], timeout, maxsize)
     index = Pool("index", cfg["index_urls"], timeout, maxsize)
     retry_after = cfg["retry_after"]
-    direct = DirectReads(cfg["storage_root"]) if cfg["storage_root"] else None
+    disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None
 
     local = falcon.App(media_type="application/json")
     errors.install(local)
@@ -103,7 +104,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None) -> Any
             for pool, routes in ((storage, _STORAGE_ROUTES), (index, _INDEX_ROUTES)):
                 if any(r.fullmatch(path) for r in routes):
                     return forward(pool, environ, start_response, retry_after,
-                                   direct if pool is storage else None)
+                                   disk if pool is storage else None)
         return local(environ, _with_api_version(start_response))
 
     return AccessLog(app, metrics or Metrics("router"), enabled=config["log"]["access"])

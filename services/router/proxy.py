@@ -8,7 +8,6 @@ and HEAD semantics are the backend's.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +15,7 @@ from urllib.parse import quote
 import urllib3
 
 from services.router.backends import Pool
+from services.router.shared_disk import ACCEL_FILE, ACCEL_REQUEST, SharedDisk
 from shared import errors
 
 log = logging.getLogger("dockyard.router.proxy")
@@ -25,9 +25,7 @@ HOP_BY_HOP = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
-# The direct-read handshake between router and storage (see `DirectReads`).
-ACCEL_REQUEST = "X-Dockyard-Accel"
-ACCEL_FILE = "X-Dockyard-File"
+
 READ_SIZE = 1024 * 1024
 # Requests that may be sent again after a failure that happened mid-request.
 RETRYABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -84,40 +82,8 @@ class _Body:
             self._resp.close()
 
 
-class DirectReads:
-    """Blob bodies sent from disk by the router, when it shares the storage root.
-
-    Like nginx's X-Accel-Redirect: the router asks storage for a blob with
-    `X-Dockyard-Accel: file`, storage answers with the headers and, instead of
-    the body, `X-Dockyard-File: <path>`; the router then gives the open file to
-    waitress's `wsgi.file_wrapper`. Storage still decides what is served and
-    builds every path; the router only opens paths under the root it was given.
-    A pull then costs one pass over the bytes instead of three.
-    """
-
-    def __init__(self, storage_root: str) -> None:
-        self.root = os.path.realpath(storage_root) + os.sep
-
-    def open(self, resp: urllib3.HTTPResponse) -> tuple[Any, int] | None:
-        path = resp.headers.get(ACCEL_FILE)
-        if not path:
-            return None
-        path = os.path.realpath(path)
-        if not path.startswith(self.root):
-            log.error("storage named a file outside the storage root; ignored")
-            return None
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - waitress's file wrapper closes it
-        except OSError:
-            return None
-        offset = int(resp.headers.get("X-Dockyard-Offset", "0"))
-        if offset:
-            f.seek(offset)
-        return f, int(resp.headers.get("X-Dockyard-Length", "0"))
-
-
 def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., Any],
-            retry_after: int, direct: DirectReads | None = None) -> Any:
+            retry_after: int, disk: SharedDisk | None = None) -> Any:
     method = environ["REQUEST_METHOD"]
     path = quote(environ.get("PATH_INFO", ""), safe="/:@+=,;~-._")
     if environ.get("QUERY_STRING"):
@@ -125,9 +91,12 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
     headers = _upstream_headers(environ)
     length = int(headers["Content-Length"] or 0)
     body = environ["wsgi.input"] if length else None
+    if disk is not None and "/blobs/" in path:
+        if method == "GET" and "/blobs/uploads/" not in path:
+            headers[ACCEL_REQUEST] = "file"
+        elif body is not None and "/blobs/uploads/" in path and disk.hand_over(body, headers):
+            body = None
     start_pos = body.tell() if body is not None and hasattr(body, "tell") else None
-    if direct is not None and method == "GET" and "/blobs/" in path and "/uploads/" not in path:
-        headers[ACCEL_REQUEST] = "file"
 
     resp = None
     order = pool.order()
@@ -165,7 +134,7 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
         ])
         return [] if method == "HEAD" else [payload]
 
-    opened = direct.open(resp) if direct is not None and ACCEL_FILE in resp.headers else None
+    opened = disk.open_blob(resp) if disk is not None and ACCEL_FILE in resp.headers else None
     if ACCEL_FILE in resp.headers and opened is None:
         # The file vanished or is not ours: ask again for the bytes themselves.
         _release(resp)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,12 +62,44 @@ def copy_stream(src: BinaryIO, fd: int, length: int, hasher: hashlib._Hash | Non
     return length
 
 
-def hash_file(path: Path, algorithm: str) -> str:
-    hasher = hashlib.new(algorithm)
+def hash_file(path: Path, algorithm: str, hasher: hashlib._Hash | None = None) -> str:
+    hasher = hasher or hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Body:
+    """A request body: the request's stream, or the file in tmp/ that a router on
+    this machine spooled it into (see `services.router.shared_disk`).
+
+    A spooled body is taken over by rename where it can be, so its bytes are
+    not written a second time.
+    """
+
+    length: int
+    stream: BinaryIO | None = None
+    path: Path | None = None
+
+    def open(self) -> BinaryIO:
+        if self.path is not None:
+            return open(self.path, "rb")
+        assert self.stream is not None
+        return self.stream
+
+    def discard(self) -> None:
+        if self.path is not None:
+            cleanup(self.path)
 
 
 def _touch(path: Path, content: bytes = b"") -> None:
@@ -125,6 +158,22 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(complete_file, target)
         fsync_dir(target.parent)
+
+    def ingest_body(self, body: Body, expected: Digest) -> None:
+        """Store a whole request body under its digest, verified."""
+        if body.path is None:
+            assert body.stream is not None
+            self.ingest(body.stream, body.length, expected)
+            return
+        try:
+            computed = hash_file(body.path, expected.algorithm)
+            if computed != expected.hex:
+                raise errors.DigestInvalid(detail={"expected": str(expected),
+                                                   "computed": f"{expected.algorithm}:{computed}"})
+            fsync_file(body.path)
+            self.commit(body.path, expected)
+        finally:
+            body.discard()
 
     def ingest(self, src: BinaryIO, length: int, expected: Digest | None,
                algorithm: str = "sha256") -> Digest:

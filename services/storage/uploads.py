@@ -19,11 +19,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
 
 import msgpack
 
-from services.storage.blobstore import BlobStore, copy_stream, fsync_dir, hash_file, is_disk_full
+from services.storage.blobstore import (
+    BlobStore,
+    Body,
+    copy_stream,
+    fsync_dir,
+    fsync_file,
+    hash_file,
+    is_disk_full,
+)
 from services.storage.paths import Layout
 from shared import errors
 from shared.validation import Digest, check_upload_id
@@ -101,36 +109,53 @@ class UploadStore:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            # Another request may have finished or cancelled it while we waited.
+            # Another request may have finished or cancelled it while we waited,
+            # or given it a new data file (an adopted first chunk): then this
+            # lock guards a file that is no longer the session's.
             self._check(upload_id, name)
+            try:
+                current = os.stat(self.layout.upload_data(upload_id)).st_ino
+            except FileNotFoundError:
+                raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
+            if current != os.fstat(fd).st_ino:
+                raise errors.Unavailable("upload busy; retry", retry_after=1)
             yield fd
         finally:
             os.close(fd)
 
-    def append(self, upload_id: str, name: str, src: BinaryIO, length: int,
-               start: int | None = None) -> int:
+    def append(self, upload_id: str, name: str, body: Body, start: int | None = None) -> int:
         """Append a chunk; returns the session's new size.
 
         `start` is the chunk's first offset from Content-Range; a chunk that
         does not continue the upload where it stands is refused and changes
         nothing.
         """
-        with self._locked(upload_id, name) as fd:
-            return self._append_locked(upload_id, fd, src, length, start)
+        try:
+            with self._locked(upload_id, name) as fd:
+                return self._append_locked(upload_id, fd, body, start)
+        finally:
+            body.discard()
 
-    def _append_locked(self, upload_id: str, fd: int, src: BinaryIO, length: int,
-                       start: int | None) -> int:
+    def _append_locked(self, upload_id: str, fd: int, body: Body, start: int | None) -> int:
         current = os.fstat(fd).st_size
         if start is not None and start != current:
             raise errors.RangeInvalid(
                 detail={"expected_start": current, "got": start},
                 headers={"Range": f"0-{current - 1}" if current else "0-0"},
             )
+        length = body.length
         if length == 0:
             return current
         running = self._take_hash(upload_id, current)
+        if body.path is not None and current == 0:
+            return self._adopt(upload_id, body.path, length, running)
         try:
-            copy_stream(src, fd, length, running.hasher if running else None)
+            src = body.open()
+            try:
+                copy_stream(src, fd, length, running.hasher if running else None)
+            finally:
+                if body.path is not None:
+                    src.close()
             os.fsync(fd)
         except BaseException as e:
             # Leave the session exactly as it was, so the client can resume.
@@ -143,11 +168,24 @@ class UploadStore:
             self._set_hash(upload_id, running)
         return current + length
 
-    def finish(self, upload_id: str, name: str, digest: Digest, src: BinaryIO,
-               length: int) -> None:
+    def _adopt(self, upload_id: str, path: Path, length: int,
+               running: _RunningHash | None) -> int:
+        """Make a spooled first chunk the session's data: one read to hash it, no copy."""
+        hasher = running.hasher if running is not None else hashlib.sha256()
+        hash_file(path, hasher.name, hasher)
+        fsync_file(path)
+        os.replace(path, self.layout.upload_data(upload_id))
+        fsync_dir(self.layout.upload_dir(upload_id))
+        self._set_hash(upload_id, _RunningHash(hasher, length))
+        return length
+
+    def finish(self, upload_id: str, name: str, digest: Digest, body: Body) -> None:
         """Append the last chunk, verify the digest, and make the blob visible."""
         with self._locked(upload_id, name) as fd:
-            size = self._append_locked(upload_id, fd, src, length, None)
+            try:
+                size = self._append_locked(upload_id, fd, body, None)
+            finally:
+                body.discard()
             running = self._take_hash(upload_id, size)
             data = self.layout.upload_data(upload_id)
             if running is not None and running.hasher.name == digest.algorithm:

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from services.storage.blobstore import BlobStore
+from services.storage.blobstore import BlobStore, Body
 from services.storage.paths import Layout
 from services.storage.uploads import UploadStore
 from shared import errors
@@ -117,7 +117,7 @@ def test_upload_max_age_purges_in_process(tmp_path: Path) -> None:
     store = UploadStore(layout, BlobStore(layout), max_per_repository=10, max_age=60)
     now = time.time()
     old = store.start("a/b")
-    store.append(old, "a/b", _Reader(b"hello"), 5)
+    store.append(old, "a/b", Body(5, stream=_Reader(b"hello")))
     young = store.start("a/b")
     layout.upload_info(old).write_bytes(msgpack.packb({"repo": "a/b", "started": now - 120}))
     # Debris of a crash between mkdir and writing the session's info, as old.

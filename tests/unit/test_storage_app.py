@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from services.storage.app import create_app
-from services.storage.blobstore import BlobStore
+from services.storage.blobstore import BlobStore, Body
 from services.storage.paths import Layout
 from services.storage.uploads import UploadStore
 from shared import errors
@@ -144,7 +144,7 @@ def test_abandoned_sessions_are_purged(tmp_path: Path) -> None:
     layout.create()
     uploads = UploadStore(layout, BlobStore(layout), max_per_repository=2, max_age=60)
     old = uploads.start("u/purge")
-    uploads.append(old, "u/purge", io.BytesIO(b"abc"), 3)
+    uploads.append(old, "u/purge", Body(3, stream=io.BytesIO(b"abc")))
     assert uploads.purge(now=time.time() + 30) == 0
     assert uploads.purge(now=time.time() + 61) == 1
     with pytest.raises(errors.BlobUploadUnknown):

@@ -7,7 +7,7 @@ import falcon
 from services.storage.blobstore import BlobStore
 from services.storage.resources.common import (
     blob_location,
-    body_length,
+    request_body,
     upload_location,
     upload_range,
 )
@@ -56,17 +56,16 @@ class UploadStartResource:
                 return
             # Not mountable: the spec's fallback is an ordinary upload session.
         digest = req.get_param("digest")
-        length = body_length(req)
+        body = request_body(req, self._blobs.layout)
         if digest is not None:
             d = parse_digest(digest)
-            self._blobs.ingest(req.stream, length, d)
+            self._blobs.ingest_body(body, d)
             self._blobs.link_layer(name, d)
             _created(req, resp, name, str(d))
             return
         upload_id = self._uploads.start(name)
-        size = 0
-        if length:
-            size = self._uploads.append(upload_id, name, req.stream, length)
+        size = self._uploads.append(upload_id, name, body) if body.length else 0
+        body.discard()
         _accepted(req, resp, name, upload_id, size)
 
 
@@ -87,15 +86,16 @@ class UploadResource:
                  upload_id: str) -> None:
         check_name(name)
         check_upload_id(upload_id)
-        length = body_length(req)
+        body = request_body(req, self._uploads.layout)
         start = None
         content_range = req.get_header("Content-Range")
         if content_range:
             start, end = parse_content_range(content_range)
-            if end - start + 1 != length:
+            if end - start + 1 != body.length:
+                body.discard()
                 raise errors.RangeInvalid(
                     detail={"reason": "Content-Range does not match Content-Length"})
-        size = self._uploads.append(upload_id, name, req.stream, length, start)
+        size = self._uploads.append(upload_id, name, body, start)
         _accepted(req, resp, name, upload_id, size)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str,
@@ -106,7 +106,7 @@ class UploadResource:
         if not digest:
             raise errors.DigestInvalid("digest parameter is required")
         d = parse_digest(digest)
-        self._uploads.finish(upload_id, name, d, req.stream, body_length(req))
+        self._uploads.finish(upload_id, name, d, request_body(req, self._uploads.layout))
         _created(req, resp, name, str(d))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str,
