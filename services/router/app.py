@@ -19,6 +19,7 @@ from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
 from services.router.shared_disk import SharedDisk
 from shared import errors, routing
+from shared.health import HealthResource
 from shared.observability import AccessLog, Metrics
 
 _STORAGE_ROUTES = [re.compile(p) for p in
@@ -63,12 +64,6 @@ class ReadyResource:
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         resp.content_type = "application/json"
         resp.data = json.dumps({"ready": ready, "backends": report}).encode()
-
-
-class HealthResource:
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = "application/json"
-        resp.data = b'{"status":"ok"}'
 
 
 class OpenApiResource:
