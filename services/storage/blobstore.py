@@ -102,21 +102,30 @@ class Body:
             cleanup(self.path)
 
 
+def _write_synced(path: Path, content: bytes) -> None:
+    """Write a new file and fsync it; a failed write (a full disk) leaves no file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _remove(path)
+        raise
+
+
 def _touch(path: Path, content: bytes = b"") -> None:
     """Create a small file atomically and durably (tmp, fsync, rename, fsync dir)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    _write_synced(tmp, content)
     try:
-        try:
-            if content:
-                os.write(fd, content)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        # A full disk fails the write: the partial file must not stay behind.
         _remove(tmp)
         raise
     fsync_dir(path.parent)
@@ -202,8 +211,10 @@ class BlobStore:
         if self.size(digest) == len(data):
             return
         tmp = self.layout.tmp / uuid.uuid4().hex
+        # Written in tmp/ and renamed once into place: the rename into blobs/
+        # and that directory's fsync are what make it durable.
+        _write_synced(tmp, data)
         try:
-            _touch(tmp, data)
             self.commit(tmp, digest)
         except BaseException:
             _remove(tmp)
