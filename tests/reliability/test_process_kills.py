@@ -212,22 +212,28 @@ def kill_when(d: Dockyard, service: str, trigger: threading.Event, times: int,
 
 
 @pytest.mark.slow
-def test_index_killed_during_pushes(fresh_dockyard: Dockyard) -> None:
-    d = fresh_dockyard.start()
-    client = RegistryClient(d.url, timeout=60)
-    name = "reliability/index-kill"
-    log = PushLog()
+def push_while_killing(d: Dockyard, service: str, client: RegistryClient, name: str,
+                       count: int, log: PushLog, kill_after: int) -> None:
+    """Push `count` images while `service` is killed twice, then wait until all is ready."""
     trigger = threading.Event()
     errors: list[BaseException] = []
-    killer = threading.Thread(target=kill_when, args=(d, "index", trigger, 2, 0.3, errors))
+    killer = threading.Thread(target=kill_when, args=(d, service, trigger, 2, 0.3, errors))
     killer.start()
     try:
-        push_loop(client, name, 50, log, on_push=trigger, kill_after=10)
+        push_loop(client, name, count, log, on_push=trigger, kill_after=kill_after)
     finally:
         trigger.set()
         killer.join(90)
     assert not errors, errors
     wait_http(d.url + "/readyz", 30)
+
+
+def test_index_killed_during_pushes(fresh_dockyard: Dockyard) -> None:
+    d = fresh_dockyard.start()
+    client = RegistryClient(d.url, timeout=60)
+    name = "reliability/index-kill"
+    log = PushLog()
+    push_while_killing(d, "index", client, name, 50, log, kill_after=10)
 
     # The index was down for a while, so some pushes must have been refused; all
     # of those were refused cleanly, and every acknowledged one survived.
@@ -255,17 +261,7 @@ def test_redis_restarted_between_and_during_pushes(fresh_dockyard: Dockyard) -> 
 
     # During pushes: Redis goes away twice while a loop pushes.
     during = PushLog()
-    trigger = threading.Event()
-    errors: list[BaseException] = []
-    killer = threading.Thread(target=kill_when, args=(d, "redis", trigger, 2, 0.3, errors))
-    killer.start()
-    try:
-        push_loop(client, name + "-b", 30, during, on_push=trigger, kill_after=5)
-    finally:
-        trigger.set()
-        killer.join(90)
-    assert not errors, errors
-    wait_http(d.url + "/readyz", 30)
+    push_while_killing(d, "redis", client, name + "-b", 30, during, kill_after=5)
     assert during.failed, "the Redis restarts never affected a push; the test proved nothing"
     check_failures(during)
     check_acknowledged(client, name + "-b", during)
