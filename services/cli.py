@@ -62,9 +62,9 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str) -> None:
 @click.option("--listen", help="host:port to listen on (storage.listen).")
 @click.option("--root", help="Storage root directory (storage.root).")
 @click.option("--index", "index_urls", multiple=True, help="Index service URL; repeatable.")
-@click.option("--tag-events-url", help="Redis URL for tag events (storage.tag_events_url).")
+@click.option("--events-url", help="Redis URL for index events (storage.events_url).")
 def storage(config_path: str | None, listen: str | None, root: str | None,
-            index_urls: tuple[str, ...], tag_events_url: str | None) -> None:
+            index_urls: tuple[str, ...], events_url: str | None) -> None:
     """Run one storage service."""
     from services.storage.app import create_app
     from shared.server import serve as serve_app
@@ -75,8 +75,8 @@ def storage(config_path: str | None, listen: str | None, root: str | None,
     section["root"] = root or section["root"]
     if index_urls:
         section["index_urls"] = list(index_urls)
-    if tag_events_url is not None:
-        section["tag_events_url"] = tag_events_url
+    if events_url is not None:
+        section["events_url"] = events_url
     _setup("storage", cfg)
     app = create_app(cfg, start_background=True)
     serve_app(app, section["listen"], cfg, section["threads"], "storage")
@@ -109,9 +109,10 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
 @click.option("--metrics-listen", help="host:port for /metrics (router.metrics_listen).")
 @click.option("--storage-root", help="Shared storage root to send blobs from "
               "(router.storage_root).")
+@click.option("--events-url", help="Redis URL for index events (router.events_url).")
 def router(config_path: str | None, listen: str | None, storage_urls: tuple[str, ...],
            index_urls: tuple[str, ...], metrics_listen: str | None,
-           storage_root: str | None) -> None:
+           storage_root: str | None, events_url: str | None) -> None:
     """Run one router: the public endpoint."""
     from prometheus_client import start_http_server
 
@@ -131,6 +132,8 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         section["metrics_listen"] = metrics_listen
     if storage_root is not None:
         section["storage_root"] = storage_root
+    if events_url is not None:
+        section["events_url"] = events_url
     _setup("router", cfg)
     metrics = Metrics("router")
     if section["metrics_listen"]:
@@ -141,7 +144,7 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         from services.router.shared_disk import SharedDisk
 
         SharedDisk(section["storage_root"]).install_spool()
-    app = create_app(cfg, metrics=metrics)
+    app = create_app(cfg, metrics=metrics, start_background=True)
     serve_app(app, section["listen"], cfg, section["threads"], "router")
 
 

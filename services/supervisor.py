@@ -138,12 +138,13 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
                                     index_url[len("http://"):], "--redis-url", redis_url]))
     children.append(Child("storage", [*cli, "storage", *common, "--listen",
                                       storage_url[len("http://"):], "--root", storage_root,
-                                      "--index", index_url, "--tag-events-url", redis_url]))
+                                      "--index", index_url, "--events-url", redis_url]))
     children.append(Child("router", [*cli, "router", *common, "--listen", f"{host}:{port}",
                                      "--storage", storage_url, "--index", index_url,
                                      "--metrics-listen", f"127.0.0.1:{metrics_port}",
                                      # One machine, one disk: the router sends blobs itself.
-                                     "--storage-root", storage_root]))
+                                     "--storage-root", storage_root,
+                                     "--events-url", redis_url]))
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
                  "router": f"http://{host}:{port}",
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}

@@ -60,6 +60,13 @@ SCHEMA: dict[str, Any] = {
         "storage_root": Key(str, "", "the storage root, when this router's machine shares "
                             "it: blob bodies are then sent from disk by the router itself "
                             "instead of streamed through storage; empty: off"),
+        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+                          "invalidate cached answers; empty: no response cache"),
+        "cache_ttl": Key(float, 60.0, "seconds a manifest, tags list, referrers list, catalog "
+                         "page or search answer is served from the router's cache, while "
+                         "index events keep it honest; 0: off"),
+        "cache_max_bytes": Key(int, 64 * 1024 * 1024, "memory for the router's response "
+                               "cache, bytes; one answer may take a sixteenth", minimum=0),
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
@@ -76,8 +83,8 @@ SCHEMA: dict[str, Any] = {
         "threads": Key(int, 16, "worker threads", minimum=1),
         "tag_cache_ttl": Key(float, 60.0, "seconds a resolved tag is served without asking "
                              "the index, while tag events keep the cache honest; 0: off"),
-        "tag_events_url": Key(str, "", "redis URL of the index's Redis, for the tag events "
-                              "that invalidate cached tags; empty: no fresh cache hits"),
+        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+                          "invalidate cached tags; empty: no fresh cache hits"),
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
                               "is unreachable", minimum=0),
         "rpc_timeout": Key(float, 5.0, "seconds per call to the index"),
@@ -174,8 +181,9 @@ def _check_values(cfg: dict[str, Any]) -> None:
             if not re.fullmatch(r"https?://[^/\s]+/?", url):
                 raise ConfigError(f"{'.'.join(path)}: not an http URL: {url!r}")
     for section, path in ((cfg["index"]["redis"], "index.redis.url"),
-                          (cfg["storage"], "storage.tag_events_url")):
-        url = section["url" if path.endswith(".url") else "tag_events_url"]
+                          (cfg["router"], "router.events_url"),
+                          (cfg["storage"], "storage.events_url")):
+        url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
 

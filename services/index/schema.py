@@ -20,9 +20,10 @@ key                                    type    holds
 ``search:version``                     STRING  counter bumped when a repository appears or a
                                                description changes; the search snapshots in
                                                the index processes rebuild when it moves
-``tag-events``                         PUBSUB  channel: the name of a repository whose tags
-                                               just changed; storage processes drop their
-                                               cached tags of it
+``events``                             PUBSUB  channel: the scope of each change,
+                                               ``repo:<name>`` or ``catalog``; storage and
+                                               the router drop what they cached of it
+                                               (`shared.events`)
 =====================================  ======  =============================================
 
 Every change that touches more than one key runs as one Lua script, so a
@@ -31,6 +32,8 @@ reader never sees a tag without its manifest's metadata.
 
 from __future__ import annotations
 
+from shared import events
+
 
 class Keys:
     def __init__(self, prefix: str) -> None:
@@ -38,7 +41,7 @@ class Keys:
         self.repos = f"{prefix}repos"
         self.descriptions = f"{prefix}search:descriptions"
         self.search_version = f"{prefix}search:version"
-        self.tag_events = f"{prefix}tag-events"
+        self.events = events.channel(prefix)
 
     def tags(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:tags"

@@ -75,6 +75,9 @@ class SearchResult:
     page: int
     page_size: int
     results: list[tuple[str, str]]
+    # False when answered from a snapshot older than the catalog, which a
+    # cache must not keep: no later event would tell it to drop the answer.
+    current: bool = True
 
 
 class SearchIndex:
@@ -84,22 +87,23 @@ class SearchIndex:
         self._snapshot = _Snapshot()
         self._rebuild_lock = threading.Lock()
 
-    def _current(self) -> _Snapshot:
+    def _current(self) -> tuple[_Snapshot, int]:
+        """The snapshot to answer from, and the version in Redis right now."""
         raw = self._store.redis.get(self._store.keys.search_version)
         version = int(raw or 0)
         snap = self._snapshot
         if snap.version == version:
-            return snap
+            return snap, version
         eager = len(snap.names) < EAGER_LIMIT or snap.version < 0
         if not eager and time.monotonic() - snap.built_at < self._refresh:
-            return snap
+            return snap, version
         # One thread rebuilds; the others answer from the previous snapshot.
         if not self._rebuild_lock.acquire(blocking=eager):
-            return snap
+            return snap, version
         try:
             if self._snapshot.version != version:
                 self._snapshot = self._build()
-            return self._snapshot
+            return self._snapshot, version
         finally:
             self._rebuild_lock.release()
 
@@ -125,7 +129,7 @@ class SearchIndex:
                          built_at=time.monotonic())
 
     def search(self, query: str, page: int, page_size: int) -> SearchResult:
-        snap = self._current()
+        snap, version = self._current()
         q = _clean(query).lower()
         matches = snap.matches(q) if q else range(len(snap.names))
         first = (page - 1) * page_size
@@ -133,4 +137,5 @@ class SearchIndex:
         return SearchResult(
             total=len(matches), page=page, page_size=page_size,
             results=[(snap.names[i], snap.descriptions[i]) for i in chosen],
+            current=snap.version >= version,
         )

@@ -9,20 +9,21 @@ import msgpack
 import redis
 
 from services.index.schema import Keys
+from shared.events import CATALOG_SCOPE, repo_scope
 
-# Scripts that change tags publish the repository on the tag-events channel
-# (the last KEYS entry), which storage processes use to drop cached tags.
+# Every script publishes the scopes it changed on the events channel (the
+# last KEYS entry; see `shared.events`), in the same atomic step as the change,
+# so that the caches of storage and the router drop what they derived from them.
 
 # KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version, events
 # ARGV: repo, digest, tag or "", metadata, has_subject "1"/"0", set_description "1"/"0",
-#       description
+#       description, repo scope, catalog scope
 _PUT_MANIFEST = """
 local new_repo = redis.call('ZADD', KEYS[1], 0, ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
 if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[2], 0, ARGV[3])
   redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
-  redis.call('PUBLISH', KEYS[8], ARGV[1])
 end
 if ARGV[5] == '1' then
   redis.call('SADD', KEYS[5], ARGV[2])
@@ -39,11 +40,15 @@ if ARGV[6] == '1' then
     if old or ARGV[7] ~= '' then changed = 1 end
   end
 end
-if changed == 1 then redis.call('INCR', KEYS[7]) end
+redis.call('PUBLISH', KEYS[8], ARGV[8])
+if changed == 1 then
+  redis.call('INCR', KEYS[7])
+  redis.call('PUBLISH', KEYS[8], ARGV[9])
+end
 return new_repo
 """
 
-# KEYS: tags, tagmap, events   ARGV: tag, repo
+# KEYS: tags, tagmap, events   ARGV: tag, repo scope
 _DELETE_TAG = """
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -52,7 +57,7 @@ return 1
 """
 
 # KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again, events
-# ARGV: digest, has_subject, repo
+# ARGV: digest, has_subject, repo scope
 _DELETE_MANIFEST = """
 local pairs_ = redis.call('HGETALL', KEYS[2])
 local removed = 0
@@ -65,7 +70,7 @@ for i = 1, #pairs_, 2 do
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
-if removed > 0 then redis.call('PUBLISH', KEYS[5], ARGV[3]) end
+redis.call('PUBLISH', KEYS[5], ARGV[3])
 return removed
 """
 
@@ -100,16 +105,16 @@ class IndexStore:
         self._put(
             keys=[k.repos, k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject or ""), k.descriptions, k.search_version,
-                  k.tag_events],
+                  k.events],
             args=[repo, digest, tag or "", meta, "1" if subject else "0",
-                  "1" if tag else "0", description],
+                  "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE],
         )
         return {"ok": True}
 
     def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
         k = self.keys
-        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.tag_events],
-                                   args=[tag, repo])
+        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
+                                   args=[tag, repo_scope(repo)])
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
@@ -118,8 +123,8 @@ class IndexStore:
         subject = meta.get("subject") if meta else None
         removed = self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
-                  k.referrers(repo, subject) if subject else k.tagmap(repo), k.tag_events],
-            args=[digest, "1" if subject else "0", repo],
+                  k.referrers(repo, subject) if subject else k.tagmap(repo), k.events],
+            args=[digest, "1" if subject else "0", repo_scope(repo)],
         )
         return {"tags_removed": int(removed)}
 

@@ -17,15 +17,26 @@ import falcon
 
 from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
+from services.router.response_cache import Capture, ResponseCache
 from services.router.shared_disk import SharedDisk
-from shared import errors, routing
+from shared import errors, events, routing
+from shared.event_cache import EventCache
 from shared.health import HealthResource
 from shared.observability import AccessLog, Metrics
 
-_STORAGE_ROUTES = [re.compile(p) for p in
-                   (routing.UPLOADS, routing.UPLOAD, routing.BLOB, routing.MANIFEST)]
-_INDEX_ROUTES = [re.compile(p) for p in
-                 (routing.TAGS, routing.REFERRERS, routing.CATALOG, routing.SEARCH)]
+# Forwarded routes: the pool that answers each, and the scope of index state
+# its answers derive from, for the response cache (None: never cached).
+_REPO, _CATALOG = "repo", "catalog"
+_ROUTES = [(re.compile(pattern), pool, scope) for pattern, pool, scope in (
+    (routing.UPLOADS, "storage", None),
+    (routing.UPLOAD, "storage", None),
+    (routing.BLOB, "storage", None),
+    (routing.MANIFEST, "storage", _REPO),
+    (routing.TAGS, "index", _REPO),
+    (routing.REFERRERS, "index", _REPO),
+    (routing.CATALOG, "index", _CATALOG),
+    (routing.SEARCH, "index", _CATALOG),
+)]
 
 
 class VersionResource:
@@ -75,14 +86,25 @@ class OpenApiResource:
         resp.data = self._text
 
 
-def create_app(config: dict[str, Any], *, metrics: Metrics | None = None) -> Any:
+def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
+               start_background: bool = False) -> Any:
+    """Build the router WSGI app; `start_background` subscribes to index events,
+    which turns the response cache on (when `router.events_url` is set)."""
     cfg = config["router"]
+    metrics = metrics or Metrics("router")
     timeout = cfg["backend_timeout"]
     maxsize = cfg["threads"] * 2
     storage = Pool("storage", cfg["storage_urls"], timeout, maxsize)
     index = Pool("index", cfg["index_urls"], timeout, maxsize)
+    pools = {"storage": storage, "index": index}
     retry_after = cfg["retry_after"]
     disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None
+    cache = ResponseCache(EventCache(ttl=cfg["cache_ttl"], max_bytes=cfg["cache_max_bytes"]),
+                          metrics)
+    if start_background and cfg["events_url"] and cfg["cache_ttl"] > 0:
+        events.Subscription(cfg["events_url"],
+                            events.channel(config["index"]["redis"]["key_prefix"]),
+                            cache.cache.invalidate, cache.cache.events_state).start()
 
     local = falcon.App(media_type="application/json")
     errors.install(local)
@@ -96,13 +118,24 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None) -> Any
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
         if path.startswith(("/v2/", "/v1/search")):
-            for pool, routes in ((storage, _STORAGE_ROUTES), (index, _INDEX_ROUTES)):
-                if any(r.fullmatch(path) for r in routes):
+            for regex, pool_name, scope_kind in _ROUTES:
+                m = regex.fullmatch(path)
+                if m is None:
+                    continue
+                pool = pools[pool_name]
+
+                def fetch(capture: Capture | None, as_get: bool, pool: Pool = pool) -> Any:
                     return forward(pool, environ, start_response, retry_after,
-                                   disk if pool is storage else None)
+                                   disk if pool is storage else None, capture, as_get)
+
+                if scope_kind is None:
+                    return fetch(None, False)
+                scope = (events.repo_scope(m.group("name")) if scope_kind == _REPO
+                         else events.CATALOG_SCOPE)
+                return cache.handle(environ, start_response, scope, fetch)
         return local(environ, _with_api_version(start_response))
 
-    return AccessLog(app, metrics or Metrics("router"), enabled=config["log"]["access"])
+    return AccessLog(app, metrics, enabled=config["log"]["access"])
 
 
 def _with_api_version(start_response: Any) -> Any:

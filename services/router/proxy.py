@@ -15,8 +15,10 @@ from urllib.parse import quote
 import urllib3
 
 from services.router.backends import Pool
+from services.router.response_cache import Answer, Capture, replayable
 from services.router.shared_disk import ACCEL_FILE, ACCEL_REQUEST, SharedDisk
 from shared import errors
+from shared.events import CACHEABLE_HEADER
 
 log = logging.getLogger("dockyard.router.proxy")
 
@@ -83,8 +85,16 @@ class _Body:
 
 
 def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., Any],
-            retry_after: int, disk: SharedDisk | None = None) -> Any:
-    method = environ["REQUEST_METHOD"]
+            retry_after: int, disk: SharedDisk | None = None,
+            capture: Capture | None = None, as_get: bool = False) -> Any:
+    """Forward the request to `pool` and stream its answer back.
+
+    With `capture`, an answer the service marked cacheable is read whole and
+    handed to it too; `as_get` asks for a HEAD's answer with a GET, so that
+    there is a body to capture.
+    """
+    head = environ["REQUEST_METHOD"] == "HEAD"
+    method = "GET" if as_get else environ["REQUEST_METHOD"]
     path = quote(environ.get("PATH_INFO", ""), safe="/:@+=,;~-._")
     if environ.get("QUERY_STRING"):
         path += "?" + environ["QUERY_STRING"]
@@ -132,21 +142,34 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
             ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
             ("Retry-After", str(retry_after)), API_VERSION,
         ])
-        return [] if method == "HEAD" else [payload]
+        return [] if head else [payload]
 
     opened = disk.open_blob(resp) if disk is not None and ACCEL_FILE in resp.headers else None
     if ACCEL_FILE in resp.headers and opened is None:
         # The file vanished or is not ours: ask again for the bytes themselves.
         _release(resp)
-        return forward(pool, environ, start_response, retry_after, None)
+        return forward(pool, environ, start_response, retry_after, None, capture, as_get)
     out_headers = [(k, v) for k, v in resp.headers.iteritems()
                    if k.lower() not in HOP_BY_HOP and not k.lower().startswith("x-dockyard-")]
     if opened is not None:
         out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
         out_headers.append(("Content-Length", str(opened[1])))
     out_headers.append(API_VERSION)
-    start_response(f"{resp.status} {resp.reason or ''}".strip(), out_headers)
+    status = f"{resp.status} {resp.reason or ''}".strip()
     if opened is not None:
+        start_response(status, out_headers)
         _release(resp)
         return environ["wsgi.file_wrapper"](opened[0], READ_SIZE)
-    return _Body(resp, head=method == "HEAD")
+    cacheable = (capture is not None and resp.status == 200
+                 and CACHEABLE_HEADER in resp.headers)
+    if as_get or cacheable:
+        # Small by construction: a manifest, a listing page or a search answer.
+        body = resp.read(decode_content=False)
+        _release(resp)
+        if cacheable:
+            assert capture is not None
+            capture(Answer(status, replayable(out_headers), body))
+        start_response(status, out_headers)
+        return [] if head else [body]
+    start_response(status, out_headers)
+    return _Body(resp, head=head)

@@ -12,9 +12,8 @@ from services.storage.paths import Layout
 from services.storage.resources.blobs import BlobResource
 from services.storage.resources.manifests import ManifestResource
 from services.storage.resources.uploads import UploadResource, UploadStartResource
-from services.storage.tag_events import TagEvents, channel
 from services.storage.uploads import UploadStore
-from shared import errors, routing
+from shared import errors, events, routing
 from shared.health import add_health_routes
 from shared.observability import AccessLog, Metrics, MetricsResource
 from shared.rpc import RpcClient
@@ -25,7 +24,7 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     """Build the storage WSGI app; `index` may be injected by tests.
 
     `start_background` starts the threads a serving process needs: the purge
-    of abandoned uploads and the subscription to tag events.
+    of abandoned uploads and the subscription to index events.
     """
     cfg = config["storage"]
     layout = Layout(cfg["root"])
@@ -41,9 +40,10 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
         )
     if start_background:
         uploads.start_purger(cfg["upload_purge_interval"])
-        if cfg["tag_events_url"] and cfg["tag_cache_ttl"] > 0:
-            TagEvents(cfg["tag_events_url"], channel(config["index"]["redis"]["key_prefix"]),
-                      index.tags_changed, index.events_state).start()
+        if cfg["events_url"] and cfg["tag_cache_ttl"] > 0:
+            events.Subscription(cfg["events_url"],
+                                events.channel(config["index"]["redis"]["key_prefix"]),
+                                index.cache.invalidate, index.cache.events_state).start()
 
     app = falcon.App(media_type="application/json")
     errors.install(app)

@@ -9,6 +9,7 @@ import falcon
 
 from services.index.store import IndexStore, Page
 from shared import errors
+from shared.events import CACHEABLE_HEADER
 from shared.urls import external_url
 from shared.validation import check_name, parse_pagination
 
@@ -23,6 +24,7 @@ def _respond(req: falcon.Request, resp: falcon.Response, path: str, body: dict,
     if page.more and page.items:
         query = urlencode({"n": n, "last": page.items[-1]})
         resp.set_header("Link", f'<{external_url(req, path)}?{query}>; rel="next"')
+    resp.set_header(CACHEABLE_HEADER, "1")
     resp.content_type = "application/json"
     resp.data = json.dumps(body).encode()
 

@@ -7,6 +7,7 @@ import json
 import falcon
 
 from services.index.store import IndexStore
+from shared.events import CACHEABLE_HEADER
 from shared.validation import check_name, parse_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -34,6 +35,7 @@ class ReferrersResource:
             descriptors.append(descriptor)
         if wanted:
             resp.set_header("OCI-Filters-Applied", "artifactType")
+        resp.set_header(CACHEABLE_HEADER, "1")
         resp.content_type = OCI_INDEX
         resp.data = json.dumps(
             {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}

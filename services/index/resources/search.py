@@ -8,6 +8,7 @@ import math
 import falcon
 
 from services.index.search import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SearchIndex
+from shared.events import CACHEABLE_HEADER
 
 
 def _int_param(req: falcon.Request, name: str, default: int) -> int:
@@ -28,6 +29,8 @@ class SearchResource:
         page_size = min(max(_int_param(req, "n", DEFAULT_PAGE_SIZE), 1), MAX_PAGE_SIZE)
         page = max(_int_param(req, "page", 1), 1)
         found = self._search.search(query[:256], page, page_size)
+        if found.current:
+            resp.set_header(CACHEABLE_HEADER, "1")
         resp.content_type = "application/json"
         resp.data = json.dumps({
             "num_results": found.total,

@@ -16,6 +16,7 @@ from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
 from services.storage.resources.common import check_deletes
 from shared import errors
+from shared.events import CACHEABLE_HEADER
 from shared.urls import external_url
 from shared.validation import (
     Digest,
@@ -105,23 +106,27 @@ class ManifestResource:
 
     # -- GET / HEAD ----------------------------------------------------------
 
-    def _resolve(self, name: str, reference: str) -> tuple[Digest, str]:
+    def _resolve(self, name: str, reference: str) -> tuple[Digest, str, bool]:
+        """The manifest's digest and media type, and whether the index vouched for
+        the tag just now (False for a tag served stale while the index is down)."""
         check_name(name)
+        fresh = True
         if is_digest_reference(reference):
             digest = parse_digest(reference)
         else:
             check_tag(reference)
-            digest = parse_digest(self._index.resolve_tag(name, reference).digest)
+            resolved = self._index.resolve_tag(name, reference)
+            digest, fresh = parse_digest(resolved.digest), resolved.fresh
         media_type = self._blobs.manifest_media_type(name, digest)
         if media_type is None:
             if not self._blobs.repository_exists(name):
                 raise errors.NameUnknown(detail={"name": name})
             raise errors.ManifestUnknown(detail={"reference": reference})
-        return digest, media_type
+        return digest, media_type, fresh
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str,
                reference: str) -> None:
-        digest, media_type = self._resolve(name, reference)
+        digest, media_type, fresh = self._resolve(name, reference)
         body = self._blobs.read(digest)
         accept = mf.parse_accept(req.get_header("Accept"))
         if media_type in mf.INDEX_TYPES and _wants_single_image(accept):
@@ -134,6 +139,8 @@ class ManifestResource:
         if req.get_header("If-None-Match") == etag:
             resp.status = falcon.HTTP_304
             return
+        if fresh:
+            resp.set_header(CACHEABLE_HEADER, "1")
         resp.data = body
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str,

@@ -1,10 +1,18 @@
-"""The subscription to the index's tag events in Redis, which keeps the tag cache honest.
+"""Change events in the index's Redis, which keep every cache of index state honest.
 
-The index publishes a repository's name on `<key prefix>tag-events` in the
-same Lua script that changes its tags. This thread listens, drops the
-repository's cached tags, and reports whether the subscription is live: a
-closed connection or an unanswered ping (at most `PING_EVERY + socket
-timeout` seconds to notice) turns the cache's fresh hits off until it is back.
+The index publishes a *scope* on ``<key prefix>events`` in the same Lua script
+that changes what the scope covers:
+
+- ``repo:<name>``: the repository's tags, manifests or referrers changed;
+- ``catalog``: a repository appeared or a description changed, so catalog
+  pages and search answers may differ.
+
+Storage's tag cache and the router's response cache subscribe through
+`Subscription`. It calls `on_change(scope)` per event and `on_state(live)`
+whenever the subscription comes up or goes down: a closed connection or an
+unanswered ping (at most `PING_EVERY + SOCKET_TIMEOUT` seconds to notice)
+turns fresh cache hits off until it is back, since events may have been
+missed meanwhile.
 """
 
 from __future__ import annotations
@@ -16,17 +24,25 @@ from collections.abc import Callable
 
 import redis
 
-log = logging.getLogger("dockyard.storage.tag_events")
+log = logging.getLogger("dockyard.events")
 
 PING_EVERY = 2.0
 SOCKET_TIMEOUT = 3.0
+CATALOG_SCOPE = "catalog"
+# Set by a service on an answer that is a function of index state alone, as of
+# now, so the router may keep it until an event for its scope (`shared.event_cache`).
+CACHEABLE_HEADER = "X-Dockyard-Cacheable"
 
 
 def channel(key_prefix: str) -> str:
-    return f"{key_prefix}tag-events"
+    return f"{key_prefix}events"
 
 
-class TagEvents:
+def repo_scope(name: str) -> str:
+    return f"repo:{name}"
+
+
+class Subscription:
     def __init__(self, url: str, channel_name: str, on_change: Callable[[str], None],
                  on_state: Callable[[bool], None]) -> None:
         self._url = url
@@ -35,7 +51,7 @@ class TagEvents:
         self._on_state = on_state
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="tag-events", daemon=True)
+        thread = threading.Thread(target=self._run, name="events", daemon=True)
         thread.start()
         return thread
 
@@ -44,8 +60,8 @@ class TagEvents:
         while True:
             try:
                 self._listen()
-            except Exception as e:  # any failure: cache off, then reconnect
-                log.warning("tag events unavailable (%s); pulls by tag ask the index",
+            except Exception as e:  # any failure: caches off, then reconnect
+                log.warning("index events unavailable (%s); cached answers are off",
                             type(e).__name__)
             self._on_state(False)
             time.sleep(backoff)
@@ -63,7 +79,7 @@ class TagEvents:
                 if message is not None:
                     if message["type"] == "subscribe":
                         self._on_state(True)
-                        log.info("subscribed to tag events")
+                        log.info("subscribed to index events")
                     elif message["type"] == "message":
                         self._on_change(message["data"].decode())
                 if time.monotonic() - last_ping > PING_EVERY:
