@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgpack
-import urllib3
+
+from shared.http_client import ConnectFailed, ConnectionPool, RequestFailed
 
 log = logging.getLogger("dockyard.rpc")
 
@@ -59,10 +60,9 @@ class RpcClient:
         self._pools = []
         for url in base_urls:
             parts = urlsplit(url)
-            self._pools.append(urllib3.HTTPConnectionPool(
-                parts.hostname, parts.port or 80, maxsize=pool_size, block=False,
-                timeout=urllib3.Timeout(connect=min(timeout, 2.0), read=timeout),
-                retries=False,
+            self._pools.append(ConnectionPool(
+                parts.hostname or "127.0.0.1", parts.port or 80, maxsize=pool_size,
+                timeout=timeout, connect_timeout=min(timeout, 2.0),
             ))
         self._next = itertools.cycle(range(len(self._pools)))
         self._lock = threading.Lock()
@@ -78,25 +78,30 @@ class RpcClient:
         attempts = order + order[:1] if idempotent else order[:1]
         last: Exception | None = None
         maybe_applied = False
+        headers = [("Content-Type", CONTENT_TYPE), ("Accept", CONTENT_TYPE),
+                   ("Content-Length", str(len(body)))]
         for pool in attempts:
             try:
-                resp = pool.urlopen(
-                    "POST", RPC_PREFIX + method, body=body,
-                    headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
-                )
-            except urllib3.exceptions.HTTPError as e:
+                resp = pool.request("POST", RPC_PREFIX + method, headers, body)
+                try:
+                    data = resp.read()
+                finally:
+                    resp.release()
+            except ConnectFailed as e:
                 last = e
-                if not isinstance(e, urllib3.exceptions.NewConnectionError):
-                    maybe_applied = True
-                if not idempotent and not isinstance(e, urllib3.exceptions.NewConnectionError):
+                continue
+            except RequestFailed as e:
+                last = e
+                maybe_applied = True
+                if not idempotent:
                     break
                 continue
             if resp.status == 503:
                 last = RpcUnavailable(f"{pool.host}:{pool.port} unavailable")
                 continue
             if resp.status != 200:
-                raise RpcError(resp.status, resp.data[:200].decode(errors="replace"))
-            return unpack(resp.data)
+                raise RpcError(resp.status, data[:200].decode(errors="replace"))
+            return unpack(data)
         log.warning("rpc %s failed: %s", method, last)
         raise RpcUnavailable(str(last), maybe_applied)
 

@@ -8,24 +8,20 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import urllib3
+from shared.http_client import ConnectFailed, ConnectionPool, RequestFailed
 
 log = logging.getLogger("dockyard.router.backends")
 
 # How long a backend that refused a connection is passed over before it is tried again.
 DOWN_SECONDS = 1.0
-# Large writes to the backend socket: http.client's default is 8 KiB.
-BLOCK_SIZE = 1024 * 1024
 
 
 class Backend:
     def __init__(self, url: str, timeout: float, maxsize: int) -> None:
         parts = urlsplit(url)
         self.url = url.rstrip("/")
-        self.pool = urllib3.HTTPConnectionPool(
-            parts.hostname, parts.port or 80, maxsize=maxsize, block=False, retries=False,
-            timeout=urllib3.Timeout(connect=2.0, read=timeout), blocksize=BLOCK_SIZE,
-        )
+        self.pool = ConnectionPool(parts.hostname or "127.0.0.1", parts.port or 80,
+                                   timeout=timeout, maxsize=maxsize)
         self.down_until = 0.0
 
     def mark_down(self) -> None:
@@ -39,9 +35,12 @@ class Backend:
 
     def probe(self, path: str = "/readyz") -> tuple[bool, str]:
         try:
-            resp = self.pool.urlopen("GET", path, timeout=urllib3.Timeout(total=1.0),
-                                     retries=False)
-        except urllib3.exceptions.HTTPError as e:
+            resp = self.pool.request("GET", path, [("Content-Length", "0")], timeout=1.0)
+            try:
+                resp.read()
+            finally:
+                resp.release()
+        except (ConnectFailed, RequestFailed) as e:
             return False, type(e).__name__
         return resp.status == 200, "ready" if resp.status == 200 else f"status {resp.status}"
 

@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-import urllib3
-
 from services.router.backends import Pool
 from services.router.response_cache import Answer, Capture, replayable
 from services.router.shared_disk import ACCEL_FILE, ACCEL_REQUEST, SharedDisk
 from shared import errors
 from shared.events import CACHEABLE_HEADER
+from shared.http_client import ConnectFailed, RequestFailed, Response
 
 log = logging.getLogger("dockyard.router.proxy")
 
@@ -26,6 +25,8 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
+# Answered by the router's own server already; a backend must not send 100 Continue.
+NOT_FORWARDED = HOP_BY_HOP | {"expect", "content-length", "content-type"}
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 READ_SIZE = 1024 * 1024
@@ -39,7 +40,7 @@ def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
         if key.startswith("HTTP_"):
             name = key[5:].replace("_", "-").title()
             # Internal headers never come from a client.
-            if name.lower() not in HOP_BY_HOP and not name.lower().startswith("x-dockyard-"):
+            if name.lower() not in NOT_FORWARDED and not name.lower().startswith("x-dockyard-"):
                 headers[name] = value
     if environ.get("CONTENT_TYPE"):
         headers["Content-Type"] = environ["CONTENT_TYPE"]
@@ -53,35 +54,19 @@ def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _release(resp: urllib3.HTTPResponse) -> None:
-    """Return a connection whose response has no more body to the pool.
-
-    http.client refuses a new request on a connection until its previous
-    response was read to the end, even an empty one (HEAD, Content-Length: 0);
-    a connection released unread fails its next request with ResponseNotReady.
-    """
-    resp.drain_conn()
-    resp.release_conn()
-
-
 class _Body:
     """The response body iterable; closing it returns or drops the backend connection."""
 
-    def __init__(self, resp: urllib3.HTTPResponse, head: bool) -> None:
+    def __init__(self, resp: Response) -> None:
         self._resp = resp
-        self._finished = head
 
     def __iter__(self) -> Iterator[bytes]:
-        if not self._finished:
-            yield from self._resp.stream(READ_SIZE, decode_content=False)
-            self._finished = True
+        yield from self._resp.stream(READ_SIZE)
 
     def close(self) -> None:
-        if self._finished:
-            _release(self._resp)
-        else:
-            # The client went away mid-body: unread bytes make the connection unusable.
-            self._resp.close()
+        # Unread bytes (the client went away mid-body) make the connection
+        # unusable; release() keeps it only when the body was read to the end.
+        self._resp.release()
 
 
 def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., Any],
@@ -116,16 +101,12 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
         order = order + order[:1]
     for backend in order:
         try:
-            resp = backend.pool.urlopen(
-                method, path, body=body, headers=headers, preload_content=False,
-                decode_content=False, redirect=False, retries=False, chunked=False,
-            )
+            resp = backend.pool.request(method, path, list(headers.items()), body)
             break
-        except (urllib3.exceptions.NewConnectionError,
-                urllib3.exceptions.ConnectTimeoutError) as e:
+        except ConnectFailed as e:
             backend.mark_down()
             log.debug("connect to %s failed: %s", backend.url, e)
-        except urllib3.exceptions.HTTPError as e:
+        except RequestFailed as e:
             log.warning("%s %s to %s failed: %s", method, path, backend.url, e)
             backend.mark_down()
             if method not in RETRYABLE_METHODS:
@@ -144,12 +125,14 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
         ])
         return [] if head else [payload]
 
-    opened = disk.open_blob(resp) if disk is not None and ACCEL_FILE in resp.headers else None
-    if ACCEL_FILE in resp.headers and opened is None:
+    accel_file = resp.header(ACCEL_FILE) if disk is not None else None
+    opened = disk.open_blob(resp) if disk is not None and accel_file else None
+    if accel_file and opened is None:
         # The file vanished or is not ours: ask again for the bytes themselves.
-        _release(resp)
+        resp.read()
+        resp.release()
         return forward(pool, environ, start_response, retry_after, None, capture, as_get)
-    out_headers = [(k, v) for k, v in resp.headers.iteritems()
+    out_headers = [(k, v) for k, v in resp.headers
                    if k.lower() not in HOP_BY_HOP and not k.lower().startswith("x-dockyard-")]
     if opened is not None:
         out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
@@ -158,18 +141,19 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
     status = f"{resp.status} {resp.reason or ''}".strip()
     if opened is not None:
         start_response(status, out_headers)
-        _release(resp)
+        resp.read()
+        resp.release()
         return environ["wsgi.file_wrapper"](opened[0], READ_SIZE)
     cacheable = (capture is not None and resp.status == 200
-                 and CACHEABLE_HEADER in resp.headers)
+                 and resp.header(CACHEABLE_HEADER) is not None)
     if as_get or cacheable:
         # Small by construction: a manifest, a listing page or a search answer.
-        body = resp.read(decode_content=False)
-        _release(resp)
+        body = resp.read()
+        resp.release()
         if cacheable:
             assert capture is not None
             capture(Answer(status, replayable(out_headers), body))
         start_response(status, out_headers)
         return [] if head else [body]
     start_response(status, out_headers)
-    return _Body(resp, head=head)
+    return _Body(resp)

@@ -31,8 +31,9 @@ import tempfile
 import uuid
 from typing import Any
 
-import urllib3
 from waitress import buffers
+
+from shared.http_client import Response
 
 log = logging.getLogger("dockyard.router.shared_disk")
 
@@ -119,9 +120,9 @@ class SharedDisk:
         headers["Content-Length"] = "0"
         return True
 
-    def open_blob(self, resp: urllib3.HTTPResponse) -> tuple[Any, int] | None:
+    def open_blob(self, resp: Response) -> tuple[Any, int] | None:
         """The file storage named for a blob GET, opened at its offset, and its length."""
-        path = resp.headers.get(ACCEL_FILE)
+        path = resp.header(ACCEL_FILE)
         if not path:
             return None
         path = os.path.realpath(path)
@@ -132,7 +133,7 @@ class SharedDisk:
             f = open(path, "rb")  # noqa: SIM115 - waitress's file wrapper closes it
         except OSError:
             return None
-        offset = int(resp.headers.get("X-Dockyard-Offset", "0"))
+        offset = int(resp.header("X-Dockyard-Offset") or "0")
         if offset:
             f.seek(offset)
-        return f, int(resp.headers.get("X-Dockyard-Length", "0"))
+        return f, int(resp.header("X-Dockyard-Length") or "0")
