@@ -43,12 +43,13 @@ class _Parse:
     """httptools callbacks for one response; a new parser per response keeps no
     state between requests (and lets a HEAD's answer end after its headers)."""
 
-    __slots__ = ("body", "done", "headers", "headers_done", "parser", "reason")
+    __slots__ = ("body", "done", "headers", "headers_done", "keep_alive", "parser", "reason")
 
     def __init__(self) -> None:
         self.reason = b""
         self.headers: list[tuple[str, str]] = []
         self.headers_done = False
+        self.keep_alive = False
         self.body: list[bytes] = []
         self.done = False
         self.parser = httptools.HttpResponseParser(self)
@@ -61,6 +62,8 @@ class _Parse:
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        # Asked now: once the message is complete the parser has reset and says False.
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -84,7 +87,7 @@ class Response:
         self.headers = parse.headers
         # A HEAD's answer announces a length it never sends.
         self.complete = head or parse.done
-        self._keep_alive = parse.parser.should_keep_alive()
+        self._keep_alive = parse.keep_alive
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
