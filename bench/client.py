@@ -1,8 +1,12 @@
 """Minimal keep-alive HTTP client with strict response checking.
 
-Each worker thread owns one ``Client`` (one persistent connection), which is
-the cheapest pooled design in CPython: no pool lock, no per-request
-connection setup, and the GIL cost per request stays well below urllib3's.
+Each worker thread owns one ``Client`` (persistent connections, no pool lock,
+no per-request connection setup). Whole requests (``request``) go through
+``shared.http_client``, whose C response parser costs this process about a
+quarter of http.client's CPU per request: on 2 cores the load generator
+shares the machine with the server, so a cheaper client measures the server
+rather than the client. Streamed bodies (``send``: 256 MiB blobs, chunked
+uploads) use http.client, whose cost there is per byte, not per request.
 Every response the benchmark relies on goes through ``expect`` so that a
 registry that answers wrongly fails the run instead of looking fast.
 """
@@ -17,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+
+from shared.http_client import ConnectionPool
 
 # Idle keep-alive connections may be closed by the server between phases;
 # these errors on a *reused* connection mean "stale", not "server broken".
@@ -146,12 +152,14 @@ class Client:
         self._timeout = timeout
         self._conn: _NoDelayConnection | None = None
         self._used = False
+        self._whole = ConnectionPool(self._host, self._port, timeout=timeout, maxsize=1)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
         self._used = False
+        self._whole.close()
 
     def __enter__(self) -> Client:
         return self
@@ -213,15 +221,27 @@ class Client:
         expect: int | tuple[int, ...] = 200,
     ) -> Response:
         """Send a request, read the whole response, and check its status."""
-        resp = self.send(method, path, body, headers)
-        data = resp.read()
-        if resp.will_close:
-            self.close()
+        if body is None or isinstance(body, bytes | memoryview):
+            payload = bytes(body or b"")
+            sent = [(k, v) for k, v in (headers or {}).items() if k.lower() != "content-length"]
+            sent.append(("Content-Length", str(len(payload))))
+            fast = self._whole.request(method, path, sent, payload)
+            try:
+                data = fast.read()
+            finally:
+                fast.release()
+            status, got = fast.status, {k.lower(): v for k, v in fast.headers}
+        else:
+            resp = self.send(method, path, body, headers)
+            data = resp.read()
+            if resp.will_close:
+                self.close()
+            status, got = resp.status, {k.lower(): v for k, v in resp.getheaders()}
         result = Response(
             method=method,
             url=self.base_url + path,
-            status=resp.status,
-            headers={k.lower(): v for k, v in resp.getheaders()},
+            status=status,
+            headers=got,
             body=data,
             request_headers=dict(headers or {}),
             request_body=body if isinstance(body, bytes) and len(body) <= 65536 else None,

@@ -31,11 +31,11 @@ READ_SIZE = 1024 * 1024
 _BODY_BLOCK = 1024 * 1024
 
 
-class ConnectFailed(Exception):
+class ConnectFailed(ConnectionError):
     """No connection to the backend: nothing was sent."""
 
 
-class RequestFailed(Exception):
+class RequestFailed(ConnectionError):
     """The connection failed after the request started: it may have been applied."""
 
 
