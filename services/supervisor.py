@@ -34,9 +34,19 @@ _PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: all are held open until all are chosen, since a
+    port released at once may be handed out again by the very next bind."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind((host, 0))
+            ports.append(s.getsockname()[1])
+        return ports
 
 
 def _die_with_parent() -> None:
@@ -120,17 +130,16 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     common = ["--config", config_path] if config_path else []
     children: list[Child] = []
     redis_url = config["index"]["redis"]["url"]
+    redis_port, index_port, storage_port, metrics_port = free_ports(4)
     if not redis_url:
-        redis_port = free_port()
         redis_dir = data_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
         children.append(Child("redis", redis_server.command(
             redis_server.find_binary(), redis_port, redis_dir,
             config["index"]["redis"]["appendfsync"])))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    index_url = f"http://127.0.0.1:{free_port()}"
-    storage_url = f"http://127.0.0.1:{free_port()}"
-    metrics_port = free_port()
+    index_url = f"http://127.0.0.1:{index_port}"
+    storage_url = f"http://127.0.0.1:{storage_port}"
     storage_root = config["storage"]["root"]
     if storage_root == "./dockyard-data/storage":
         storage_root = str(data_dir / "storage")
@@ -178,4 +187,4 @@ def run(children: list[Child]) -> int:
     return 0
 
 
-__all__ = ["Child", "free_port", "plan", "run"]
+__all__ = ["Child", "free_port", "free_ports", "plan", "run"]

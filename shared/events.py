@@ -29,8 +29,12 @@ log = logging.getLogger("dockyard.events")
 PING_EVERY = 2.0
 SOCKET_TIMEOUT = 3.0
 CATALOG_SCOPE = "catalog"
-# Set by a service on an answer that is a function of index state alone, as of
-# now, so the router may keep it until an event for its scope (`shared.event_cache`).
+# Sent by a router that would keep the answer. A service then answers from the
+# source of truth (the index in Redis, not a cache of its own, which may not
+# have seen the latest event yet) and, when it did, sets CACHEABLE_HEADER: the
+# answer is a function of index state as of now, so the router may keep it
+# until an event for its scope (`shared.event_cache`).
+CACHE_WANTED_HEADER = "X-Dockyard-Cache-Wanted"
 CACHEABLE_HEADER = "X-Dockyard-Cacheable"
 
 

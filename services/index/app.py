@@ -58,6 +58,7 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None) -> 
         "resolve_tag": store.resolve_tag,
         "delete_tag": store.delete_tag,
         "delete_manifest": store.delete_manifest,
+        "repository_changed": store.repository_changed,
     }))
 
     def ready() -> tuple[bool, dict[str, Any]]:

@@ -142,6 +142,12 @@ class IndexStore:
         raw = self.redis.hget(self.keys.manifests(repo), digest)
         return msgpack.unpackb(raw) if raw is not None else None
 
+    def repository_changed(self, repo: str) -> dict[str, Any]:
+        """Publish the repository's scope for a change made outside Redis: storage
+        unlinked a manifest's bytes after the index forgot it."""
+        self.redis.publish(self.keys.events, repo_scope(repo))
+        return {"ok": True}
+
     def repository_exists(self, repo: str) -> bool:
         return self.redis.zscore(self.keys.repos, repo) is not None
 

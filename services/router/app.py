@@ -87,9 +87,12 @@ class OpenApiResource:
 
 
 def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
-               start_background: bool = False) -> Any:
-    """Build the router WSGI app; `start_background` subscribes to index events,
-    which turns the response cache on (when `router.events_url` is set)."""
+               cache: ResponseCache | None = None, start_background: bool = False) -> Any:
+    """Build the router WSGI app; `cache` may be injected by tests.
+
+    `start_background` subscribes to index events, which turns the response
+    cache on (when `router.events_url` is set).
+    """
     cfg = config["router"]
     metrics = metrics or Metrics("router")
     timeout = cfg["backend_timeout"]
@@ -99,8 +102,9 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     pools = {"storage": storage, "index": index}
     retry_after = cfg["retry_after"]
     disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None
-    cache = ResponseCache(EventCache(ttl=cfg["cache_ttl"], max_bytes=cfg["cache_max_bytes"]),
-                          metrics)
+    if cache is None:
+        cache = ResponseCache(EventCache(ttl=cfg["cache_ttl"],
+                                         max_bytes=cfg["cache_max_bytes"]), metrics)
     if start_background and cfg["events_url"] and cfg["cache_ttl"] > 0:
         events.Subscription(cfg["events_url"],
                             events.channel(config["index"]["redis"]["key_prefix"]),

@@ -16,7 +16,7 @@ from services.router.backends import Pool
 from services.router.response_cache import Answer, Capture, replayable
 from services.router.shared_disk import ACCEL_FILE, ACCEL_REQUEST, SharedDisk
 from shared import errors
-from shared.events import CACHEABLE_HEADER
+from shared.events import CACHE_WANTED_HEADER, CACHEABLE_HEADER
 from shared.http_client import ConnectFailed, RequestFailed, Response
 
 log = logging.getLogger("dockyard.router.proxy")
@@ -84,6 +84,8 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
     if environ.get("QUERY_STRING"):
         path += "?" + environ["QUERY_STRING"]
     headers = _upstream_headers(environ)
+    if capture is not None:
+        headers[CACHE_WANTED_HEADER] = "1"
     length = int(headers["Content-Length"] or 0)
     body = environ["wsgi.input"] if length else None
     if disk is not None and "/blobs/" in path:

@@ -12,10 +12,14 @@ manifests, tags and referrers, ``catalog`` for catalog pages and searches.
 `shared.event_cache.EventCache` drops it when the index publishes an event
 for that scope and serves nothing while the events subscription is down.
 
-Read-your-writes: every write through this router (PUT, POST, PATCH,
-DELETE) drops its scope here as soon as its answer arrives, without waiting
-for the event. Another router learns of it from the event, within
-milliseconds.
+Read-your-writes: every write through this router (a manifest PUT or
+DELETE) drops its repository's scope and the catalog's here as soon as its
+answer arrives, without waiting for the event. Another router learns of it
+from the event, within milliseconds.
+
+A miss asks the service with `shared.events.CACHE_WANTED_HEADER`, so that
+the answer comes from the index itself rather than from storage's own tag
+cache, which may not have seen the event this router just handled.
 
 A HEAD that misses is asked of the service as a GET, so that the answer,
 no larger than a manifest, fills the cache for the GET that usually follows.
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.event_cache import EventCache
+from shared.events import CATALOG_SCOPE
 from shared.observability import Metrics
 
 # Per-request or per-response headers that must not be replayed.
@@ -70,7 +75,10 @@ class ResponseCache:
             try:
                 return fetch(None, False)
             finally:
+                # A manifest PUT may add the repository to the catalog and change
+                # its description, which search shows.
                 self.cache.invalidate(scope)
+                self.cache.invalidate(CATALOG_SCOPE)
         if not self.cache.live or any(h in environ for h in _BYPASS):
             self._lookups.labels("bypass").inc()
             return fetch(None, False)

@@ -15,6 +15,7 @@ The cache (a `shared.event_cache.EventCache`) serves two purposes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +24,15 @@ from shared.event_cache import EventCache
 from shared.events import repo_scope
 from shared.rpc import RpcClient, RpcError, RpcUnavailable
 
+log = logging.getLogger("dockyard.storage.index_client")
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
     digest: str
-    # False for an answer from the stale-if-error cache, which no one else may cache.
-    fresh: bool = True
+    # True when the index itself answered during this call: only such an
+    # answer may be cached by the router (see `shared.events`).
+    from_index: bool = True
 
 
 class IndexClient:
@@ -50,19 +54,19 @@ class IndexClient:
             err.maybe_applied = getattr(e, "maybe_applied", True)
             raise err from None
 
-    def resolve_tag(self, repo: str, tag: str) -> Resolved:
-        """The tag's digest; `Resolved.fresh` is False when it came from a stale entry."""
+    def resolve_tag(self, repo: str, tag: str, *, ask_index: bool = False) -> Resolved:
+        """The tag's digest, from the cache unless `ask_index` (or it is not there)."""
         scope = repo_scope(repo)
-        hit = self.cache.fresh((repo, tag))
+        hit = None if ask_index else self.cache.fresh((repo, tag))
         if hit is not None:
-            return hit
+            return Resolved(hit.digest, from_index=False)
         stamp = self.cache.stamp(scope)
         try:
             answer = self._rpc.call("resolve_tag", {"repo": repo, "tag": tag})
         except (RpcUnavailable, RpcError):
             stale = self.cache.stale((repo, tag), self._stale_if_error)
             if stale is not None:
-                return Resolved(stale.digest, fresh=False)
+                return Resolved(stale.digest, from_index=False)
             raise errors.Unavailable("the index service is unavailable",
                                      retry_after=self._retry_after) from None
         error = answer.get("error")
@@ -73,6 +77,15 @@ class IndexClient:
         resolved = Resolved(answer["digest"])
         self.cache.put(stamp, scope, (repo, tag), resolved, 1)
         return resolved
+
+    def repository_changed(self, repo: str) -> None:
+        """Have the index publish the repository's event again, after a change on
+        disk: caches that kept an answer read between the index's change and
+        the disk's drop it now. Best effort: the cache TTL bounds a lost one."""
+        try:
+            self._rpc.call("repository_changed", {"repo": repo})
+        except (RpcUnavailable, RpcError) as e:
+            log.warning("could not announce a change of %s: %s", repo, e)
 
     # Each write drops the repository's cached tags at once: the event that
     # the index publishes does the same in every other process, a moment later.

@@ -15,9 +15,11 @@ import pytest
 
 from services.storage.app import create_app
 from services.storage.blobstore import BlobStore, Body
+from services.storage.index_client import IndexClient
 from services.storage.paths import Layout
 from services.storage.uploads import UploadStore
 from shared import errors
+from shared.rpc import RpcClient
 from shared.validation import parse_digest
 from tests.unit.conftest import Api, storage_config
 
@@ -203,6 +205,32 @@ def test_manifest_delete_by_digest_removes_tags(storage_api: Api, index_api: Api
     assert storage_api("DELETE", f"/v2/u/del/manifests/{sha256(body)}").status_code == 202
     assert index_api("GET", "/v2/u/del/tags/list").json["tags"] == []
     assert storage_api("GET", "/v2/u/del/manifests/a").status_code == 404
+
+
+def test_manifest_delete_announces_itself_after_the_unlink(storage_root: Path,
+                                                          index_url: str) -> None:
+    """Caches elsewhere may read the manifest between the index's change (and its
+    event) and the unlink; the last announcement must come after the unlink."""
+    layout = Layout(storage_root)
+    calls: list[tuple[str, bool]] = []
+
+    class Recording(IndexClient):
+        def delete_manifest(self, repo: str, digest: str) -> None:
+            calls.append(("delete_manifest", link.exists()))
+            super().delete_manifest(repo, digest)
+
+        def repository_changed(self, repo: str) -> None:
+            calls.append(("repository_changed", link.exists()))
+            super().repository_changed(repo)
+
+    index = Recording(RpcClient([index_url]), fresh_ttl=60, stale_if_error=0)
+    api = Api(create_app(storage_config(storage_root, index_url), index=index))
+    body = image(api, "u/announce")
+    assert put_manifest(api, "u/announce", "v1", body).status_code == 201
+    link = layout.manifest_link("u/announce", parse_digest(sha256(body)))
+    assert link.exists()
+    assert api("DELETE", f"/v2/u/announce/manifests/{sha256(body)}").status_code == 202
+    assert calls == [("delete_manifest", True), ("repository_changed", False)]
 
 
 def test_deletes_disabled(storage_root: Path, index_url: str) -> None:

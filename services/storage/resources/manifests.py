@@ -16,7 +16,7 @@ from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
 from services.storage.resources.common import check_deletes
 from shared import errors
-from shared.events import CACHEABLE_HEADER
+from shared.events import CACHE_WANTED_HEADER, CACHEABLE_HEADER
 from shared.urls import external_url
 from shared.validation import (
     Digest,
@@ -94,6 +94,7 @@ class ManifestResource:
             # tag naming a manifest storage lacks would be worse than a stray link.
             if created and not e.maybe_applied:
                 self._blobs.unlink_manifest(name, digest)
+                self._index.repository_changed(name)
             raise
 
     def _check_references(self, name: str, manifest: mf.Manifest) -> None:
@@ -106,32 +107,43 @@ class ManifestResource:
 
     # -- GET / HEAD ----------------------------------------------------------
 
-    def _resolve(self, name: str, reference: str) -> tuple[Digest, str, bool]:
-        """The manifest's digest and media type, and whether the index vouched for
-        the tag just now (False for a tag served stale while the index is down)."""
+    def _resolve(self, name: str, reference: str,
+                 cache_wanted: bool) -> tuple[Digest, str, bool]:
+        """The manifest's digest and media type, and whether the answer may be cached.
+
+        It may when the router asked (`cache_wanted`), unless a tag was resolved
+        by this process's own cache, which may not have seen the event the
+        router just handled: then the index is asked instead. A manifest by
+        digest is what the disk holds; a DELETE announces itself again once the
+        bytes are unlinked (see `on_delete`).
+        """
         check_name(name)
-        fresh = True
         if is_digest_reference(reference):
             digest = parse_digest(reference)
+            vouched = True
         else:
             check_tag(reference)
-            resolved = self._index.resolve_tag(name, reference)
-            digest, fresh = parse_digest(resolved.digest), resolved.fresh
+            resolved = self._index.resolve_tag(name, reference, ask_index=cache_wanted)
+            digest, vouched = parse_digest(resolved.digest), resolved.from_index
         media_type = self._blobs.manifest_media_type(name, digest)
         if media_type is None:
             if not self._blobs.repository_exists(name):
                 raise errors.NameUnknown(detail={"name": name})
             raise errors.ManifestUnknown(detail={"reference": reference})
-        return digest, media_type, fresh
+        return digest, media_type, cache_wanted and vouched
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str,
                reference: str) -> None:
-        digest, media_type, fresh = self._resolve(name, reference)
+        digest, media_type, cacheable = self._resolve(
+            name, reference, req.get_header(CACHE_WANTED_HEADER) is not None)
         body = self._blobs.read(digest)
         accept = mf.parse_accept(req.get_header("Accept"))
         if media_type in mf.INDEX_TYPES and _wants_single_image(accept):
-            digest, media_type, body = self._default_platform(name, body) or (
-                digest, media_type, body)
+            chosen = self._default_platform(name, body)
+            if chosen is not None:
+                digest, media_type, body = chosen
+                # The index did not vouch for this child manifest: not cached.
+                cacheable = False
         etag = f'"{digest}"'
         resp.set_header("Docker-Content-Digest", str(digest))
         resp.set_header("ETag", etag)
@@ -139,7 +151,7 @@ class ManifestResource:
         if req.get_header("If-None-Match") == etag:
             resp.status = falcon.HTTP_304
             return
-        if fresh:
+        if cacheable:
             resp.set_header(CACHEABLE_HEADER, "1")
         resp.data = body
 
@@ -169,6 +181,9 @@ class ManifestResource:
                     raise errors.ManifestUnknown(detail={"digest": reference})
                 self._index.delete_manifest(name, str(digest))
                 self._blobs.unlink_manifest(name, digest)
+                # The index's event went out before the unlink; a cache that read
+                # the manifest in between learns of the change from this one.
+                self._index.repository_changed(name)
         else:
             check_tag(reference)
             if not self._index.delete_tag(name, reference):
