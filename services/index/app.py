@@ -55,6 +55,7 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None) -> 
     app.add_route("/v1/search", SearchResource(search))
     app.add_route("/internal/rpc/{method}", RpcResource({
         "put_manifest": store.put_manifest,
+        "put_manifests": store.put_manifests,
         "resolve_tag": store.resolve_tag,
         "delete_tag": store.delete_tag,
         "delete_manifest": store.delete_manifest,

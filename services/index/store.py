@@ -93,9 +93,27 @@ class IndexStore:
 
     # -- writes (called by storage over msgpack RPC) -------------------------
 
-    def put_manifest(self, repo: str, digest: str, tag: str | None, media_type: str, size: int,
-                     artifact_type: str | None, annotations: dict[str, str],
-                     subject: str | None, refs: list[str]) -> dict[str, Any]:
+    def put_manifest(self, **record: Any) -> dict[str, Any]:
+        self._queue_put(self.redis, **record)
+        return {"ok": True}
+
+    def put_manifests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Several manifests in one round trip, each still its own atomic script.
+
+        Storage batches the records of concurrent pushes (see
+        `services.storage.index_client`); Redis then runs them in one pass of
+        its event loop, with one AOF fsync for all.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            self._queue_put(pipe, **record)
+        pipe.execute()
+        return {"ok": len(records)}
+
+    def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
+                   media_type: str, size: int, artifact_type: str | None,
+                   annotations: dict[str, str], subject: str | None,
+                   refs: list[str]) -> None:
         k = self.keys
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
@@ -108,8 +126,8 @@ class IndexStore:
                   k.events],
             args=[repo, digest, tag or "", meta, "1" if subject else "0",
                   "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE],
+            client=client,
         )
-        return {"ok": True}
 
     def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
         k = self.keys

@@ -118,16 +118,32 @@ def _write_synced(path: Path, content: bytes) -> None:
         raise
 
 
-def _touch(path: Path, content: bytes = b"") -> None:
-    """Create a small file atomically and durably (tmp, fsync, rename, fsync dir)."""
+# Link files carry no data: a layer link is an empty file, a manifest link a
+# symbolic link whose target is the media type. Each is created whole by one
+# call and made durable by one fsync of its directory, where a file with
+# content would need a temporary file, its own fsync and a rename as well.
+
+
+def _create_empty(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    _write_synced(tmp, content)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    fsync_dir(path.parent)
+
+
+def _create_symlink(path: Path, target: str) -> None:
+    """Point `path` at `target`, replacing what was there, atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+        os.symlink(target, path)
+    except FileExistsError:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
     fsync_dir(path.parent)
 
 
@@ -231,24 +247,25 @@ class BlobStore:
     def link_layer(self, name: str, digest: Digest) -> None:
         link = self.layout.layer_link(name, digest)
         if not link.exists():
-            _touch(link)
+            _create_empty(link)
 
     def unlink_layer(self, name: str, digest: Digest) -> bool:
         return _remove(self.layout.layer_link(name, digest))
 
     def manifest_media_type(self, name: str, digest: Digest) -> str | None:
         try:
-            return self.layout.manifest_link(name, digest).read_text()
+            return os.readlink(self.layout.manifest_link(name, digest))
         except FileNotFoundError:
             return None
 
     def link_manifest(self, name: str, digest: Digest, media_type: str) -> bool:
         """Link a manifest into a repository; True when the link is new."""
         link = self.layout.manifest_link(name, digest)
-        if link.exists() and link.read_text() == media_type:
+        current = self.manifest_media_type(name, digest)
+        if current == media_type:
             return False
-        _touch(link, media_type.encode())
-        return True
+        _create_symlink(link, media_type)
+        return current is None
 
     @contextlib.contextmanager
     def manifest_lock(self, name: str, digest: Digest) -> Iterator[None]:

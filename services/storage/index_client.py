@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import errors
+from shared.batching import Batcher
 from shared.event_cache import EventCache
 from shared.events import repo_scope
 from shared.rpc import RpcClient, RpcError, RpcUnavailable
@@ -44,15 +45,20 @@ class IndexClient:
         # Sizes count entries: each is one small tag -> digest answer.
         self.cache: EventCache[Resolved] = EventCache(ttl=fresh_ttl, max_bytes=max_entries,
                                                       max_entry=1)
+        self._puts: Batcher[dict[str, Any]] = Batcher(
+            lambda records: self._rpc.call("put_manifests", {"records": records}))
+
+    def _unavailable(self, e: Exception) -> errors.Unavailable:
+        err = errors.Unavailable("the index service is unavailable",
+                                 retry_after=self._retry_after)
+        err.maybe_applied = getattr(e, "maybe_applied", True)
+        return err
 
     def _call(self, method: str, args: dict[str, Any]) -> Any:
         try:
             return self._rpc.call(method, args)
         except (RpcUnavailable, RpcError) as e:
-            err = errors.Unavailable("the index service is unavailable",
-                                     retry_after=self._retry_after)
-            err.maybe_applied = getattr(e, "maybe_applied", True)
-            raise err from None
+            raise self._unavailable(e) from None
 
     def resolve_tag(self, repo: str, tag: str, *, ask_index: bool = False) -> Resolved:
         """The tag's digest, from the cache unless `ask_index` (or it is not there)."""
@@ -91,8 +97,11 @@ class IndexClient:
     # the index publishes does the same in every other process, a moment later.
 
     def put_manifest(self, record: dict[str, Any]) -> None:
+        """Record a pushed manifest; concurrent pushes share one call (group commit)."""
         try:
-            self._call("put_manifest", record)
+            self._puts.submit(record)
+        except (RpcUnavailable, RpcError) as e:
+            raise self._unavailable(e) from None
         finally:
             self.cache.invalidate(repo_scope(record["repo"]))
 

@@ -8,7 +8,8 @@
     ├── repositories/
     │   └── <name>/                              a name may nest: library/ubuntu
     │       ├── _layers/<algorithm>/<hex>        empty link file: the repo may serve this blob
-    │       ├── _manifests/<algorithm>/<hex>     link file holding the manifest's media type
+    │       ├── _manifests/<algorithm>/<hex>     symlink whose target is the manifest's media
+    │       │                                    type (a name, never followed)
     │       └── _uploads/<upload id>             empty marker, counts the repo's open uploads
     ├── locks/<00..ff>                           lock files: a manifest's PUT and DELETE
     │                                            hold the one its repo and digest hash to

@@ -42,6 +42,29 @@ def test_resolve_tag_and_errors(index_api: Api) -> None:
     assert rpc(index_api, "resolve_tag", repo="r/b", tag="v1") == {"error": "NAME_UNKNOWN"}
 
 
+def test_put_manifests_records_each_like_put_manifest(index_api: Api) -> None:
+    base = {"media_type": OCI_MANIFEST, "size": 10, "artifact_type": None,
+            "annotations": {}, "subject": None, "refs": []}
+    subject = put(index_api, "r/batch", "base")
+    records = [{**base, "repo": "r/batch", "digest": digest(), "tag": f"t{i}"} for i in range(5)]
+    # The same tag twice in one batch: the later record wins, as two calls in that order.
+    records.append({**records[0], "digest": digest()})
+    records.append({**base, "repo": "r/batch", "digest": digest(), "tag": None,
+                    "subject": subject, "artifact_type": "application/x.sig"})
+    records.append({**base, "repo": "r/batch-new", "digest": digest(), "tag": "only"})
+    assert rpc(index_api, "put_manifests", records=records) == {"ok": len(records)}
+
+    tags = index_api("GET", "/v2/r/batch/tags/list").json["tags"]
+    assert tags == ["base", "t0", "t1", "t2", "t3", "t4"]
+    assert rpc(index_api, "resolve_tag", repo="r/batch", tag="t0") == {
+        "digest": records[5]["digest"]}
+    assert rpc(index_api, "resolve_tag", repo="r/batch", tag="t3") == {
+        "digest": records[3]["digest"]}
+    referrers = index_api("GET", f"/v2/r/batch/referrers/{subject}").json["manifests"]
+    assert [m["digest"] for m in referrers] == [records[6]["digest"]]
+    assert "r/batch-new" in index_api("GET", "/v2/_catalog").json["repositories"]
+
+
 def test_rpc_refuses_unknown_methods_and_bad_bodies(index_api: Api) -> None:
     assert index_api("POST", "/internal/rpc/flushall", body=msgpack.packb({})).status_code == 404
     assert index_api("POST", "/internal/rpc/resolve_tag", body=b"\xc1").status_code == 400

@@ -165,6 +165,32 @@ def test_too_many_sessions_per_repository(tmp_path: Path) -> None:
     uploads.start("u/other")
 
 
+def test_link_files_are_an_empty_file_and_a_symlink(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.create()
+    blobs = BlobStore(layout)
+    digest = parse_digest(sha256(b"m"))
+    assert blobs.manifest_media_type("u/links", digest) is None
+    assert blobs.link_manifest("u/links", digest, OCI_MANIFEST) is True
+    assert blobs.link_manifest("u/links", digest, OCI_MANIFEST) is False
+    link = layout.manifest_link("u/links", digest)
+    assert link.is_symlink() and os.readlink(link) == OCI_MANIFEST
+    # Pushed again with another media type: the link says the latest, and is not "new".
+    other = "application/vnd.docker.distribution.manifest.v2+json"
+    assert blobs.link_manifest("u/links", digest, other) is False
+    assert blobs.manifest_media_type("u/links", digest) == other
+    assert [p.name for p in link.parent.iterdir()] == [link.name]  # no temporary left
+    assert blobs.unlink_manifest("u/links", digest) is True
+    assert blobs.manifest_media_type("u/links", digest) is None
+
+    blobs.ingest_bytes(b"layer", parse_digest(sha256(b"layer")))
+    blobs.link_layer("u/links", parse_digest(sha256(b"layer")))
+    blobs.link_layer("u/links", parse_digest(sha256(b"layer")))
+    layer_link = layout.layer_link("u/links", parse_digest(sha256(b"layer")))
+    assert layer_link.is_file() and layer_link.stat().st_size == 0
+    assert blobs.has_layer("u/links", parse_digest(sha256(b"layer")))
+
+
 def test_session_info_is_msgpack_of_repo_and_start(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     layout.create()
@@ -216,11 +242,11 @@ def test_manifest_delete_announces_itself_after_the_unlink(storage_root: Path,
 
     class Recording(IndexClient):
         def delete_manifest(self, repo: str, digest: str) -> None:
-            calls.append(("delete_manifest", link.exists()))
+            calls.append(("delete_manifest", os.path.lexists(link)))
             super().delete_manifest(repo, digest)
 
         def repository_changed(self, repo: str) -> None:
-            calls.append(("repository_changed", link.exists()))
+            calls.append(("repository_changed", os.path.lexists(link)))
             super().repository_changed(repo)
 
     index = Recording(RpcClient([index_url]), fresh_ttl=60, stale_if_error=0)
@@ -228,7 +254,8 @@ def test_manifest_delete_announces_itself_after_the_unlink(storage_root: Path,
     body = image(api, "u/announce")
     assert put_manifest(api, "u/announce", "v1", body).status_code == 201
     link = layout.manifest_link("u/announce", parse_digest(sha256(body)))
-    assert link.exists()
+    # lexists: a manifest link is a symlink whose target (a media type) is not a file.
+    assert os.path.lexists(link)
     assert api("DELETE", f"/v2/u/announce/manifests/{sha256(body)}").status_code == 202
     assert calls == [("delete_manifest", True), ("repository_changed", False)]
 
