@@ -2,13 +2,25 @@
 
 Redis has no substring index, and scanning 100,000 names per query in Python
 is too slow, so each index process keeps a snapshot: every repository as one
-lowercased line ``name<TAB>description`` in a single string, in name order.
-A query is then a run of ``str.find`` calls (C speed) that jumps to the next
-line after each hit, so its cost is one pass over the text plus one step per
-matching repository. The snapshot is rebuilt when ``search:version`` in Redis
-moves: at once for catalogs under `EAGER_LIMIT` repositories, and at most every
-`refresh` seconds for larger ones, so on a big busy registry a new repository
-may take that long to show up in search.
+lowercased line ``name<TAB>description``, in name order, grouped into blocks
+of about `BLOCK_LINES` lines, each block one string. A query is a run of
+``str.find`` calls (C speed) over the blocks that may hold it.
+
+Which blocks may: each block carries a 4,096-bit filter of the trigrams in
+its text. A block lacking one of the query's trigrams cannot contain it, so
+a query for one repository's full name scans one or two blocks instead of
+the whole catalog. That matters beyond its own cost: ``str.find`` holds the
+GIL, and a full scan of 100,000 repositories (1.6 ms on the CI machine)
+stalled every other request of the process meanwhile.
+
+Block boundaries are chosen by a hash of the name that ends a block, not by
+position, so a new repository changes only the block it lands in; a rebuild
+reuses the filters of unchanged blocks.
+
+The snapshot is rebuilt when ``search:version`` in Redis moves: at once for
+catalogs under `EAGER_LIMIT` repositories, and at most every `refresh`
+seconds for larger ones, so on a big busy registry a new repository may take
+that long to show up in search.
 """
 
 from __future__ import annotations
@@ -24,6 +36,51 @@ from services.index.store import IndexStore
 EAGER_LIMIT = 10_000
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 25
+BLOCK_LINES = 256
+FILTER_BITS = 4096
+
+
+def _trigram_bits(text: str) -> set[int]:
+    return {hash(text[i:i + 3]) % FILTER_BITS for i in range(len(text) - 2)}
+
+
+def _filter(text: str) -> int:
+    bits = bytearray(FILTER_BITS // 8)
+    for b in _trigram_bits(text):
+        bits[b >> 3] |= 1 << (b & 7)
+    return int.from_bytes(bits, "little")
+
+
+@dataclass(frozen=True)
+class _Block:
+    first: int  # index of its first line in the snapshot
+    text: str  # its lines, each ending in "\n"
+    starts: list[int]  # offset of each line in text
+    trigrams: int  # the filter: bit (hash(trigram) % FILTER_BITS) set for each
+
+
+def _blocks(lines: list[str], names: list[str],
+            previous: dict[str, int]) -> list[_Block]:
+    """Group lines into blocks, ending one where a name's hash says so (or at
+    4 * BLOCK_LINES), and take each filter from `previous` when the text is unchanged."""
+    blocks: list[_Block] = []
+    start = 0
+    for i, name in enumerate(names):
+        last = i == len(names) - 1
+        if not (last or hash(name) % BLOCK_LINES == 0 or i + 1 - start >= 4 * BLOCK_LINES):
+            continue
+        chunk = lines[start:i + 1]
+        text = "\n".join(chunk) + "\n"
+        starts, pos = [], 0
+        for line in chunk:
+            starts.append(pos)
+            pos += len(line) + 1
+        trigrams = previous.get(text)
+        if trigrams is None:
+            trigrams = _filter(text)
+        blocks.append(_Block(start, text, starts, trigrams))
+        start = i + 1
+    return blocks
 
 
 # Distinct queries whose matches each snapshot remembers: a registry's
@@ -36,8 +93,7 @@ class _Snapshot:
     version: int = -1
     names: list[str] = field(default_factory=list)
     descriptions: list[str] = field(default_factory=list)
-    text: str = ""
-    line_starts: list[int] = field(default_factory=list)
+    blocks: list[_Block] = field(default_factory=list)
     built_at: float = 0.0
     cache: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,14 +106,18 @@ class _Snapshot:
                 self.cache.move_to_end(q)
                 return found
         found = []
-        text, starts = self.text, self.line_starts
-        pos = text.find(q)
-        while pos != -1:
-            line = bisect.bisect_right(starts, pos) - 1
-            found.append(line)
-            if line + 1 >= len(starts):
-                break
-            pos = text.find(q, starts[line + 1])
+        wanted = _filter(q) if len(q) >= 3 else 0
+        for block in self.blocks:
+            if block.trigrams & wanted != wanted:
+                continue
+            text, starts = block.text, block.starts
+            pos = text.find(q)
+            while pos != -1:
+                line = bisect.bisect_right(starts, pos) - 1
+                found.append(block.first + line)
+                if line + 1 >= len(starts):
+                    break
+                pos = text.find(q, starts[line + 1])
         with self.cache_lock:
             self.cache[q] = found
             if len(self.cache) > QUERY_CACHE_SIZE:
@@ -119,14 +179,9 @@ class SearchIndex:
         desc_map = {k.decode(): v.decode(errors="replace") for k, v in raw_desc.items()}
         descriptions = [desc_map.get(n, "") for n in names]
         lines = [f"{n}\t{_clean(d)}".lower() for n, d in zip(names, descriptions, strict=True)]
-        starts = []
-        pos = 0
-        for line in lines:
-            starts.append(pos)
-            pos += len(line) + 1
+        previous = {b.text: b.trigrams for b in self._snapshot.blocks}
         return _Snapshot(version=int(raw_version or 0), names=names, descriptions=descriptions,
-                         text="\n".join(lines) + "\n", line_starts=starts,
-                         built_at=time.monotonic())
+                         blocks=_blocks(lines, names, previous), built_at=time.monotonic())
 
     def search(self, query: str, page: int, page_size: int) -> SearchResult:
         snap, version = self._current()
