@@ -5,8 +5,9 @@ no per-request connection setup). Whole requests (``request``) go through
 ``shared.http_client``, whose C response parser costs this process about a
 quarter of http.client's CPU per request: on 2 cores the load generator
 shares the machine with the server, so a cheaper client measures the server
-rather than the client. Streamed bodies (``send``: 256 MiB blobs, chunked
-uploads) use http.client, whose cost there is per byte, not per request.
+rather than the client; a body given as bytes or a memoryview is sent as it
+is, never copied. Chunk-encoded uploads and streamed responses (``send``:
+blob pulls) use http.client, whose cost there is per byte, not per request.
 Every response the benchmark relies on goes through ``expect`` so that a
 registry that answers wrongly fails the run instead of looking fast.
 """
@@ -222,7 +223,7 @@ class Client:
     ) -> Response:
         """Send a request, read the whole response, and check its status."""
         if body is None or isinstance(body, bytes | memoryview):
-            payload = bytes(body or b"")
+            payload = body if body is not None else b""
             sent = [(k, v) for k, v in (headers or {}).items() if k.lower() != "content-length"]
             sent.append(("Content-Length", str(len(payload))))
             fast = self._whole.request(method, path, sent, payload)
