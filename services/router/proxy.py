@@ -14,10 +14,11 @@ from urllib.parse import quote
 
 from services.router.backends import Pool
 from services.router.response_cache import Answer, Capture, replayable
-from services.router.shared_disk import ACCEL_FILE, ACCEL_REQUEST, SharedDisk
+from services.router.shared_disk import SharedDisk
 from shared import errors
 from shared.events import CACHE_WANTED_HEADER, CACHEABLE_HEADER
 from shared.http_client import ConnectFailed, RequestFailed, Response
+from shared.shared_disk_headers import ACCEL_FILE, ACCEL_REQUEST
 
 log = logging.getLogger("dockyard.router.proxy")
 

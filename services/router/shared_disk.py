@@ -34,13 +34,16 @@ from typing import Any
 from waitress import buffers
 
 from shared.http_client import Response
+from shared.shared_disk_headers import (
+    ACCEL_FILE,
+    ACCEL_LENGTH,
+    ACCEL_OFFSET,
+    SPOOL_FILE,
+    SPOOL_LENGTH,
+)
 
 log = logging.getLogger("dockyard.router.shared_disk")
 
-ACCEL_REQUEST = "X-Dockyard-Accel"
-ACCEL_FILE = "X-Dockyard-File"
-SPOOL_FILE = "X-Dockyard-Body-File"
-SPOOL_LENGTH = "X-Dockyard-Body-Length"
 
 
 class _SpoolFile:
@@ -133,7 +136,7 @@ class SharedDisk:
             f = open(path, "rb")  # noqa: SIM115 - waitress's file wrapper closes it
         except OSError:
             return None
-        offset = int(resp.header("X-Dockyard-Offset") or "0")
+        offset = int(resp.header(ACCEL_OFFSET) or "0")
         if offset:
             f.seek(offset)
-        return f, int(resp.header("X-Dockyard-Length") or "0")
+        return f, int(resp.header(ACCEL_LENGTH) or "0")

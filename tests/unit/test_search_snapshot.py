@@ -45,7 +45,9 @@ def test_a_full_name_query_scans_few_blocks() -> None:
     assert len(snap.blocks) > 20
     wanted = search._filter(names[12345])
     candidates = [b for b in snap.blocks if b.trigrams & wanted == wanted]
-    assert 1 <= len(candidates) <= 3
+    # Block boundaries and filter bits follow the process's string hashes, so the
+    # count of false candidates varies from run to run; a full scan would be all.
+    assert 1 <= len(candidates) <= len(snap.blocks) // 10
     assert [names[i] for i in snap.matches(names[12345])] == [names[12345]]
 
 

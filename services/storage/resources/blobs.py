@@ -10,6 +10,7 @@ import falcon
 from services.storage.blobstore import CHUNK, BlobStore
 from services.storage.resources.common import check_deletes
 from shared import errors
+from shared.shared_disk_headers import ACCEL_FILE, ACCEL_LENGTH, ACCEL_OFFSET, ACCEL_REQUEST
 from shared.validation import check_name, parse_digest, parse_range
 
 
@@ -54,11 +55,11 @@ class BlobResource:
         resp.content_length = last - first + 1
         if req.method == "HEAD":
             return
-        if req.get_header("X-Dockyard-Accel") == "file":
+        if req.get_header(ACCEL_REQUEST) == "file":
             # The router shares this disk and sends the bytes itself.
-            resp.set_header("X-Dockyard-File", str(self._blobs.layout.blob(d)))
-            resp.set_header("X-Dockyard-Offset", str(first))
-            resp.set_header("X-Dockyard-Length", str(resp.content_length))
+            resp.set_header(ACCEL_FILE, str(self._blobs.layout.blob(d)))
+            resp.set_header(ACCEL_OFFSET, str(first))
+            resp.set_header(ACCEL_LENGTH, str(resp.content_length))
             resp.content_length = 0
             return
         f = self._blobs.open(d)

@@ -9,10 +9,9 @@ import falcon
 from services.storage.blobstore import Body
 from services.storage.paths import Layout
 from shared import errors
+from shared.shared_disk_headers import SPOOL_FILE, SPOOL_LENGTH
 from shared.urls import external_url
 
-SPOOL_FILE_HEADER = "X-Dockyard-Body-File"
-SPOOL_LENGTH_HEADER = "X-Dockyard-Body-Length"
 _SPOOL_NAME = re.compile(r"spool-[0-9a-f]{32}")
 
 
@@ -28,10 +27,10 @@ def request_body(req: falcon.Request, layout: Layout) -> Body:
     The spool file's name comes from the router; it is checked against the
     one shape the router gives names, and only ever looked up in tmp/.
     """
-    name = req.get_header(SPOOL_FILE_HEADER)
+    name = req.get_header(SPOOL_FILE)
     if name is None:
         return Body(body_length(req), stream=req.stream)
-    length = req.get_header(SPOOL_LENGTH_HEADER) or ""
+    length = req.get_header(SPOOL_LENGTH) or ""
     if _SPOOL_NAME.fullmatch(name) is None or not length.isdigit():
         raise errors.BlobUploadInvalid(detail={"reason": "bad spooled body"})
     path = layout.tmp / name
