@@ -176,7 +176,8 @@ class Run:
         self.populate["index_lag_seconds"] = round(lag, 3)
         for round_no in range(self.settings.rounds):
             sample = self.attempt(
-                "dockyard", "search", search.measure_search, side, self.settings, pop.created
+                "dockyard", "search", search.measure_search, side, self.settings, pop.created,
+                round_no,
             )
             if sample is None:
                 return

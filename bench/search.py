@@ -96,15 +96,19 @@ def wait_indexed(dockyard: Side, created: int, n: int, timeout: float = 60.0) ->
     )
 
 
-def measure_search(dockyard: Side, settings: Settings, created: int) -> Sample:
+def measure_search(dockyard: Side, settings: Settings, created: int, round_no: int = 0) -> Sample:
     """p99 latency of ``GET /v1/search`` with ``settings.search_clients`` clients.
 
     Even requests search a common word (many matches, ranking and paging
-    matter); odd ones a full repository name, which must be found.
+    matter); odd ones a full repository name, which must be found. Each round
+    asks for other names, so no round is answered from what an earlier one
+    left in a cache; the common words repeat, as a registry's searches do.
     """
     n = settings.search_page
+    offset = round_no * settings.search_queries
 
     def op(client: Client, i: int) -> None:
+        i += offset
         if i % 2 == 0:
             term = WORDS[(i // 2) % len(WORDS)]
             if not _search(client, term, n):

@@ -97,7 +97,7 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
     if redis_url:
         section["redis"]["url"] = redis_url
     _setup("index", cfg)
-    app = create_app(cfg)
+    app = create_app(cfg, start_background=True)
     serve_app(app, section["listen"], cfg, section["threads"], "index")
 
 

@@ -53,6 +53,7 @@ class Subscription:
         self._channel = channel_name
         self._on_change = on_change
         self._on_state = on_state
+        self._backoff = 0.1
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="events", daemon=True)
@@ -60,7 +61,6 @@ class Subscription:
         return thread
 
     def _run(self) -> None:
-        backoff = 0.1
         while True:
             try:
                 self._listen()
@@ -68,8 +68,8 @@ class Subscription:
                 log.warning("index events unavailable (%s); cached answers are off",
                             type(e).__name__)
             self._on_state(False)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            time.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, 5.0)
 
     def _listen(self) -> None:
         client = redis.Redis.from_url(self._url, socket_connect_timeout=2,
@@ -82,6 +82,7 @@ class Subscription:
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None:
                     if message["type"] == "subscribe":
+                        self._backoff = 0.1
                         self._on_state(True)
                         log.info("subscribed to index events")
                     elif message["type"] == "message":

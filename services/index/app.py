@@ -12,7 +12,7 @@ from services.index.resources.referrers import ReferrersResource
 from services.index.resources.search import SearchResource
 from services.index.search import SearchIndex
 from services.index.store import IndexStore
-from shared import errors, routing
+from shared import errors, events, routing
 from shared.health import add_health_routes
 from shared.observability import AccessLog, Metrics, MetricsResource
 from shared.rpc import RpcResource
@@ -27,12 +27,20 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
-def create_app(config: dict[str, Any], *, client: redis.Redis | None = None) -> Any:
-    """Build the index WSGI app; `client` may be injected by tests."""
+def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
+               start_background: bool = False) -> Any:
+    """Build the index WSGI app; `client` may be injected by tests.
+
+    `start_background` subscribes to the index's own events, which lets a
+    search skip asking Redis whether the catalog changed.
+    """
     cfg = config["index"]
     client = client or redis_client(cfg["redis"]["url"])
     store = IndexStore(client, cfg["redis"]["key_prefix"])
     search = SearchIndex(store, refresh=cfg["search_refresh"])
+    if start_background:
+        events.Subscription(cfg["redis"]["url"] or DEFAULT_REDIS_URL, store.keys.events,
+                            search.changed, search.events_state).start()
     retry_after = config["router"]["retry_after"]
 
     app = falcon.App(media_type="application/json")

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from services.index.store import IndexStore
+from shared.events import CATALOG_SCOPE
 
 EAGER_LIMIT = 10_000
 MAX_PAGE_SIZE = 100
@@ -146,9 +147,33 @@ class SearchIndex:
         self._refresh = refresh
         self._snapshot = _Snapshot()
         self._rebuild_lock = threading.Lock()
+        # While subscribed to the index's events, a catalog event (published with
+        # every bump of search:version) is what says the snapshot may be behind;
+        # without one since the last check, a query skips asking Redis.
+        self._events_live = False
+        self._changes = 0
+        self._verified_at = -1
+
+    def events_state(self, live: bool) -> None:
+        self._events_live = live
+        self._changes += 1
+
+    def changed(self, scope: str) -> None:
+        if scope == CATALOG_SCOPE:
+            self._changes += 1
 
     def _current(self) -> tuple[_Snapshot, int]:
         """The snapshot to answer from, and the version in Redis right now."""
+        changes = self._changes
+        snap = self._snapshot
+        if self._events_live and changes == self._verified_at:
+            return snap, snap.version
+        current = self._current_from_redis()
+        if current[0].version >= current[1]:
+            self._verified_at = changes
+        return current
+
+    def _current_from_redis(self) -> tuple[_Snapshot, int]:
         raw = self._store.redis.get(self._store.keys.search_version)
         version = int(raw or 0)
         snap = self._snapshot

@@ -46,6 +46,7 @@ _KEY_FIELDS = ("PATH_INFO", "QUERY_STRING", "HTTP_ACCEPT", "HTTP_HOST",
                "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "wsgi.url_scheme")
 _ENTRY_OVERHEAD = 512
 
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: str

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import time
 
 from tests.integration.helpers import direct, service_url, storage_root, wait_until
 from tests.support.processes import Dockyard
@@ -64,3 +66,40 @@ def test_spooled_body_with_wrong_digest_leaves_nothing(dockyard: Dockyard,
     assert client.request("HEAD", f"/v2/{repo}/blobs/{wrong}").status == 404
     assert client.request("HEAD", f"/v2/{repo}/blobs/{sha256(data)}").status == 404
     wait_until(lambda: not _spools(dockyard), timeout=5, what="spool files removed")
+
+
+def test_large_pulls_are_whole_from_the_shared_disk(dockyard: Dockyard, client: RegistryClient,
+                                                    repo: str) -> None:
+    """The router sends a blob from the file with sendfile(2), a socket buffer at a
+    time: whole, from an offset (Range), and to a client that reads slowly."""
+    data = os.urandom(SIZE)
+    digest = sha256(data)
+    r = client.request("POST", f"/v2/{repo}/blobs/uploads/?digest={digest}", body=data)
+    assert r.status == 201, r.data
+    path = f"/v2/{repo}/blobs/{digest}"
+    assert client.request("GET", path).data == data
+    start = SIZE // 3 + 7
+    r = client.request("GET", path, headers={"Range": f"bytes={start}-{SIZE - 2}"})
+    assert r.status == 206
+    assert r.data == data[start:SIZE - 1]
+
+    # A slow reader: the socket fills, sendfile sends part, and the rest follows later.
+    host, port = client.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        received = bytearray()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            chunk = s.recv(32 * 1024)
+            if not chunk:
+                break
+            received += chunk
+            if len(received) < 2 * 1024 * 1024:
+                time.sleep(0.002)
+            head, sep, body = bytes(received).partition(b"\r\n\r\n")
+            if sep and len(body) >= SIZE:
+                break
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == data

@@ -1,14 +1,19 @@
-"""The search snapshot's block filters: never a missed match, and cheap rebuilds."""
+"""The search snapshot: block filters that never miss a match, cheap rebuilds, and
+queries that trust index events instead of asking Redis each time."""
 
 from __future__ import annotations
 
 import string
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.index import search
+from services.index.app import redis_client
 from services.index.search import _blocks, _Snapshot
+from services.index.store import IndexStore
+from shared import events
 
 _ALPHABET = string.ascii_lowercase[:6] + "0123-/._ "
 
@@ -63,3 +68,34 @@ def test_a_rebuild_reuses_the_filters_of_unchanged_blocks(monkeypatch) -> None:
     # The new name lands in one block (or splits one in two at a boundary).
     assert 1 <= len(computed) <= 2
     assert len(second) - len(first) in (0, 1)
+
+
+def test_with_live_events_a_query_asks_redis_only_after_a_catalog_event(
+        index_config: dict[str, Any]) -> None:
+    store = IndexStore(redis_client(index_config["index"]["redis"]["url"]),
+                       index_config["index"]["redis"]["key_prefix"])
+    index = search.SearchIndex(store, refresh=0)
+    record = {"tag": "v1", "media_type": "application/vnd.oci.image.manifest.v1+json",
+              "size": 1, "artifact_type": None, "annotations": {}, "subject": None, "refs": []}
+    store.put_manifest(repo="ev/first", digest="sha256:" + "1" * 64, **record)
+    gets = []
+    original_get = store.redis.get
+    store.redis.get = lambda key: gets.append(key) or original_get(key)  # type: ignore[method-assign]
+
+    index.events_state(True)
+    assert [n for n, _ in index.search("ev/", 1, 25).results] == ["ev/first"]
+    assert len(gets) == 1
+    assert index.search("ev/", 1, 25).current
+    assert len(gets) == 1  # no event since: the snapshot is known to be current
+
+    store.put_manifest(repo="ev/second", digest="sha256:" + "2" * 64, **record)
+    index.changed(events.repo_scope("ev/second"))  # not a catalog event: still trusted
+    assert len(gets) == 1
+    index.changed(events.CATALOG_SCOPE)
+    assert [n for n, _ in index.search("ev/", 1, 25).results] == ["ev/first", "ev/second"]
+    assert len(gets) == 2
+
+    index.events_state(False)  # without events every query asks
+    index.search("ev/", 1, 25)
+    index.search("ev/", 1, 25)
+    assert len(gets) == 4
