@@ -82,7 +82,7 @@ SCHEMA: dict[str, Any] = {
         "manifest_max_size": Key(int, 4 * 1024 * 1024, "largest manifest, bytes", minimum=1024),
         "threads": Key(int, 16, "worker threads", minimum=1),
         "tag_cache_ttl": Key(float, 60.0, "seconds a resolved tag is served without asking "
-                             "the index, while tag events keep the cache honest; 0: off"),
+                             "the index, while index events keep the cache honest; 0: off"),
         "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
                           "invalidate cached tags; empty: no fresh cache hits"),
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
