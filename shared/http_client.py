@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import select
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -142,21 +141,29 @@ class _Connection:
             raise ConnectFailed(f"{pool.host}:{pool.port}: {e}") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(pool.timeout)
-        self.used = False
 
     def stale(self) -> bool:
-        """True when an idle connection was closed by its backend (or has stray bytes)."""
+        """True when an idle connection was closed by its backend (or has stray bytes).
+
+        A peek rather than select(), which cannot watch descriptors past 1024;
+        in non-blocking mode, since with a timeout Python would wait for data.
+        """
+        self.sock.setblocking(False)
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False  # open, and nothing unread: ready for a request
+        except OSError:
             return True
-        return bool(readable)
+        finally:
+            self.sock.settimeout(self.pool.timeout)
+        return True  # closed (b"") or bytes no request asked for
 
     def send(self, head: bytes, body: bytes | Iterable[bytes] | Any | None) -> None:
         try:
             if body is None or isinstance(body, bytes | bytearray | memoryview):
                 if body is None or len(body) <= SMALL_READ:
-                    # One segment for the whole request: no Nagle-free extra packet.
+                    # A small request goes out in one send, headers and body together.
                     self.sock.sendall(head + bytes(body or b""))
                 else:
                     self.sock.sendall(head)
