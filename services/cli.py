@@ -54,7 +54,18 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str) -> None:
         raise click.ClickException(str(e)) from None
     for name, address in addresses.items():
         log.info("%s: %s", name, address)
+    from services.gc.runtime import write_serve_file
+
+    write_serve_file(Path(data_dir).resolve(), addresses, children_root(children))
     sys.exit(supervisor.run(children))
+
+
+def children_root(children: list[Any]) -> str:
+    """The storage root `serve` gave its storage child (its --root)."""
+    for child in children:
+        if "--root" in child.argv:
+            return child.argv[child.argv.index("--root") + 1]
+    return ""
 
 
 @main.command()
@@ -167,6 +178,14 @@ def reference() -> None:
     for path, env, default, help_ in config_mod.reference():
         click.echo(f"{path}\t{env}\t{default!r}\t{help_}")
 
+
+def _add_space_commands() -> None:
+    from services.gc import commands
+
+    main.add_command(commands.gc_command)
+
+
+_add_space_commands()
 
 if __name__ == "__main__":
     main()

@@ -102,6 +102,24 @@ SCHEMA: dict[str, Any] = {
         "search_refresh": Key(float, 1.0, "seconds between rebuilds of the search snapshot "
                               "of a large catalog"),
     },
+    "gc": {
+        "interval": Key(int, 86400, "seconds between the garbage collections a storage "
+                        "process runs in the background (one at a time per storage root); "
+                        "0: only `dockyard gc`", minimum=0),
+        "grace": Key(int, 3600, "seconds a blob, link or manifest must be left untouched "
+                     "before a collection may delete it, so pushes in progress finish",
+                     minimum=0),
+        "untagged_max_age": Key(int, -1, "seconds after its last push that a manifest no "
+                                "tag, index or subject chain reaches is deleted; -1: kept",
+                                minimum=-1),
+        "retention": Key(list, [], "retention policies, each '<repository glob> "
+                         "[keep_last=N] [max_age=30d] [keep=v*,release-*]'; the first "
+                         "matching one applies (docs/garbage-collection.md)"),
+        "redis_url": Key(str, "", "redis URL of the index for the collector; empty: "
+                         "index.redis.url, else storage.events_url"),
+        "usage_max_age": Key(int, 300, "seconds the usage endpoint serves a computed "
+                             "answer before computing it again", minimum=0),
+    },
 }
 
 
@@ -182,7 +200,8 @@ def _check_values(cfg: dict[str, Any]) -> None:
                 raise ConfigError(f"{'.'.join(path)}: not an http URL: {url!r}")
     for section, path in ((cfg["index"]["redis"], "index.redis.url"),
                           (cfg["router"], "router.events_url"),
-                          (cfg["storage"], "storage.events_url")):
+                          (cfg["storage"], "storage.events_url"),
+                          (cfg["gc"], "gc.redis_url")):
         url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")

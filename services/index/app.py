@@ -68,6 +68,8 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
         "delete_tag": store.delete_tag,
         "delete_manifest": store.delete_manifest,
         "repository_changed": store.repository_changed,
+        "repository_manifests": store.repository_manifests,
+        "forget_repository": store.forget_repository,
     }))
 
     def ready() -> tuple[bool, dict[str, Any]]:

@@ -14,6 +14,9 @@ key                                    type    holds
                                                annotations, subject, refs}
 ``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
                                                is <digest>
+``repo:<name>:tagtimes``               HASH    tag -> unix time it was last pushed, for
+                                               retention policies; written beside the
+                                               tag, so an entry may outlive its tag
 ``search:descriptions``                HASH    repository -> description, from the
                                                ``org.opencontainers.image.description``
                                                annotation of its newest tagged manifest
@@ -51,6 +54,9 @@ class Keys:
 
     def manifests(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:manifests"
+
+    def tag_times(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:tagtimes"
 
     def referrers(self, repo: str, subject: str) -> str:
         return f"{self.prefix}repo:{repo}:referrers:{subject}"

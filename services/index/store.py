@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,28 @@ redis.call('PUBLISH', KEYS[5], ARGV[3])
 return removed
 """
 
+# KEYS: tags, tagmap, events   ARGV: tag, digest it must still name, repo scope
+_DELETE_TAG_IF = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[3])
+return 1
+"""
+
+# KEYS: repos, manifests, tags, tagmap, tagtimes, descriptions, search_version, events
+# ARGV: repo, repo scope, catalog scope
+_FORGET_REPOSITORY = """
+if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+redis.call('INCR', KEYS[7])
+redis.call('PUBLISH', KEYS[8], ARGV[2])
+redis.call('PUBLISH', KEYS[8], ARGV[3])
+return 1
+"""
+
 DESCRIPTION_ANNOTATION = "org.opencontainers.image.description"
 
 
@@ -90,6 +113,8 @@ class IndexStore:
         self._put = client.register_script(_PUT_MANIFEST)
         self._delete_tag = client.register_script(_DELETE_TAG)
         self._delete_manifest = client.register_script(_DELETE_MANIFEST)
+        self._delete_tag_if = client.register_script(_DELETE_TAG_IF)
+        self._forget_repository = client.register_script(_FORGET_REPOSITORY)
 
     # -- writes (called by storage over msgpack RPC) -------------------------
 
@@ -128,6 +153,10 @@ class IndexStore:
                   "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE],
             client=client,
         )
+        if tag:
+            # For retention's "older than" and "newest N"; beside the script, not
+            # in it: a missing time only makes a tag look as old as its manifest.
+            client.hset(k.tag_times(repo), tag, f"{time.time():.3f}")
 
     def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
         k = self.keys
@@ -145,6 +174,27 @@ class IndexStore:
             args=[digest, "1" if subject else "0", repo_scope(repo)],
         )
         return {"tags_removed": int(removed)}
+
+    def delete_tag_if(self, repo: str, tag: str, digest: str) -> bool:
+        """Delete the tag only while it still names `digest`: a tag pushed again since
+        a policy chose it is the new push's, and stays."""
+        k = self.keys
+        return bool(self._delete_tag_if(keys=[k.tags(repo), k.tagmap(repo), k.events],
+                                        args=[tag, digest, repo_scope(repo)]))
+
+    def forget_repository(self, repo: str) -> dict[str, Any]:
+        """Drop a repository left without manifests from the catalog; a repository that
+        gained one meanwhile stays."""
+        k = self.keys
+        forgotten = self._forget_repository(
+            keys=[k.repos, k.manifests(repo), k.tags(repo), k.tagmap(repo), k.tag_times(repo),
+                  k.descriptions, k.search_version, k.events],
+            args=[repo, repo_scope(repo), CATALOG_SCOPE])
+        return {"forgotten": bool(forgotten)}
+
+    def repository_manifests(self, repo: str) -> dict[str, Any]:
+        """The digests of the repository's manifests, for a repository delete."""
+        return {"digests": sorted(d.decode() for d in self.redis.hkeys(self.keys.manifests(repo)))}
 
     def resolve_tag(self, repo: str, tag: str) -> dict[str, Any]:
         digest = self.redis.hget(self.keys.tagmap(repo), tag)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from services.storage.fences import Fences, touch
 from services.storage.paths import Layout
 from shared import errors
 from shared.validation import Digest
@@ -156,8 +157,13 @@ def _remove(path: Path) -> bool:
 
 
 class BlobStore:
+    """Blobs and links. Every method that creates or relies on a blob or a link
+    touches it under the blob's stripe (`fences`), so a concurrent collection
+    either deleted it first (and the method sees it missing) or keeps it."""
+
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
+        self.fences = Fences(layout)
 
     # -- blobs -------------------------------------------------------------
 
@@ -181,7 +187,11 @@ class BlobStore:
         """
         target = self.layout.blob(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(complete_file, target)
+        with self.fences.blob(digest):
+            # The file's mtime is its last write, maybe long ago for an upload
+            # finished without a last chunk: the blob is new now.
+            os.utime(complete_file)
+            os.replace(complete_file, target)
         fsync_dir(target.parent)
 
     def ingest_body(self, body: Body, expected: Digest) -> None:
@@ -224,8 +234,9 @@ class BlobStore:
         return digest
 
     def ingest_bytes(self, data: bytes, digest: Digest) -> None:
-        if self.size(digest) == len(data):
-            return
+        with self.fences.blob(digest):
+            if self.size(digest) == len(data) and touch(self.layout.blob(digest)):
+                return
         tmp = self.layout.tmp / uuid.uuid4().hex
         # Written in tmp/ and renamed once into place: the rename into blobs/
         # and that directory's fsync are what make it durable.
@@ -244,10 +255,32 @@ class BlobStore:
     def has_layer(self, name: str, digest: Digest) -> bool:
         return self.layout.layer_link(name, digest).exists() and self.size(digest) is not None
 
+    def touch_layer(self, name: str, digest: Digest) -> bool:
+        """`has_layer`, for a writer about to rely on the answer: touches both files."""
+        with self.fences.blob(digest):
+            return (touch(self.layout.blob(digest))
+                    and touch(self.layout.layer_link(name, digest)))
+
     def link_layer(self, name: str, digest: Digest) -> None:
-        link = self.layout.layer_link(name, digest)
-        if not link.exists():
-            _create_empty(link)
+        with self.fences.blob(digest):
+            if not touch(self.layout.layer_link(name, digest)):
+                _create_empty(self.layout.layer_link(name, digest))
+
+    def mount(self, source: str, name: str, digest: Digest) -> bool:
+        """Link a blob `source` may serve into `name`; False when it may not."""
+        with self.fences.blob(digest):
+            if not (touch(self.layout.blob(digest))
+                    and touch(self.layout.layer_link(source, digest))):
+                return False
+            if not touch(self.layout.layer_link(name, digest)):
+                _create_empty(self.layout.layer_link(name, digest))
+        return True
+
+    def touch_manifest(self, name: str, digest: Digest) -> bool:
+        """True when `name` holds the manifest; touches its link and bytes."""
+        with self.fences.blob(digest):
+            return (touch(self.layout.manifest_link(name, digest), symlink=True)
+                    and touch(self.layout.blob(digest)))
 
     def unlink_layer(self, name: str, digest: Digest) -> bool:
         return _remove(self.layout.layer_link(name, digest))
@@ -262,7 +295,7 @@ class BlobStore:
         """Link a manifest into a repository; True when the link is new."""
         link = self.layout.manifest_link(name, digest)
         current = self.manifest_media_type(name, digest)
-        if current == media_type:
+        if current == media_type and touch(link, symlink=True):
             return False
         _create_symlink(link, media_type)
         return current is None

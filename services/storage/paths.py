@@ -13,6 +13,14 @@
     │       └── _uploads/<upload id>             empty marker, counts the repo's open uploads
     ├── locks/<00..ff>                           lock files: a manifest's PUT and DELETE
     │                                            hold the one its repo and digest hash to
+    ├── locks/blob-<00..ff>                      a blob's stripe: writers that touch the blob
+    │                                            or a link to it share it, the collector's
+    │                                            delete takes it alone (`fences`)
+    ├── locks/gc-gate, locks/gc-commit           the collector's barrier (`fences`)
+    ├── locks/gc-run                             held by the one running collection
+    ├── gc/                                      the collector's state: the mark file whose
+    │                                            mtime is a run's start, the last run's
+    │                                            summary, the usage cache
     ├── uploads/
     │   └── <upload id>/                         one upload session
     │       ├── data                             the bytes received so far, appended in order
@@ -45,9 +53,10 @@ class Layout:
         self.uploads = self.root / "uploads"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
+        self.gc = self.root / "gc"
 
     def create(self) -> None:
-        for d in (self.blobs, self.repositories, self.uploads, self.tmp, self.locks):
+        for d in (self.blobs, self.repositories, self.uploads, self.tmp, self.locks, self.gc):
             d.mkdir(parents=True, exist_ok=True)
 
     def blob(self, digest: Digest) -> Path:
@@ -65,6 +74,17 @@ class Layout:
     def manifest_lock(self, name: str, digest: Digest) -> Path:
         stripe = hashlib.sha256(f"{name}@{digest}".encode()).hexdigest()[:2]
         return self.locks / stripe
+
+    def blob_lock(self, digest: Digest) -> Path:
+        # The hex is a hash already: its first two characters spread evenly.
+        return self.locks / f"blob-{digest.hex[:2]}"
+
+    def gc_lock(self, name: str) -> Path:
+        """`gate`, `commit` or `run`: the collector's locks (see `fences`)."""
+        return self.locks / f"gc-{name}"
+
+    def gc_file(self, name: str) -> Path:
+        return self.gc / name
 
     def upload_marker(self, name: str, upload_id: str) -> Path:
         return self.repositories / name / "_uploads" / upload_id

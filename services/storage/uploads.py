@@ -39,6 +39,14 @@ from shared.validation import Digest, check_upload_id
 log = logging.getLogger("dockyard.storage.uploads")
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    upload_id: str
+    repository: str | None     # None: a directory without its info file
+    started: float
+    size: int
+
+
 @dataclass(slots=True)
 class _RunningHash:
     hasher: hashlib._Hash
@@ -229,33 +237,51 @@ class UploadStore:
 
     # -- housekeeping --------------------------------------------------------
 
-    def purge(self, now: float | None = None) -> int:
-        """Remove sessions older than max_age; returns how many."""
+    def abandoned(self, now: float | None = None) -> list[Session]:
+        """Sessions started more than max_age ago, and session directories without
+        info (debris of a crash mid-start) untouched for as long."""
         now = time.time() if now is None else now
-        removed = 0
+        found = []
         try:
             entries = list(os.scandir(self.layout.uploads))
         except FileNotFoundError:
-            return 0
+            return []
         for entry in entries:
+            repo: str | None
             try:
                 info = msgpack.unpackb(self.layout.upload_info(entry.name).read_bytes())
                 started, repo = float(info["started"]), str(info["repo"])
             except (OSError, ValueError, KeyError, TypeError):
-                # A session dir without info is debris from a crash mid-start.
-                if now - entry.stat().st_mtime > self.max_age:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                    removed += 1
-                continue
+                try:
+                    started, repo = entry.stat().st_mtime, None
+                except OSError:
+                    continue
             if now - started > self.max_age:
-                self._remove(entry.name, repo)
-                removed += 1
-        if removed:
-            log.info("purged %d abandoned upload sessions", removed)
-        self._purge_tmp(now)
-        return removed
+                try:
+                    size = self.layout.upload_data(entry.name).stat().st_size
+                except OSError:
+                    size = 0
+                found.append(Session(entry.name, repo, started, size))
+        return found
 
-    def _purge_tmp(self, now: float) -> None:
+    def remove_abandoned(self, session: Session) -> None:
+        if session.repository is None:
+            shutil.rmtree(self.layout.upload_dir(session.upload_id), ignore_errors=True)
+        else:
+            self._remove(session.upload_id, session.repository)
+
+    def purge(self, now: float | None = None) -> int:
+        """Remove sessions older than max_age; returns how many."""
+        now = time.time() if now is None else now
+        sessions = self.abandoned(now)
+        for session in sessions:
+            self.remove_abandoned(session)
+        if sessions:
+            log.info("purged %d abandoned upload sessions", len(sessions))
+        self.purge_tmp(now)
+        return len(sessions)
+
+    def purge_tmp(self, now: float) -> None:
         """Remove partial files that a killed process left in tmp/. A file still being
         written has a fresh mtime, so only files untouched for max_age go."""
         try:

@@ -31,16 +31,20 @@ class BlobResource:
         self._blobs = blobs
         self._delete_enabled = delete_enabled
 
-    def _locate(self, name: str, digest: str):
+    def _locate(self, name: str, digest: str, *, touch: bool = False):
         check_name(name)
         d = parse_digest(digest)
-        size = self._blobs.size(d) if self._blobs.has_layer(name, d) else None
+        # A HEAD usually asks whether a push may skip the upload: touching the
+        # blob then keeps a collection from deleting it before the manifest
+        # that will rely on it arrives (`services.storage.fences`).
+        found = self._blobs.touch_layer(name, d) if touch else self._blobs.has_layer(name, d)
+        size = self._blobs.size(d) if found else None
         if size is None:
             raise errors.BlobUnknown(detail={"digest": digest})
         return d, size
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
-        d, size = self._locate(name, digest)
+        d, size = self._locate(name, digest, touch=req.method == "HEAD")
         resp.content_type = "application/octet-stream"
         resp.set_header("Docker-Content-Digest", str(d))
         resp.set_header("Accept-Ranges", "bytes")

@@ -55,11 +55,15 @@ class ManifestResource:
         if expected is not None and digest != expected:
             raise errors.DigestInvalid(detail={"expected": str(expected),
                                                "computed": str(digest)})
-        self._check_references(name, manifest)
-
-        self._blobs.ingest_bytes(body, digest)
-        with self._blobs.manifest_lock(name, digest):
-            self._link_and_record(name, digest, tag, manifest, len(body))
+        # From the first touch of what it references until the index has the
+        # record, the PUT holds the collector's barrier off (`fences`): a
+        # collection either sees this manifest in the index or sees every file
+        # it relies on touched after the collection began.
+        with self._blobs.fences.writing():
+            self._check_references(name, manifest)
+            self._blobs.ingest_bytes(body, digest)
+            with self._blobs.manifest_lock(name, digest):
+                self._link_and_record(name, digest, tag, manifest, len(body))
         resp.status = falcon.HTTP_201
         resp.location = external_url(req, f"/v2/{name}/manifests/{digest}")
         resp.set_header("Docker-Content-Digest", str(digest))
@@ -99,10 +103,10 @@ class ManifestResource:
 
     def _check_references(self, name: str, manifest: mf.Manifest) -> None:
         for d in manifest.blobs:
-            if not self._blobs.has_layer(name, d):
+            if not self._blobs.touch_layer(name, d):
                 raise errors.ManifestBlobUnknown(detail={"digest": str(d)})
         for d in manifest.manifests:
-            if self._blobs.manifest_media_type(name, d) is None:
+            if not self._blobs.touch_manifest(name, d):
                 raise errors.ManifestBlobUnknown(detail={"digest": str(d)})
 
     # -- GET / HEAD ----------------------------------------------------------

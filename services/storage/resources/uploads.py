@@ -47,11 +47,10 @@ class UploadStartResource:
             d = parse_digest(mount)
             if source is not None and source != name:
                 check_name(source)
-                if self._blobs.has_layer(source, d):
-                    self._blobs.link_layer(name, d)
+                if self._blobs.mount(source, name, d):
                     _created(req, resp, name, str(d))
                     return
-            elif self._blobs.has_layer(name, d):
+            elif self._blobs.touch_layer(name, d):
                 _created(req, resp, name, str(d))
                 return
             # Not mountable: the spec's fallback is an ordinary upload session.

@@ -1,0 +1,276 @@
+"""The garbage collector: mark and sweep while pushes and pulls go on.
+
+It works through three interfaces only: the storage root's layout and
+enumerations (`services.storage.paths`, `inventory`), the blob store and its
+fences (`services.storage.blobstore`, `fences`), and the index (its typed
+reader `services.index.read_model` and the atomic scripts of
+`services.index.store`, which publish the events that keep every cache
+honest).
+
+One run:
+
+1. **Barrier.** Wait for every manifest PUT that is between its first touch
+   and its index record, and take the run's start time *T* (`Fences.barrier`).
+2. **Retention.** Remove the tags that the policies select (`retention`).
+3. **Mark.** Read the index and the disk, and compute what is kept (`graph`).
+4. **Sweep,** in an order that never leaves a reference to a missing file
+   behind: manifests (index entry first, then the link), then layer links,
+   then blobs, then abandoned upload sessions; last, repositories left
+   without manifests leave the catalog.
+
+**Why a concurrent push never loses a blob.** Call *cutoff* = *T* - grace.
+The collector deletes a file only when the mark did not keep it *and* its
+mtime, read under the lock that writers take to touch it, is before the
+cutoff. Every writer that creates or relies on a blob or link sets its mtime
+to now under that lock, and fails if it is gone (`fences`, `BlobStore`):
+an upload's commit, a mount, a link, a HEAD that lets a client skip an upload,
+and every reference a manifest PUT checks (layers, config, an index's
+children, its own bytes and link). Now take a manifest M that some push
+acknowledged, and a file F it needs:
+
+- If M's PUT touched F before *T*, the barrier waited for M's index record,
+  so the mark read M and kept F (M is tagged, or fresh, or reached from
+  something that is).
+- If it touched F at or after *T*, F's mtime is at least *T*, past the
+  cutoff, and the delete (which checks the mtime under the same lock) keeps
+  it; or the delete ran first, then the touch failed and the PUT was refused
+  (BLOB_UNKNOWN), never acknowledged.
+
+Uploads, mounts and links made while the collection runs carry mtimes past
+the cutoff the same way, so they survive it whether or not a manifest names
+them yet; the grace period extends that to files touched shortly before the
+run, so a push in progress (layers first, manifest last) is not refused.
+
+**Crash safety.** Each delete is one unlink or one atomic index script, of
+something no tag reaches, in an order in which nothing kept ever names a
+missing file: kill -9 at any point leaves every tagged image whole, and the
+next run deletes what this one did not. Locks are flocks, released by the
+kernel when the collector dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from services.gc import graph, retention
+from services.gc.report import Item, Progress, Report, Silent
+from services.index.read_model import IndexReader, RepositoryState
+from services.index.store import IndexStore
+from services.storage import inventory
+from services.storage import manifest_format as mf
+from services.storage.blobstore import BlobStore
+from services.storage.fences import mtime_ns
+from services.storage.inventory import FileInfo
+from services.storage.uploads import UploadStore
+from shared import errors
+from shared.validation import Digest, parse_digest
+
+log = logging.getLogger("dockyard.gc")
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    grace: float = 3600.0
+    # None keeps untagged manifests; else seconds after their last push.
+    untagged_max_age: float | None = None
+    policies: tuple[retention.Policy, ...] = ()
+    upload_max_age: int = 86400
+
+
+@dataclass
+class Snapshot:
+    """What the mark read: the index, the disk's links, and every blob."""
+
+    repos: dict[str, graph.Repo] = field(default_factory=dict)
+    layers: dict[str, list[FileInfo]] = field(default_factory=dict)
+    blobs: list[FileInfo] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    states: dict[str, RepositoryState] = field(default_factory=dict)
+
+
+class Collector:
+    def __init__(self, blobs: BlobStore, index: IndexStore, reader: IndexReader,
+                 settings: Settings, progress: Progress | None = None) -> None:
+        self.blobs = blobs
+        self.layout = blobs.layout
+        self.fences = blobs.fences
+        self.index = index
+        self.reader = reader
+        self.settings = settings
+        self.progress = progress or Silent()
+
+    # -- one run -------------------------------------------------------------------
+
+    def run(self, *, dry_run: bool = False, wait: bool = False) -> Report | None:
+        """Collect once; None when another collection holds this storage root."""
+        with self.fences.collecting(wait=wait) as ours:
+            if not ours:
+                return None
+            report = Report(dry_run=dry_run)
+            self.progress.phase("barrier")
+            start_ns = self.fences.barrier()
+            cutoff = start_ns - int(self.settings.grace * NS)
+            untagged = (None if self.settings.untagged_max_age is None
+                        else start_ns - int(self.settings.untagged_max_age * NS))
+            snapshot = self.read(start_ns / NS)
+            released = self._retention(snapshot, start_ns / NS, report, dry_run)
+            self.progress.phase("mark", len(snapshot.repos))
+            marks = graph.mark(snapshot.repos.values(), graph.Policy(cutoff, untagged),
+                               released)
+            self.progress.advance(len(snapshot.repos))
+            self._sweep_manifests(snapshot, marks, cutoff, report, dry_run)
+            self._sweep_layers(snapshot, marks, cutoff, report, dry_run)
+            self._sweep_blobs(snapshot, marks, cutoff, report, dry_run)
+            self._sweep_uploads(start_ns / NS, report, dry_run)
+            self.snapshot, self.marks = snapshot, marks
+            self.progress.done()
+            report.finished = time.time()
+            return report
+
+    # -- reading -------------------------------------------------------------------
+
+    def read(self, now: float | None = None) -> Snapshot:
+        snap = Snapshot()
+        self.progress.phase("index")
+        for state in self.reader.repository_states():
+            snap.states[state.name] = state
+            snap.repos[state.name] = graph.Repo(state.name, dict(state.tags), {
+                d: graph.Node(d, m.refs, m.subject) for d, m in state.manifests.items()})
+            self.progress.advance()
+        names = sorted(set(snap.repos) | set(inventory.repositories(self.layout)))
+        self.progress.phase("links", len(names))
+        for name in names:
+            repo = snap.repos.setdefault(name, graph.Repo(name))
+            for link in inventory.manifest_links(self.layout, name):
+                d = str(link.digest)
+                node = repo.manifests.get(d)
+                repo.manifests[d] = (graph.Node(d, node.refs, node.subject, link.mtime_ns)
+                                     if node else self._unindexed(link))
+            snap.layers[name] = list(inventory.layer_links(self.layout, name))
+            self.progress.advance()
+        self.progress.phase("blobs")
+        for info in inventory.blobs(self.layout):
+            snap.blobs.append(info)
+            snap.sizes[str(info.digest)] = info.size
+            self.progress.advance(1, info.size)
+        return snap
+
+    def _unindexed(self, link: FileInfo) -> graph.Node:
+        """A manifest on disk that the index does not know: its references come from
+        its bytes (kept conservatively: what it names stays while it does)."""
+        try:
+            parsed = mf.parse(self.blobs.read(link.digest), None)
+        except (OSError, errors.RegistryError):
+            return graph.Node(str(link.digest), (), None, link.mtime_ns, indexed=False)
+        refs = tuple(str(d) for d in parsed.blobs + parsed.manifests)
+        subject = str(parsed.subject) if parsed.subject else None
+        return graph.Node(str(link.digest), refs, subject, link.mtime_ns, indexed=False)
+
+    # -- retention -----------------------------------------------------------------
+
+    def _retention(self, snap: Snapshot, now: float, report: Report,
+                   dry_run: bool) -> dict[str, frozenset[str]]:
+        """Remove the tags the policies select; returns, per repository, the manifests
+        that lost their last tag, which the untagged policy no longer protects."""
+        released: dict[str, frozenset[str]] = {}
+        if not self.settings.policies:
+            return released
+        self.progress.phase("retention")
+        for name, repo in snap.repos.items():
+            policy = retention.policy_for(list(self.settings.policies), name)
+            if policy is None or not repo.tags:
+                continue
+            state = snap.states.get(name)
+            pushed = {t: (state.tag_times.get(t) if state else None)
+                      or (repo.manifests[d].mtime_ns or 0) / NS
+                      if d in repo.manifests else 0.0 for t, d in repo.tags.items()}
+            removals = retention.select(policy, name, repo.tags, pushed, now)
+            for removal in removals:
+                if dry_run or self.index.delete_tag_if(name, removal.tag, removal.digest):
+                    report.add(Item("tag", name, removal.tag))
+                    self.progress.advance()
+                del repo.tags[removal.tag]
+            still = set(repo.tags.values())
+            released[name] = frozenset(r.digest for r in removals if r.digest not in still)
+        return released
+
+    # -- sweeping ------------------------------------------------------------------
+
+    def _sweep_manifests(self, snap: Snapshot, marks: graph.Marks, cutoff: int,
+                         report: Report, dry_run: bool) -> None:
+        doomed = [(name, node) for name, repo in snap.repos.items()
+                  for d, node in repo.manifests.items() if d not in marks.manifests[name]]
+        self.progress.phase("manifests", len(doomed))
+        emptied: set[str] = set()
+        for name, node in doomed:
+            digest = parse_digest(node.digest)
+            if dry_run or self._delete_manifest(name, digest, cutoff):
+                report.add(Item("manifest", name, node.digest))
+                self.progress.advance()
+                emptied.add(name)
+            else:
+                report.spared += 1
+        if dry_run:
+            return
+        for name in emptied:
+            if not marks.manifests[name]:
+                self.index.forget_repository(name)
+
+    def _delete_manifest(self, name: str, digest: Digest, cutoff: int) -> bool:
+        """Index entry first, then the link, as a DELETE does; skipped when a writer
+        touched the link since the mark (a PUT of it, or of an index naming it)."""
+        with self.blobs.manifest_lock(name, digest), self.fences.blob(digest, exclusive=True):
+            touched = mtime_ns(self.layout.manifest_link(name, digest))
+            if touched is not None and touched >= cutoff:
+                return False
+            self.index.delete_manifest(name, str(digest))
+            self.blobs.unlink_manifest(name, digest)
+        # The index's event went out before the unlink: announce it again.
+        self.index.repository_changed(name)
+        return True
+
+    def _sweep_layers(self, snap: Snapshot, marks: graph.Marks, cutoff: int,
+                      report: Report, dry_run: bool) -> None:
+        doomed = [(name, link) for name, links in snap.layers.items() for link in links
+                  if str(link.digest) not in marks.layers.get(name, ())
+                  and link.mtime_ns < cutoff]
+        self.progress.phase("layer links", len(doomed))
+        for name, link in doomed:
+            path = self.layout.layer_link(name, link.digest)
+            if dry_run or self.fences.remove_if_untouched(link.digest, path,
+                                                          cutoff) is not None:
+                report.add(Item("layer-link", name, str(link.digest)))
+                self.progress.advance()
+            else:
+                report.spared += 1
+
+    def _sweep_blobs(self, snap: Snapshot, marks: graph.Marks, cutoff: int,
+                     report: Report, dry_run: bool) -> None:
+        doomed = [b for b in snap.blobs
+                  if str(b.digest) not in marks.blobs and b.mtime_ns < cutoff]
+        self.progress.phase("blobs deleted", len(doomed))
+        for blob in doomed:
+            size = blob.size if dry_run else self.fences.remove_if_untouched(
+                blob.digest, self.layout.blob(blob.digest), cutoff)
+            if size is not None:
+                report.add(Item("blob", "", str(blob.digest), size))
+                self.progress.advance(1, size)
+            else:
+                report.spared += 1
+
+    def _sweep_uploads(self, now: float, report: Report, dry_run: bool) -> None:
+        self.progress.phase("uploads")
+        store = UploadStore(self.layout, self.blobs, max_per_repository=1,
+                            max_age=self.settings.upload_max_age)
+        for session in store.abandoned(now):
+            if not dry_run:
+                store.remove_abandoned(session)
+            report.add(Item("upload", session.repository or "", session.upload_id,
+                            session.size))
+            self.progress.advance(1, session.size)
+        if not dry_run:
+            store.purge_tmp(now)
+

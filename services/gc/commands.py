@@ -1,0 +1,90 @@
+"""`dockyard gc`, `dockyard usage`, `dockyard fsck` and `dockyard repo delete`.
+
+Each runs against a live deployment: `--data-dir D` for the one that
+`dockyard serve --data-dir D` runs, or `--config FILE` (and the environment)
+for a scaled-out one whose storage root this machine mounts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from services.gc import runtime
+from services.gc.report import Report, Terminal, human_bytes
+from shared import config as config_mod
+
+
+def deployment_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--data-dir", type=click.Path(file_okay=False, exists=True),
+                     help="The --data-dir of a running `dockyard serve`.")(f)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        envvar="DOCKYARD_CONFIG", help="YAML configuration file.")(f)
+
+
+def load(config_path: str | None, data_dir: str | None) -> dict[str, Any]:
+    try:
+        cfg = config_mod.load(config_path)
+        if data_dir is not None:
+            runtime.apply_data_dir(cfg, Path(data_dir).resolve())
+        runtime.redis_url(cfg)
+        runtime.settings(cfg)
+    except config_mod.ConfigError as e:
+        raise click.ClickException(f"configuration error: {e}") from None
+    return cfg
+
+
+def print_summary(report: Report) -> None:
+    verb = "would delete" if report.dry_run else "deleted"
+    counts = report.summary()["counts"]
+    assert isinstance(counts, dict)
+    parts = [f"{counts['blob']} blobs", f"{counts['manifest']} manifests",
+             f"{counts['tag']} tags", f"{counts['layer-link']} layer links",
+             f"{counts['upload']} upload sessions"]
+    click.echo(f"{verb} {', '.join(parts)}; {human_bytes(report.bytes)} "
+               f"({report.bytes} bytes) {'to reclaim' if report.dry_run else 'reclaimed'} "
+               f"in {report.finished - report.started:.1f}s")
+    if report.spared:
+        click.echo(f"kept {report.spared} candidates that writers touched during the run")
+
+
+@click.command(name="gc")
+@deployment_options
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option("--grace", type=int, help="Override gc.grace, in seconds.")
+@click.option("--untagged-max-age", type=int,
+              help="Override gc.untagged_max_age, in seconds (-1: keep untagged).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait for a collection already running on this root.")
+def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
+               grace: int | None, untagged_max_age: int | None, as_json: bool,
+               wait: bool) -> None:
+    """Collect garbage once: unreferenced blobs, manifests, links and uploads."""
+    cfg = load(config_path, data_dir)
+    overrides: dict[str, Any] = {}
+    if grace is not None:
+        overrides["grace"] = float(max(grace, 0))
+    if untagged_max_age is not None:
+        overrides["untagged_max_age"] = None if untagged_max_age < 0 else float(untagged_max_age)
+    collector = runtime.collector(cfg, progress=None if as_json else Terminal(),
+                                  overrides=overrides)
+    report = collector.run(dry_run=dry_run, wait=wait)
+    if report is None:
+        raise click.ClickException("another collection is running on this storage root")
+    if not dry_run:
+        runtime.save_last_run(collector.layout, report)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1))
+        return
+    if dry_run:
+        for item in report.items:
+            where = f"{item.repository} " if item.repository else ""
+            click.echo(f"{item.kind}\t{where}{item.name}\t{item.bytes}")
+    print_summary(report)
+    sys.stdout.flush()

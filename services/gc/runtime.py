@@ -1,0 +1,90 @@
+"""Building a collector from the configuration, for the CLI and the storage process.
+
+The collector needs the storage root (a directory it shares with every
+storage process) and the index's Redis. With ``--data-dir D`` of
+``dockyard serve``, both are found under D: the storage root at
+``D/storage`` and the private Redis's URL in ``D/serve.json``, which
+`serve` writes when it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from services.gc import retention
+from services.gc.collector import Collector, Settings
+from services.gc.report import Progress
+from services.index.read_model import IndexReader
+from services.index.store import IndexStore
+from services.storage.blobstore import BlobStore
+from services.storage.paths import Layout
+from shared.config import ConfigError
+
+SERVE_FILE = "serve.json"
+DEFAULT_ROOT = "./dockyard-data/storage"
+
+
+def write_serve_file(data_dir: Path, addresses: dict[str, Any], storage_root: str) -> None:
+    """Written by `dockyard serve`: where its parts listen, for `dockyard gc --data-dir`."""
+    path = data_dir / SERVE_FILE
+    tmp = path.with_name(f".{SERVE_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps({**addresses, "storage_root": storage_root}))
+    os.replace(tmp, path)
+
+
+def apply_data_dir(config: dict[str, Any], data_dir: Path) -> None:
+    """Point `config` at the deployment `dockyard serve --data-dir data_dir` runs."""
+    try:
+        served = json.loads((data_dir / SERVE_FILE).read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"{data_dir}: no {SERVE_FILE}; is `dockyard serve --data-dir "
+                          f"{data_dir}` running (or has it run)?") from None
+    config["storage"]["root"] = served.get("storage_root") or str(data_dir / "storage")
+    if not config["gc"]["redis_url"] and not config["index"]["redis"]["url"]:
+        config["gc"]["redis_url"] = served["redis"]
+
+
+def redis_url(config: dict[str, Any]) -> str:
+    url = (config["gc"]["redis_url"] or config["index"]["redis"]["url"]
+           or config["storage"]["events_url"])
+    if not url:
+        raise ConfigError("gc.redis_url: the collector needs the index's Redis; set "
+                          "gc.redis_url (or index.redis.url), or use --data-dir")
+    return url
+
+
+def settings(config: dict[str, Any]) -> Settings:
+    cfg = config["gc"]
+    try:
+        policies = tuple(retention.parse_all(cfg["retention"]))
+    except retention.PolicyError as e:
+        raise ConfigError(f"gc.retention: {e}") from None
+    untagged = cfg["untagged_max_age"]
+    return Settings(grace=float(cfg["grace"]),
+                    untagged_max_age=None if untagged < 0 else float(untagged),
+                    policies=policies, upload_max_age=config["storage"]["upload_max_age"])
+
+
+def collector(config: dict[str, Any], *, progress: Progress | None = None,
+              overrides: dict[str, Any] | None = None) -> Collector:
+    layout = Layout(config["storage"]["root"])
+    layout.create()
+    client = redis.Redis.from_url(redis_url(config), socket_timeout=30,
+                                  socket_connect_timeout=5)
+    prefix = config["index"]["redis"]["key_prefix"]
+    chosen = settings(config)
+    if overrides:
+        chosen = Settings(**{**chosen.__dict__, **overrides})
+    return Collector(BlobStore(layout), IndexStore(client, prefix), IndexReader(client, prefix),
+                     chosen, progress)
+
+
+def save_last_run(layout: Layout, report: Any) -> None:
+    from services.gc.report import save_summary
+
+    save_summary(layout.gc_file("last-run.json"), report)

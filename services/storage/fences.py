@@ -1,0 +1,150 @@
+"""The locks and timestamps that let the garbage collector run while pushes go on.
+
+The collector (`services.gc.collector`) states the safety argument; this module
+holds the three mechanisms it rests on. Every lock is an ``flock`` on a file
+under ``locks/`` (see `paths`), so it holds across every process sharing the
+storage root and is released by the kernel when its holder dies, ``kill -9``
+included.
+
+1. **Touch.** A writer that creates or re-asserts a reference to a blob, a
+   layer link or a manifest link sets that file's mtime to now (`touch`),
+   and fails when the file is gone. A file's mtime is thus the last time any
+   writer relied on it.
+2. **Blob stripes.** Each touch of a blob or of a link to it happens under
+   the blob's stripe (`locks/blob-<xx>`) held shared; the collector checks a
+   candidate's mtime and unlinks it under the stripe held exclusively. So a
+   touch and a delete never interleave: either the delete came first and the
+   writer sees the file missing (and uploads it again, or answers
+   BLOB_UNKNOWN), or the touch came first and the collector sees it fresh.
+3. **The barrier.** A manifest PUT holds the commit lock shared from the
+   first touch of what it references until the index has recorded it
+   (`writing`). The collector's `barrier` takes it exclusively for an
+   instant and reads the run's start time *T* from a file it touches inside:
+   every PUT that touched anything before *T* is in the index before the
+   collector reads the index, and every touch after it carries an mtime of
+   *T* or later (file times come from the kernel's one clock). A gate lock
+   in front of the commit lock keeps a stream of PUTs from starving it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from services.storage.paths import Layout
+from shared.validation import Digest
+
+
+@contextlib.contextmanager
+def _flock(path: Path, operation: int) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)
+
+
+def touch(path: Path, *, symlink: bool = False) -> bool:
+    """Set `path`'s mtime to now; False when it does not exist."""
+    try:
+        os.utime(path, follow_symlinks=not symlink)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def mtime_ns(path: Path) -> int | None:
+    """When a writer last relied on `path` (a symbolic link's own time, not its target's)."""
+    try:
+        return os.lstat(path).st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+class Fences:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        # Each thread keeps its own descriptors of the two barrier files: flock
+        # belongs to the open file, so threads must not share one, and opening
+        # them once saves two opens and closes per manifest PUT.
+        self._local = threading.local()
+
+    def _fd(self, name: str) -> int:
+        fds = getattr(self._local, "fds", None)
+        if fds is None:
+            fds = self._local.fds = {}
+        fd = fds.get(name)
+        if fd is None:
+            fd = fds[name] = os.open(self.layout.gc_lock(name), os.O_RDWR | os.O_CREAT, 0o644)
+        return fd
+
+    # -- writers ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held by a manifest PUT from its first touch until the index recorded it."""
+        gate, commit = self._fd("gate"), self._fd("commit")
+        fcntl.flock(gate, fcntl.LOCK_SH)
+        try:
+            fcntl.flock(commit, fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(commit, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def blob(self, digest: Digest, *, exclusive: bool = False) -> Iterator[None]:
+        """The blob's stripe: shared to touch it or a link to it, exclusive to delete."""
+        with _flock(self.layout.blob_lock(digest),
+                    fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
+            yield
+
+    # -- the collector -----------------------------------------------------------
+
+    def barrier(self) -> int:
+        """Wait until no manifest PUT is between its touches and its index record,
+        and return the start time *T* of a collection (nanoseconds, by the kernel's
+        file clock, the clock every touch is stamped with)."""
+        mark = self.layout.gc_file("mark")
+        with _flock(self.layout.gc_lock("gate"), fcntl.LOCK_EX), \
+                _flock(self.layout.gc_lock("commit"), fcntl.LOCK_EX):
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
+            return os.stat(mark).st_mtime_ns
+
+    @contextlib.contextmanager
+    def collecting(self, wait: bool = False) -> Iterator[bool]:
+        """One collection at a time per storage root: yields False when another runs."""
+        fd = os.open(self.layout.gc_lock("run"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def remove_if_untouched(self, digest: Digest, path: Path, cutoff: int) -> int | None:
+        """Unlink `path` (a blob or a link to `digest`) unless a writer touched it at or
+        after `cutoff`; returns the bytes it held, or None when it was kept or gone."""
+        with self.blob(digest, exclusive=True):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return None
+            if st.st_mtime_ns >= cutoff:
+                return None
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return None
+            return st.st_size
