@@ -1,0 +1,233 @@
+"""`dockyard gc` against a running `dockyard serve`: what it deletes, what it keeps,
+and the rows of distribution's garbage-collection bugs.
+
+The module has a dockyard of its own: collections with no grace period would
+delete what other tests of the shared session registry are in the middle of.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import OCI_INDEX, OCI_MANIFEST, unique_repo
+from tests.support.processes import VENV_BIN, Dockyard
+from tests.support.registry_client import RegistryClient, sha256
+
+
+@pytest.fixture(scope="module")
+def gc_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
+    server = Dockyard(tmp_path_factory.mktemp("gc") / "data",
+                      env={"DOCKYARD_GC_INTERVAL": "0"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def gc_client(gc_dockyard: Dockyard) -> RegistryClient:
+    return RegistryClient(gc_dockyard.url)
+
+
+def run_gc(d: Dockyard, *args: str) -> dict[str, Any]:
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir", str(d.data_dir),
+                          "--grace", "0", "--json", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def deleted(report: dict[str, Any], kind: str) -> set[str]:
+    return {i["name"] for i in report["items"] if i["kind"] == kind}
+
+
+def blob_path(d: Dockyard, digest: str) -> Path:
+    algorithm, hexpart = digest.split(":")
+    return d.data_dir / "storage" / "blobs" / algorithm / hexpart[:2] / hexpart
+
+
+def image_digests(body: bytes) -> list[str]:
+    doc = json.loads(body)
+    return [doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]
+
+
+def assert_pulls(client: RegistryClient, name: str, ref: str, body: bytes) -> None:
+    r = client.get_manifest(name, ref)
+    assert r.status == 200 and r.data == body, (r.status, r.data[:200])
+    for digest in image_digests(body):
+        b = client.request("GET", f"/v2/{name}/blobs/{digest}")
+        assert b.status == 200 and sha256(b.data) == digest
+
+
+def test_unreferenced_blobs_go_and_tagged_images_stay(gc_dockyard: Dockyard,
+                                                      gc_client: RegistryClient) -> None:
+    name = unique_repo("gc")
+    kept_digest, kept = gc_client.push_image(name, "keep")
+    gone_digest, gone = gc_client.push_image(name, "gone")
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/{gone_digest}").status == 202
+    orphan = gc_client.push_blob(name, b"uploaded, never referenced")
+
+    dry = run_gc(gc_dockyard, "--dry-run")
+    assert {*image_digests(gone), gone_digest, orphan} <= deleted(dry, "blob")
+    assert blob_path(gc_dockyard, orphan).exists()
+
+    report = run_gc(gc_dockyard)
+    assert deleted(report, "blob") == deleted(dry, "blob")
+    assert report["bytes"] == dry["bytes"] > 0
+    for digest in (*image_digests(gone), gone_digest, orphan):
+        assert not blob_path(gc_dockyard, digest).exists()
+    assert_pulls(gc_client, name, "keep", kept)
+    assert_pulls(gc_client, name, kept_digest, kept)
+    # A second run finds nothing more.
+    assert run_gc(gc_dockyard)["counts"]["blob"] == 0
+
+
+def test_untagged_manifests_follow_the_policy(gc_dockyard: Dockyard,
+                                              gc_client: RegistryClient) -> None:
+    name = unique_repo("gc")
+    old_digest, old = gc_client.push_image(name, "latest")
+    _, new = gc_client.push_image(name, "latest")   # `old` is untagged now
+    assert old_digest not in deleted(run_gc(gc_dockyard), "manifest")
+    assert gc_client.get_manifest(name, old_digest).status == 200
+
+    report = run_gc(gc_dockyard, "--untagged-max-age", "0")
+    assert old_digest in deleted(report, "manifest")
+    assert gc_client.get_manifest(name, old_digest).status == 404
+    assert not blob_path(gc_dockyard, image_digests(old)[1]).exists()
+    assert_pulls(gc_client, name, "latest", new)
+
+
+def test_indexes_keep_children_and_subjects_keep_referrers(gc_dockyard: Dockyard,
+                                                           gc_client: RegistryClient) -> None:
+    name = unique_repo("gc")
+    child_digest, child = gc_client.push_image(name, "child-tmp")
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": child_digest, "size": len(child),
+         "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+    r = gc_client.put_manifest(name, "multi", index, OCI_INDEX)
+    assert r.status == 201
+    # Untagged: only the index keeps the child now.
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/child-tmp").status == 202
+    signature = gc_client.image_manifest(name, subject={
+        "mediaType": OCI_MANIFEST, "digest": child_digest, "size": len(child)},
+        artifact_type="application/vnd.example.signature")
+    sig = gc_client.put_manifest(name, sha256(signature), signature)
+    assert sig.status == 201
+
+    report = run_gc(gc_dockyard, "--untagged-max-age", "0")
+    assert not deleted(report, "manifest") & {child_digest, sha256(signature)}
+    assert_pulls(gc_client, name, child_digest, child)
+    assert_pulls(gc_client, name, sha256(signature), signature)
+
+    # Untag the index: the child and its signature have nothing left to keep them.
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/multi").status == 202
+    report = run_gc(gc_dockyard, "--untagged-max-age", "0")
+    assert {sha256(index), child_digest, sha256(signature)} <= deleted(report, "manifest")
+    assert gc_client.get_manifest(name, child_digest).status == 404
+
+
+def test_shared_and_mounted_layers_stay_while_one_repository_needs_them(
+        gc_dockyard: Dockyard, gc_client: RegistryClient) -> None:
+    a, b = unique_repo("gc"), unique_repo("gc")
+    digest_a, body_a = gc_client.push_image(a, "v1")
+    layer = image_digests(body_a)[1]
+    mounted = gc_client.request("POST", f"/v2/{b}/blobs/uploads/?mount={layer}&from={a}")
+    assert mounted.status == 201
+    doc = json.loads(gc_client.image_manifest(b))
+    doc["layers"].append(json.loads(body_a)["layers"][0])
+    body_b = json.dumps(doc).encode()
+    assert gc_client.put_manifest(b, "v1", body_b).status == 201
+
+    assert gc_client.request("DELETE", f"/v2/{a}/manifests/{digest_a}").status == 202
+    report = run_gc(gc_dockyard)
+    assert layer not in deleted(report, "blob")
+    assert blob_path(gc_dockyard, layer).exists()
+    assert_pulls(gc_client, b, "v1", body_b)
+    # a's link to the layer went with a's last manifest; b's stays.
+    assert gc_client.request("HEAD", f"/v2/{a}/blobs/{layer}").status == 404
+
+
+def test_repush_after_gc_is_stored_again_and_pulls(gc_dockyard: Dockyard,
+                                                   gc_client: RegistryClient) -> None:
+    """distribution #1803, #3743, #4569: after a GC, a push of the same layers was
+    skipped as "already exists" and the image could not be pulled."""
+    name = unique_repo("gc")
+    digest, body = gc_client.push_image(name, "v1")
+    layers = {d: gc_client.request("GET", f"/v2/{name}/blobs/{d}").data
+              for d in image_digests(body)}
+    assert gc_client.get_manifest(name, "v1").status == 200     # cached by the router now
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/{digest}").status == 202
+    report = run_gc(gc_dockyard)
+    assert set(layers) <= deleted(report, "blob")
+
+    for d, data in layers.items():
+        # No cache may still say it exists: the client must upload it again.
+        assert gc_client.request("HEAD", f"/v2/{name}/blobs/{d}").status == 404
+        assert gc_client.push_blob(name, data) == d
+    assert gc_client.put_manifest(name, "v1", body).status == 201
+    assert_pulls(gc_client, name, "v1", body)
+    for d in layers:
+        assert blob_path(gc_dockyard, d).exists()
+
+
+def test_layers_uploaded_before_a_collection_refuse_the_manifest_not_corrupt_it(
+        gc_dockyard: Dockyard, gc_client: RegistryClient) -> None:
+    """distribution #3045, #2881: GC during a push deleted its layers and the pushed
+    image was corrupt. With no grace period, layers uploaded before the collection
+    and named by no manifest yet are garbage: the manifest PUT that follows must be
+    refused (the client uploads again), never acknowledged without its layers."""
+    name = unique_repo("gc")
+    body = gc_client.image_manifest(name)
+    run_gc(gc_dockyard)
+    r = gc_client.put_manifest(name, "v1", body)
+    assert r.status == 400 and b"MANIFEST_BLOB_UNKNOWN" in r.data
+    assert gc_client.get_manifest(name, "v1").status == 404
+
+    # With the default grace period, the same sequence keeps the layers.
+    body = gc_client.image_manifest(name)
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir",
+                          str(gc_dockyard.data_dir), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert gc_client.put_manifest(name, "v1", body).status == 201
+    assert_pulls(gc_client, name, "v1", body)
+
+
+def test_head_during_the_grace_period_keeps_a_blob_for_the_push_that_asked(
+        gc_dockyard: Dockyard, gc_client: RegistryClient) -> None:
+    name = unique_repo("gc")
+    digest, body = gc_client.push_image(name, "v1")
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/{digest}").status == 202
+    # A client about to push the same image again asks whether the layers exist...
+    for d in image_digests(body):
+        assert gc_client.request("HEAD", f"/v2/{name}/blobs/{d}").status == 200
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir",
+                          str(gc_dockyard.data_dir), "--grace", "60", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # ... and its manifest, which skipped the uploads, finds them.
+    assert gc_client.put_manifest(name, "v1", body).status == 201
+    assert_pulls(gc_client, name, "v1", body)
+
+
+def test_abandoned_uploads_go(gc_dockyard: Dockyard, gc_client: RegistryClient) -> None:
+    name = unique_repo("gc")
+    location = gc_client.start_upload(name)
+    upload_id = location.rstrip("/").split("/")[-1].split("?")[0]
+    info = gc_dockyard.data_dir / "storage" / "uploads" / upload_id / "info"
+    import msgpack
+
+    meta = msgpack.unpackb(info.read_bytes())
+    meta["started"] -= 2 * 86400
+    info.write_bytes(msgpack.packb(meta))
+    report = run_gc(gc_dockyard)
+    assert upload_id in deleted(report, "upload")
+    assert not info.parent.exists()
+    assert gc_client.request("GET", location).status == 404
