@@ -62,5 +62,9 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
 
     add_health_routes(app, ready)
     metrics = Metrics("storage")
+    if start_background and config["gc"]["interval"] > 0:
+        from services.gc.background import Background
+
+        Background(config, metrics).start()
     app.add_route("/metrics", MetricsResource(metrics))
     return AccessLog(app, metrics, enabled=config["log"]["access"])

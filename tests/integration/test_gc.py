@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.helpers import OCI_INDEX, OCI_MANIFEST, unique_repo
+from tests.integration.helpers import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    direct,
+    service_url,
+    unique_repo,
+)
 from tests.support.processes import VENV_BIN, Dockyard
 from tests.support.registry_client import RegistryClient, sha256
 
@@ -231,3 +238,26 @@ def test_abandoned_uploads_go(gc_dockyard: Dockyard, gc_client: RegistryClient) 
     assert upload_id in deleted(report, "upload")
     assert not info.parent.exists()
     assert gc_client.request("GET", location).status == 404
+
+
+def test_background_collections_run_on_the_interval_and_export_metrics(
+        fresh_dockyard: Dockyard) -> None:
+    fresh_dockyard.env.update({"DOCKYARD_GC_INTERVAL": "1", "DOCKYARD_GC_GRACE": "0"})
+    d = fresh_dockyard.start()
+    client = RegistryClient(d.url)
+    name = unique_repo("gc")
+    digest, body = client.push_image(name, "v1")
+    _, kept = client.push_image(name, "v2")
+    assert client.request("DELETE", f"/v2/{name}/manifests/{digest}").status == 202
+    layer = image_digests(body)[1]
+    deadline = time.monotonic() + 30
+    while blob_path(d, layer).exists():
+        assert time.monotonic() < deadline, "no background collection deleted the layer"
+        time.sleep(0.2)
+    assert_pulls(client, name, "v2", kept)
+    metrics = direct("GET", service_url(d, "storage") + "/metrics").data.decode()
+    assert 'dockyard_gc_runs_total{result="ok"}' in metrics
+    last = next(line for line in metrics.splitlines()
+                if line.startswith("dockyard_gc_last_success_timestamp_seconds "))
+    assert float(last.split()[1]) > time.time() - 60
+    assert "dockyard_gc_reclaimed_bytes_total" in metrics
