@@ -183,6 +183,7 @@ def _add_space_commands() -> None:
     from services.gc import commands
 
     main.add_command(commands.gc_command)
+    main.add_command(commands.repo_group)
 
 
 _add_space_commands()

@@ -67,3 +67,7 @@ TAGS = V2 + NAME + r"/tags/list"
 REFERRERS = V2 + NAME + r"/referrers/(?P<digest>[^/]+)"
 CATALOG = r"/v2/_catalog"
 SEARCH = r"/v1/search"
+# Administration, outside the distribution spec (docs/garbage-collection.md).
+API = "/api/"
+REPOSITORY = r"/api/v1/repositories/" + NAME + r"/?"
+USAGE = r"/api/v1/usage"

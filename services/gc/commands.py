@@ -88,3 +88,55 @@ def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
             click.echo(f"{item.kind}\t{where}{item.name}\t{item.bytes}")
     print_summary(report)
     sys.stdout.flush()
+
+
+def registry_url(config_path: str | None, data_dir: str | None, url: str | None) -> str:
+    """The router's URL: given, from `serve`'s file under --data-dir, or router.listen."""
+    if url:
+        return url.rstrip("/")
+    if data_dir is not None:
+        try:
+            served = json.loads((Path(data_dir) / runtime.SERVE_FILE).read_text())
+        except (OSError, ValueError):
+            raise click.ClickException(f"{data_dir}: no {runtime.SERVE_FILE}; is "
+                                       "`dockyard serve` running there?") from None
+        return str(served["router"]).rstrip("/")
+    try:
+        cfg = config_mod.load(config_path)
+    except config_mod.ConfigError as e:
+        raise click.ClickException(f"configuration error: {e}") from None
+    return f"http://{cfg['router']['listen']}"
+
+
+@click.group(name="repo")
+def repo_group() -> None:
+    """Repository administration."""
+
+
+@repo_group.command(name="delete")
+@click.argument("name")
+@deployment_options
+@click.option("--url", help="The registry's URL (default: from --data-dir or router.listen).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def repo_delete(name: str, config_path: str | None, data_dir: str | None, url: str | None,
+                yes: bool) -> None:
+    """Delete repository NAME: every tag and manifest. `dockyard gc` then reclaims
+    its layers (after gc.grace)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = registry_url(config_path, data_dir, url)
+    if not yes:
+        click.confirm(f"Delete every tag and manifest of {name} at {base}?", abort=True)
+    request = urllib.request.Request(
+        f"{base}/api/v1/repositories/{urllib.parse.quote(name, safe='/')}", method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise click.ClickException(f"{e.code}: {e.read().decode(errors='replace')[:500]}") from None
+    except urllib.error.URLError as e:
+        raise click.ClickException(f"{base}: {e.reason}") from None
+    click.echo(f"deleted {answer['manifests_deleted']} manifests of {name}; "
+               "`dockyard gc` reclaims their layers")

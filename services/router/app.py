@@ -36,6 +36,8 @@ _ROUTES = [(re.compile(pattern), pool, scope) for pattern, pool, scope in (
     (routing.REFERRERS, "index", _REPO),
     (routing.CATALOG, "index", _CATALOG),
     (routing.SEARCH, "index", _CATALOG),
+    (routing.REPOSITORY, "storage", _REPO),
+    (routing.USAGE, "storage", None),
 )]
 
 
@@ -121,7 +123,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
-        if path.startswith(("/v2/", "/v1/search")):
+        if path.startswith(("/v2/", "/v1/search", routing.API)):
             for regex, pool_name, scope_kind in _ROUTES:
                 m = regex.fullmatch(path)
                 if m is None:

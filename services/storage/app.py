@@ -11,6 +11,7 @@ from services.storage.index_client import IndexClient
 from services.storage.paths import Layout
 from services.storage.resources.blobs import BlobResource
 from services.storage.resources.manifests import ManifestResource
+from services.storage.resources.repository import RepositoryResource
 from services.storage.resources.uploads import UploadResource, UploadStartResource
 from services.storage.uploads import UploadStore
 from shared import errors, events, routing
@@ -55,6 +56,10 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     router.add(routing.MANIFEST, ManifestResource(
         blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"]))
     router.install(app, r"/v2/")
+    admin = routing.RegexRouter()
+    admin.add(routing.REPOSITORY, RepositoryResource(blobs, index,
+                                                     delete_enabled=cfg["delete_enabled"]))
+    admin.install(app, routing.API)
 
     def ready() -> tuple[bool, dict[str, Any]]:
         ok = blobs.writable()

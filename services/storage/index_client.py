@@ -117,3 +117,13 @@ class IndexClient:
             self._call("delete_manifest", {"repo": repo, "digest": digest})
         finally:
             self.cache.invalidate(repo_scope(repo))
+
+    def repository_manifests(self, repo: str) -> list[str]:
+        return list(self._call("repository_manifests", {"repo": repo})["digests"])
+
+    def forget_repository(self, repo: str) -> bool:
+        try:
+            answer = self._call("forget_repository", {"repo": repo})
+        finally:
+            self.cache.invalidate(repo_scope(repo))
+        return bool(answer.get("forgotten"))

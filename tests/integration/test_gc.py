@@ -261,3 +261,44 @@ def test_background_collections_run_on_the_interval_and_export_metrics(
                 if line.startswith("dockyard_gc_last_success_timestamp_seconds "))
     assert float(last.split()[1]) > time.time() - 60
     assert "dockyard_gc_reclaimed_bytes_total" in metrics
+
+
+def test_repository_delete_then_gc_reclaims_it(gc_dockyard: Dockyard,
+                                               gc_client: RegistryClient) -> None:
+    name, other = unique_repo("gc"), unique_repo("gc")
+    _, v1 = gc_client.push_image(name, "v1")
+    _, v2 = gc_client.push_image(name, "v2")
+    shared = image_digests(v1)[1]
+    assert gc_client.request(
+        "POST", f"/v2/{other}/blobs/uploads/?mount={shared}&from={name}").status == 201
+    doc = json.loads(gc_client.image_manifest(other))
+    doc["layers"].append(json.loads(v1)["layers"][0])
+    kept = json.dumps(doc).encode()
+    assert gc_client.put_manifest(other, "v1", kept).status == 201
+    assert gc_client.get_manifest(name, "v1").status == 200   # in the router's cache now
+
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "repo", "delete", name, "--data-dir",
+                          str(gc_dockyard.data_dir), "--yes"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "deleted 2 manifests" in out.stdout
+    assert gc_client.get_manifest(name, "v1").status == 404
+    assert gc_client.request("GET", f"/v2/{name}/tags/list").status == 404
+    _, _, catalog = gc_client.json("GET", "/v2/_catalog?n=10000")
+    assert name not in catalog["repositories"]
+
+    report = run_gc(gc_dockyard)
+    gone = {*image_digests(v1), *image_digests(v2)} - {shared}
+    assert gone <= deleted(report, "blob")
+    assert shared not in deleted(report, "blob")
+    assert_pulls(gc_client, other, "v1", kept)
+    # The name can be pushed to again, from scratch.
+    _, again = gc_client.push_image(name, "v1")
+    assert_pulls(gc_client, name, "v1", again)
+
+
+def test_repository_delete_of_an_unknown_name_is_404(gc_client: RegistryClient) -> None:
+    status, _, body = gc_client.json("DELETE", f"/api/v1/repositories/{unique_repo('no')}")
+    assert status == 404 and body["errors"][0]["code"] == "NAME_UNKNOWN"
+    status, _, body = gc_client.json("DELETE", "/api/v1/repositories/Bad..Name")
+    assert status == 400 and body["errors"][0]["code"] == "NAME_INVALID"
