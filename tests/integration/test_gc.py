@@ -302,3 +302,39 @@ def test_repository_delete_of_an_unknown_name_is_404(gc_client: RegistryClient) 
     assert status == 404 and body["errors"][0]["code"] == "NAME_UNKNOWN"
     status, _, body = gc_client.json("DELETE", "/api/v1/repositories/Bad..Name")
     assert status == 400 and body["errors"][0]["code"] == "NAME_INVALID"
+
+
+def test_retention_dry_run_agrees_with_what_is_then_deleted(
+        gc_dockyard: Dockyard, gc_client: RegistryClient, tmp_path: Path) -> None:
+    name = unique_repo("keep")
+    bodies = {}
+    for tag in ("v1.0", "release-1", "t0", "t1", "t2", "t3", "t4"):
+        bodies[tag] = gc_client.push_image(name, tag)[1]
+    # The same image under two tags: removing one of them frees nothing.
+    assert gc_client.put_manifest(name, "t5", bodies["t0"]).status == 201
+    config = tmp_path / "gc.yaml"
+    config.write_text(json.dumps({"gc": {"retention": [
+        "nomatch/* keep_last=0",
+        f"{name.split('/')[0]}/* keep_last=3 keep=v*,release-*"]}}))
+
+    def collect(*extra: str) -> dict[str, Any]:
+        return run_gc(gc_dockyard, "--config", str(config), *extra)
+
+    dry = collect("--dry-run")
+    # The three newest unprotected tags are t5, t4, t3.
+    assert deleted(dry, "tag") == {"t0", "t1", "t2"}
+    # t0's image is t5's too: it stays.
+    assert deleted(dry, "manifest") == {sha256(bodies[t]) for t in ("t1", "t2")}
+    assert gc_client.get_manifest(name, "t1").status == 200   # dry: nothing changed
+
+    real = collect()
+    for kind in ("tag", "manifest", "layer-link", "blob"):
+        assert {(i["repository"], i["name"]) for i in real["items"] if i["kind"] == kind} == \
+            {(i["repository"], i["name"]) for i in dry["items"] if i["kind"] == kind}, kind
+    assert real["bytes"] == dry["bytes"] > 0
+    status, _, listed = gc_client.json("GET", f"/v2/{name}/tags/list")
+    assert status == 200
+    assert sorted(listed["tags"]) == ["release-1", "t3", "t4", "t5", "v1.0"]
+    for tag in ("v1.0", "release-1", "t3", "t4"):
+        assert_pulls(gc_client, name, tag, bodies[tag])
+    assert_pulls(gc_client, name, "t5", bodies["t0"])
