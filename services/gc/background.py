@@ -74,7 +74,7 @@ class Background:
         if report is None:
             self.runs.labels("busy").inc()
             return
-        runtime.save_last_run(collector.layout, report)
+        runtime.record(collector, report)
         self.runs.labels("ok").inc()
         self.duration.set(time.monotonic() - started)
         self.reclaimed.inc(report.bytes)

@@ -78,7 +78,7 @@ def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
     if report is None:
         raise click.ClickException("another collection is running on this storage root")
     if not dry_run:
-        runtime.save_last_run(collector.layout, report)
+        runtime.record(collector, report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1))
         return
@@ -140,3 +140,27 @@ def repo_delete(name: str, config_path: str | None, data_dir: str | None, url: s
         raise click.ClickException(f"{base}: {e.reason}") from None
     click.echo(f"deleted {answer['manifests_deleted']} manifests of {name}; "
                "`dockyard gc` reclaims their layers")
+
+
+@click.command(name="usage")
+@deployment_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--cached", is_flag=True,
+              help="Print what the last collection or usage run left, without reading "
+                   "every blob again.")
+def usage_command(config_path: str | None, data_dir: str | None, as_json: bool,
+                  cached: bool) -> None:
+    """Space used per repository, and physical against logical bytes."""
+    from services.gc import usage
+
+    cfg = load(config_path, data_dir)
+    collector = runtime.collector(cfg, progress=None if as_json or cached else Terminal())
+    if cached:
+        answer = usage.load(collector.layout.gc_file(runtime.USAGE_FILE))
+        if answer is None:
+            raise click.ClickException("no usage computed yet: run `dockyard usage` or a "
+                                       "collection first")
+    else:
+        answer = runtime.fresh_usage(collector)
+        collector.progress.done()
+    click.echo(json.dumps(answer, indent=1) if as_json else usage.table(answer))

@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from services.gc import retention
+from services.gc import retention, usage
 from services.gc.collector import Collector, Settings
-from services.gc.report import Progress
+from services.gc.report import Progress, Report, save_summary
 from services.index.read_model import IndexReader
 from services.index.store import IndexStore
 from services.storage.blobstore import BlobStore
@@ -26,6 +26,7 @@ from services.storage.paths import Layout
 from shared.config import ConfigError
 
 SERVE_FILE = "serve.json"
+USAGE_FILE = "usage.json"
 DEFAULT_ROOT = "./dockyard-data/storage"
 
 
@@ -84,7 +85,15 @@ def collector(config: dict[str, Any], *, progress: Progress | None = None,
                      chosen, progress)
 
 
-def save_last_run(layout: Layout, report: Any) -> None:
-    from services.gc.report import save_summary
+def record(collector: Collector, report: Report) -> None:
+    """After a run that deleted: its summary (for metrics) and the usage it leaves."""
+    save_summary(collector.layout.gc_file("last-run.json"), report)
+    usage.save(collector.layout.gc_file(USAGE_FILE),
+               usage.compute(usage.view(collector.snapshot, report)))
 
-    save_summary(layout.gc_file("last-run.json"), report)
+
+def fresh_usage(collector: Collector) -> dict[str, Any]:
+    """Read everything now (no barrier: nothing is deleted), and cache the answer."""
+    answer = usage.compute(usage.view(collector.read()))
+    usage.save(collector.layout.gc_file(USAGE_FILE), answer)
+    return answer

@@ -13,6 +13,7 @@ from services.storage.resources.blobs import BlobResource
 from services.storage.resources.manifests import ManifestResource
 from services.storage.resources.repository import RepositoryResource
 from services.storage.resources.uploads import UploadResource, UploadStartResource
+from services.storage.resources.usage import UsageResource
 from services.storage.uploads import UploadStore
 from shared import errors, events, routing
 from shared.health import add_health_routes
@@ -59,6 +60,7 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     admin = routing.RegexRouter()
     admin.add(routing.REPOSITORY, RepositoryResource(blobs, index,
                                                      delete_enabled=cfg["delete_enabled"]))
+    admin.add(routing.USAGE, UsageResource(config))
     admin.install(app, routing.API)
 
     def ready() -> tuple[bool, dict[str, Any]]:

@@ -338,3 +338,58 @@ def test_retention_dry_run_agrees_with_what_is_then_deleted(
     for tag in ("v1.0", "release-1", "t3", "t4"):
         assert_pulls(gc_client, name, tag, bodies[tag])
     assert_pulls(gc_client, name, "t5", bodies["t0"])
+
+
+def test_usage_per_repository_and_registry_wide(fresh_dockyard: Dockyard) -> None:
+    fresh_dockyard.env.update({"DOCKYARD_GC_INTERVAL": "0", "DOCKYARD_GC_USAGE_MAX_AGE": "0"})
+    d = fresh_dockyard.start()
+    client = RegistryClient(d.url)
+    a, b = "usage/a", "usage/b"
+    _, body_a = client.push_image(a, "v1")
+    layer = json.loads(body_a)["layers"][0]
+    assert client.request("POST", f"/v2/{b}/blobs/uploads/?mount={layer['digest']}&from={a}"
+                          ).status == 201
+    doc = json.loads(client.image_manifest(b))
+    doc["layers"].append(layer)
+    body_b = json.dumps(doc).encode()
+    assert client.put_manifest(b, "v1", body_b).status == 201
+
+    def size(body: bytes) -> int:
+        m = json.loads(body)
+        return len(body) + sum(x["size"] for x in [m["config"], *m["layers"]])
+
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "usage", "--data-dir", str(d.data_dir),
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    usage = json.loads(out.stdout)
+    repos = usage["repositories"]
+    assert repos[a]["tagged_bytes"] == size(body_a)
+    assert repos[b]["tagged_bytes"] == size(body_b)
+    assert repos[a]["exclusive_bytes"] == size(body_a) - layer["size"]
+    assert repos[b]["exclusive_bytes"] == size(body_b) - layer["size"]
+    registry = usage["registry"]
+    assert registry["logical_bytes"] == size(body_a) + size(body_b)
+    assert registry["referenced_bytes"] == registry["logical_bytes"] - layer["size"]
+    assert registry["physical_bytes"] == registry["referenced_bytes"]
+    assert registry["dedup_ratio"] > 1.0
+
+    table = subprocess.run([str(VENV_BIN / "dockyard"), "usage", "--data-dir",
+                            str(d.data_dir), "--cached"], capture_output=True, text=True,
+                           timeout=60)
+    assert table.returncode == 0 and a in table.stdout and "dedup ratio" in table.stdout
+
+    # The endpoint, through the router, serves the cached answer with its age...
+    r = client.request("GET", "/api/v1/usage")
+    assert r.status == 200 and "Age" in r.headers
+    assert json.loads(r.data)["registry"] == registry
+    # ... and, when it is older than gc.usage_max_age, computes it again behind it.
+    orphan = client.push_blob(a, b"x" * 1000)
+    deadline = time.monotonic() + 20
+    while True:
+        served = json.loads(client.request("GET", "/api/v1/usage").data)["registry"]
+        if served["physical_bytes"] == registry["physical_bytes"] + 1000:
+            break
+        assert time.monotonic() < deadline, served
+        time.sleep(0.2)
+    assert served["reclaimable_bytes"] == 0   # linked into `a`: held, not yet garbage
+    assert client.request("DELETE", f"/v2/{a}/blobs/{orphan}").status == 202
