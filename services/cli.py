@@ -185,6 +185,7 @@ def _add_space_commands() -> None:
     main.add_command(commands.gc_command)
     main.add_command(commands.repo_group)
     main.add_command(commands.usage_command)
+    main.add_command(commands.fsck_command)
 
 
 _add_space_commands()

@@ -164,3 +164,34 @@ def usage_command(config_path: str | None, data_dir: str | None, as_json: bool,
         answer = runtime.fresh_usage(collector)
         collector.progress.done()
     click.echo(json.dumps(answer, indent=1) if as_json else usage.table(answer))
+
+
+@click.command(name="fsck")
+@deployment_options
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without guessing.")
+@click.option("--json", "as_json", is_flag=True, help="Print findings as JSON lines.")
+def fsck_command(config_path: str | None, data_dir: str | None, repair: bool,
+                 as_json: bool) -> None:
+    """Verify every blob against its digest, and the index against storage.
+
+    Exits 0 when the registry is healthy (after --repair: when every finding was
+    repaired), 1 otherwise."""
+    from dataclasses import asdict
+
+    from services.gc.fsck import Fsck
+
+    cfg = load(config_path, data_dir)
+    collector = runtime.collector(cfg, progress=None if as_json else Terminal())
+    findings = Fsck(collector).run(repair=repair)
+    for f in findings:
+        if as_json:
+            click.echo(json.dumps(asdict(f)))
+        else:
+            state = " (repaired)" if f.repaired else ""
+            where = f.repository or "-"
+            click.echo(f"{f.kind}\t{where}\t{f.digest}\t{f.detail}{state}")
+    left = [f for f in findings if not f.repaired]
+    if not as_json:
+        click.echo(f"{len(findings)} findings, {len(findings) - len(left)} repaired; "
+                   f"{'healthy' if not left else 'NOT healthy'}")
+    sys.exit(1 if left else 0)

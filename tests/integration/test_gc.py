@@ -393,3 +393,51 @@ def test_usage_per_repository_and_registry_wide(fresh_dockyard: Dockyard) -> Non
         time.sleep(0.2)
     assert served["reclaimable_bytes"] == 0   # linked into `a`: held, not yet garbage
     assert client.request("DELETE", f"/v2/{a}/blobs/{orphan}").status == 202
+
+
+def fsck(d: Dockyard, *args: str) -> tuple[int, list[dict[str, Any]]]:
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "fsck", "--data-dir", str(d.data_dir),
+                          "--json", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 1), out.stderr
+    return out.returncode, [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_fsck_finds_reports_and_repairs(fresh_dockyard: Dockyard) -> None:
+    fresh_dockyard.env.update({"DOCKYARD_GC_INTERVAL": "0"})
+    d = fresh_dockyard.start()
+    client = RegistryClient(d.url)
+    assert fsck(d) == (0, [])
+    _, body_a = client.push_image("fsck/a", "v1")
+    digest_b, _ = client.push_image("fsck/b", "v1")
+    digest_c, body_c = client.push_image("fsck/c", "v1")
+    orphan = client.push_blob("fsck/d", b"soon gone")
+    layer = json.loads(body_a)["layers"][0]
+    data = client.request("GET", f"/v2/fsck/a/blobs/{layer['digest']}").data
+    blob_path(d, layer["digest"]).write_bytes(bytes(len(data)))        # bit rot
+    blob_path(d, digest_b).unlink()                                    # lost bytes
+    root = d.data_dir / "storage" / "repositories"
+    algorithm, hexpart = digest_c.split(":")
+    (root / "fsck/c/_manifests" / algorithm / hexpart).unlink()        # lost link
+    blob_path(d, orphan).unlink()                                      # dangling link
+
+    code, findings = fsck(d)
+    assert code == 1
+    found = {(f["kind"], f["repository"], f["digest"]) for f in findings}
+    assert found == {
+        ("blob-corrupt", "", layer["digest"]),
+        ("manifest-bytes-missing", "fsck/b", digest_b),
+        ("manifest-link-missing", "fsck/c", digest_c),
+        ("layer-link-dangling", "fsck/d", orphan),
+    }
+    assert not any(f["repaired"] for f in findings)
+
+    code, findings = fsck(d, "--repair")
+    assert code == 1   # a's layer is gone for good until it is pushed again
+    assert {f["kind"] for f in findings if not f["repaired"]} == {"blob-missing"}
+    assert client.get_manifest("fsck/b", "v1").status == 404
+    assert_pulls(client, "fsck/c", "v1", body_c)
+    assert client.request("HEAD", f"/v2/fsck/a/blobs/{layer['digest']}").status == 404
+
+    assert client.push_blob("fsck/a", data) == layer["digest"]
+    assert_pulls(client, "fsck/a", "v1", body_a)
+    assert fsck(d) == (0, [])
