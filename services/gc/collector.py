@@ -65,10 +65,12 @@ from services.storage.fences import mtime_ns
 from services.storage.inventory import FileInfo
 from services.storage.uploads import UploadStore
 from shared import errors
-from shared.validation import Digest, parse_digest
+from shared.validation import parse_digest
 
 log = logging.getLogger("dockyard.gc")
 NS = 1_000_000_000
+# Manifests deleted per round trip to the index (and per hold of their locks).
+BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -205,32 +207,39 @@ class Collector:
                   for d, node in repo.manifests.items() if d not in marks.manifests[name]]
         self.progress.phase("manifests", len(doomed))
         emptied: set[str] = set()
-        for name, node in doomed:
-            digest = parse_digest(node.digest)
-            if dry_run or self._delete_manifest(name, digest, cutoff):
+        for i in range(0, len(doomed), BATCH):
+            batch = doomed[i:i + BATCH]
+            done = batch if dry_run else self._delete_manifests(batch, cutoff)
+            report.spared += len(batch) - len(done)
+            for name, node in done:
                 report.add(Item("manifest", name, node.digest))
-                self.progress.advance()
                 emptied.add(name)
-            else:
-                report.spared += 1
+            self.progress.advance(len(batch))
         if dry_run:
             return
         for name in emptied:
             if not marks.manifests[name]:
                 self.index.forget_repository(name)
 
-    def _delete_manifest(self, name: str, digest: Digest, cutoff: int) -> bool:
-        """Index entry first, then the link, as a DELETE does; skipped when a writer
-        touched the link since the mark (a PUT of it, or of an index naming it)."""
-        with self.blobs.manifest_lock(name, digest), self.fences.blob(digest, exclusive=True):
-            touched = mtime_ns(self.layout.manifest_link(name, digest))
-            if touched is not None and touched >= cutoff:
-                return False
-            self.index.delete_manifest(name, str(digest))
-            self.blobs.unlink_manifest(name, digest)
-        # The index's event went out before the unlink: announce it again.
-        self.index.repository_changed(name)
-        return True
+    def _delete_manifests(self, batch: list[tuple[str, graph.Node]],
+                          cutoff: int) -> list[tuple[str, graph.Node]]:
+        """As a manifest DELETE does, for a batch: under the manifests' locks and their
+        blob stripes, the index entries first (one round trip), then the links. A
+        manifest whose link a writer touched since the mark (a PUT of it, or of an
+        index naming it) is skipped."""
+        digests = [(name, parse_digest(node.digest)) for name, node in batch]
+        with self.fences.holding(self.layout.manifest_lock(n, d) for n, d in digests), \
+                self.fences.holding(self.layout.blob_lock(d) for _, d in digests):
+            doomed = [(item, d) for item, (n, d) in zip(batch, digests, strict=True)
+                      if (mtime_ns(self.layout.manifest_link(n, d)) or 0) < cutoff]
+            self.index.delete_manifests([(n, node.digest, node.subject)
+                                         for (n, node), _ in doomed])
+            for (name, _), digest in doomed:
+                self.blobs.unlink_manifest(name, digest)
+        # The index's events went out before the unlinks: announce them again.
+        for name in {name for (name, _), _ in doomed}:
+            self.index.repository_changed(name)
+        return [item for item, _ in doomed]
 
     def _sweep_layers(self, snap: Snapshot, marks: graph.Marks, cutoff: int,
                       report: Report, dry_run: bool) -> None:
@@ -238,28 +247,29 @@ class Collector:
                   if str(link.digest) not in marks.layers.get(name, ())
                   and link.mtime_ns < cutoff]
         self.progress.phase("layer links", len(doomed))
-        for name, link in doomed:
-            path = self.layout.layer_link(name, link.digest)
-            if dry_run or self.fences.remove_if_untouched(link.digest, path,
-                                                          cutoff) is not None:
-                report.add(Item("layer-link", name, str(link.digest)))
-                self.progress.advance()
-            else:
+        sizes = [0] * len(doomed) if dry_run else self.fences.remove_all_if_untouched(
+            [(link.digest, self.layout.layer_link(name, link.digest))
+             for name, link in doomed], cutoff)
+        for (name, link), size in zip(doomed, sizes, strict=True):
+            if size is None:
                 report.spared += 1
+            else:
+                report.add(Item("layer-link", name, str(link.digest)))
+        self.progress.advance(len(doomed))
 
     def _sweep_blobs(self, snap: Snapshot, marks: graph.Marks, cutoff: int,
                      report: Report, dry_run: bool) -> None:
         doomed = [b for b in snap.blobs
                   if str(b.digest) not in marks.blobs and b.mtime_ns < cutoff]
         self.progress.phase("blobs deleted", len(doomed))
-        for blob in doomed:
-            size = blob.size if dry_run else self.fences.remove_if_untouched(
-                blob.digest, self.layout.blob(blob.digest), cutoff)
-            if size is not None:
+        sizes = [b.size for b in doomed] if dry_run else self.fences.remove_all_if_untouched(
+            [(b.digest, self.layout.blob(b.digest)) for b in doomed], cutoff)
+        for blob, size in zip(doomed, sizes, strict=True):
+            if size is None:
+                report.spared += 1
+            else:
                 report.add(Item("blob", "", str(blob.digest), size))
                 self.progress.advance(1, size)
-            else:
-                report.spared += 1
 
     def _sweep_uploads(self, now: float, report: Report, dry_run: bool) -> None:
         self.progress.phase("uploads")

@@ -165,15 +165,27 @@ class IndexStore:
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
-        k = self.keys
         meta = self.manifest(repo, digest)
         subject = meta.get("subject") if meta else None
-        removed = self._delete_manifest(
+        removed = self._queue_delete_manifest(self.redis, repo, digest, subject)
+        return {"tags_removed": int(removed)}
+
+    def delete_manifests(self, items: list[tuple[str, str, str | None]]) -> None:
+        """(repo, digest, subject) of each; one round trip, each its own atomic script."""
+        pipe = self.redis.pipeline(transaction=False)
+        for repo, digest, subject in items:
+            self._queue_delete_manifest(pipe, repo, digest, subject)
+        pipe.execute()
+
+    def _queue_delete_manifest(self, client: Any, repo: str, digest: str,
+                               subject: str | None) -> Any:
+        k = self.keys
+        return self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject) if subject else k.tagmap(repo), k.events],
             args=[digest, "1" if subject else "0", repo_scope(repo)],
+            client=client,
         )
-        return {"tags_removed": int(removed)}
 
     def delete_tag_if(self, repo: str, tag: str, digest: str) -> bool:
         """Delete the tag only while it still names `digest`: a tag pushed again since

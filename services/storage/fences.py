@@ -32,7 +32,7 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from services.storage.paths import Layout
@@ -133,18 +133,47 @@ class Fences:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def holding(self, locks: Iterable[Path]) -> Iterator[None]:
+        """Several lock files exclusively, each once, in one global order. The
+        collector alone takes more than one lock of a kind; every other holder
+        takes one and waits for nothing while it holds it, so no cycle forms."""
+        with contextlib.ExitStack() as stack:
+            for path in sorted(set(locks)):
+                stack.enter_context(_flock(path, fcntl.LOCK_EX))
+            yield
+
+    def remove_all_if_untouched(self, items: list[tuple[Digest, Path]],
+                                cutoff: int) -> list[int | None]:
+        """`remove_if_untouched` of many, taking each blob stripe once for all of its
+        items; returns, per item, the bytes it held or None."""
+        by_stripe: dict[Path, list[int]] = {}
+        for i, (digest, _) in enumerate(items):
+            by_stripe.setdefault(self.layout.blob_lock(digest), []).append(i)
+        result: list[int | None] = [None] * len(items)
+        for stripe, indexes in sorted(by_stripe.items()):
+            with _flock(stripe, fcntl.LOCK_EX):
+                for i in indexes:
+                    result[i] = _unlink_if_older(items[i][1], cutoff)
+        return result
+
     def remove_if_untouched(self, digest: Digest, path: Path, cutoff: int) -> int | None:
         """Unlink `path` (a blob or a link to `digest`) unless a writer touched it at or
         after `cutoff`; returns the bytes it held, or None when it was kept or gone."""
         with self.blob(digest, exclusive=True):
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                return None
-            if st.st_mtime_ns >= cutoff:
-                return None
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                return None
-            return st.st_size
+            return _unlink_if_older(path, cutoff)
+
+
+def _unlink_if_older(path: Path, cutoff: int) -> int | None:
+    """Call with the file's blob stripe held exclusively."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if st.st_mtime_ns >= cutoff:
+        return None
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size

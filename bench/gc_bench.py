@@ -1,0 +1,234 @@
+"""Garbage collection at scale, and what a collection costs the pushes around it.
+
+    .venv/bin/python -m bench.gc_bench [--manifests 10000] [--blobs 50000] [--seconds 10]
+
+1. Starts `dockyard serve` on a fresh data directory (no background collection).
+2. Fills its storage root and its Redis directly, as pushes would have left
+   them: `--manifests` manifests in 100 repositories, `--blobs` blobs in all
+   (each manifest's bytes, its config and its layers), half the manifests
+   tagged and half untagged, every blob linked into its repository.
+3. Measures manifest PUT throughput through the router for `--seconds` with
+   no collection running (4 threads, each PUT a new manifest over blobs
+   already pushed).
+4. Runs `dockyard gc --grace 0 --untagged-max-age 0` (which deletes the
+   untagged half and what only it needs) and measures PUT throughput during it.
+5. Runs collections back to back (each marks everything again, deleting
+   little) for `--seconds` and measures PUT throughput during them.
+
+Prints one JSON document: the collection's duration and counts, and the
+three throughputs with the ratios to the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from services.index.store import IndexStore
+from services.storage.blobstore import BlobStore
+from services.storage.paths import Layout
+from shared.validation import Digest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKYARD = str(Path(sys.executable).parent / "dockyard")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+THREADS = 4
+
+
+def _blob(blobs: BlobStore, repo: str, data: bytes) -> dict[str, Any]:
+    digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+    path = blobs.layout.blob(digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    link = blobs.layout.layer_link(repo, digest)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.touch()
+    return {"mediaType": OCI_LAYER, "digest": str(digest), "size": len(data)}
+
+
+def populate(root: Path, client: redis.Redis, manifests: int, blobs_total: int) -> None:
+    """Files and index records exactly as pushes leave them, written directly."""
+    blobs = BlobStore(Layout(root))
+    index = IndexStore(client, "dockyard:")
+    per_manifest = max(3, blobs_total // manifests) - 1   # config + layers; bytes are one
+    repos = 100
+    records = []
+    for i in range(manifests):
+        repo = f"bench/gc{i % repos:03d}"
+        descs = [_blob(blobs, repo, os.urandom(48) + i.to_bytes(4, "big") + bytes([j]))
+                 for j in range(per_manifest)]
+        descs[0]["mediaType"] = OCI_CONFIG
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": descs[0], "layers": descs[1:]}).encode()
+        digest = Digest("sha256", hashlib.sha256(body).hexdigest())
+        blobs.layout.blob(digest).parent.mkdir(parents=True, exist_ok=True)
+        blobs.layout.blob(digest).write_bytes(body)
+        link = blobs.layout.manifest_link(repo, digest)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(OCI_MANIFEST, link)
+        records.append({"repo": repo, "digest": str(digest),
+                        "tag": f"t{i}" if i % 2 == 0 else None, "media_type": OCI_MANIFEST,
+                        "size": len(body), "artifact_type": None, "annotations": {},
+                        "subject": None, "refs": [d["digest"] for d in descs]})
+        if len(records) == 500:
+            index.put_manifests(records)
+            records = []
+    if records:
+        index.put_manifests(records)
+
+
+class Pusher:
+    """Manifest PUTs through the router, each a new manifest over the same blobs."""
+
+    def __init__(self, base: str) -> None:
+        self.host, self.port = base.removeprefix("http://").split(":")
+        conn = self._conn()
+        self.layers = []
+        for n in range(2):
+            data = f"bench layer {n}".encode() * 10
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            conn.request("POST", f"/v2/bench/put/blobs/uploads/?digest={digest}", body=data)
+            assert conn.getresponse().read() is not None
+            self.layers.append({"mediaType": OCI_LAYER, "digest": digest, "size": len(data)})
+        self.layers[0]["mediaType"] = OCI_CONFIG
+
+    def _conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, int(self.port), timeout=60)
+
+    def run(self, seconds: float, stop: threading.Event | None = None) -> float:
+        """PUTs per second over `seconds` (or until `stop`), from THREADS threads."""
+        counts = [0] * THREADS
+        errors = [0] * THREADS
+        deadline = time.monotonic() + seconds
+
+        def loop(k: int) -> None:
+            conn = self._conn()
+            n = 0
+            while time.monotonic() < deadline and not (stop and stop.is_set()):
+                body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                   "config": self.layers[0], "layers": self.layers[1:],
+                                   "annotations": {"n": f"{k}-{n}-{time.time()}"}}).encode()
+                conn.request("PUT", f"/v2/bench/put/manifests/w{k}-{n % 50}", body=body,
+                             headers={"Content-Type": OCI_MANIFEST})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 201:
+                    counts[k] += 1
+                else:
+                    errors[k] += 1
+                n += 1
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=loop, args=(k,)) for k in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if sum(errors):
+            raise RuntimeError(f"{sum(errors)} manifest PUTs failed")
+        return sum(counts) / (time.monotonic() - started)
+
+
+def gc(data_dir: Path) -> tuple[dict[str, Any], float]:
+    started = time.monotonic()
+    out = subprocess.run([DOCKYARD, "gc", "--data-dir", str(data_dir), "--grace", "0",
+                          "--untagged-max-age", "0", "--json"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout), time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifests", type=int, default=10_000)
+    parser.add_argument("--blobs", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    from bench.servers import free_port  # the harness's port helper
+
+    with tempfile.TemporaryDirectory(prefix="gc-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        port = free_port()
+        env = {**os.environ, "DOCKYARD_GC_INTERVAL": "0", "DOCKYARD_LOG_ACCESS": "false"}
+        serve = subprocess.Popen([DOCKYARD, "serve", "--data-dir", str(data_dir), "--port",
+                                  str(port)], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait(base)
+            served = json.loads((data_dir / "serve.json").read_text())
+            client = redis.Redis.from_url(served["redis"])
+            t0 = time.monotonic()
+            populate(Path(served["storage_root"]), client, args.manifests, args.blobs)
+            filled = time.monotonic() - t0
+            pusher = Pusher(base)
+            quiet = pusher.run(args.seconds)
+
+            stop = threading.Event()
+            during: list[float] = []
+            bg = threading.Thread(target=lambda: during.append(pusher.run(3600, stop)))
+            bg.start()
+            report, took = gc(data_dir)
+            stop.set()
+            bg.join()
+
+            stop = threading.Event()
+            runs: list[float] = []
+
+            def collect() -> None:
+                while not stop.is_set():
+                    runs.append(gc(data_dir)[1])
+
+            collector = threading.Thread(target=collect)
+            collector.start()
+            back_to_back = pusher.run(args.seconds)
+            stop.set()
+            collector.join()
+        finally:
+            os.killpg(serve.pid, 15)
+            serve.wait(30)
+    print(json.dumps({
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "manifests": args.manifests, "blobs": args.blobs, "fill_seconds": round(filled, 1),
+        "collection": {"seconds": round(took, 2), "counts": report["counts"],
+                       "bytes": report["bytes"]},
+        "put_per_second": {"no_collection": round(quiet, 1),
+                           "during_the_big_collection": round(during[0], 1),
+                           "during_back_to_back_collections": round(back_to_back, 1)},
+        "ratio_to_no_collection": {"big": round(during[0] / quiet, 3),
+                                   "back_to_back": round(back_to_back / quiet, 3)},
+        "back_to_back_runs": len(runs),
+        "back_to_back_mean_seconds": round(sum(runs) / len(runs), 2) if runs else None,
+    }, indent=1))
+
+
+def _wait(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    host, port = base.removeprefix("http://").split(":")
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(host, int(port), timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{base} not ready")
+
+
+if __name__ == "__main__":
+    main()
