@@ -1,6 +1,7 @@
 """Collections on an interval, run by the storage processes, with their metrics.
 
-Every storage process runs the loop; the collector's run lock (`fences`)
+Every storage process runs the loop, each collection in a `dockyard gc` child
+process at a lower CPU priority; the collector's run lock (`fences`)
 lets one collection at a time run per storage root, and a process starts
 one only when the last run on the root (by any process, or `dockyard gc`)
 finished `gc.interval` seconds ago, so N storage processes still collect
@@ -19,21 +20,29 @@ Metrics, in the storage process's registry:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.gc import runtime
-from services.gc.report import KINDS, load_summary
+from services.gc.report import load_summary
 from services.storage.paths import Layout
+from shared import config as config_mod
 from shared.observability import Metrics
 
 log = logging.getLogger("dockyard.gc")
 # How often a waiting process looks again at when the last run finished.
 POLL = 60.0
+NICE = 10
+TIMEOUT = 6 * 3600
+BUSY = "another collection is running"
 
 
 class Background:
@@ -63,24 +72,39 @@ class Background:
         return float(summary.get("finished", 0.0)) if summary else 0.0  # type: ignore[arg-type]
 
     def run_once(self) -> None:
+        """One collection in a child process: `dockyard gc` at a lower CPU priority,
+        so that the collector's CPU (and its memory) never competes with this
+        process's request threads for the GIL."""
         started = time.monotonic()
-        try:
-            collector = runtime.collector(self._config)
-            report = collector.run()
-        except Exception:
-            self.runs.labels("error").inc()
-            log.exception("garbage collection failed")
-            return
-        if report is None:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="dockyard-gc-") as f:
+            f.write(config_mod.dump(self._config))
+            f.flush()
+            try:
+                out = subprocess.run(
+                    [sys.executable, "-m", "services.cli", "gc", "--config", f.name, "--json",
+                     "--no-wait", "--nice", str(NICE)],
+                    capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+                    # The file is the effective configuration already: the
+                    # environment must not override it a second time.
+                    env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")})
+            except subprocess.TimeoutExpired:
+                out = None
+        if out is not None and out.returncode == 0:
+            report = json.loads(out.stdout)
+        elif out is not None and BUSY in out.stderr:
             self.runs.labels("busy").inc()
             return
-        runtime.record(collector, report)
+        else:
+            self.runs.labels("error").inc()
+            log.error("garbage collection failed: %s",
+                      out.stderr.strip()[-2000:] if out is not None else "timed out")
+            return
         self.runs.labels("ok").inc()
         self.duration.set(time.monotonic() - started)
-        self.reclaimed.inc(report.bytes)
-        for kind in KINDS:
-            self.deleted.labels(kind).inc(report.count(kind))
-        log.info("garbage collection: %s", report.summary())
+        self.reclaimed.inc(report["bytes"])
+        for kind, count in report["counts"].items():
+            self.deleted.labels(kind).inc(count)
+        log.info("garbage collection: %s", {k: v for k, v in report.items() if k != "items"})
 
     def start(self) -> threading.Thread:
         def loop() -> None:

@@ -61,7 +61,7 @@ from services.index.store import IndexStore
 from services.storage import inventory
 from services.storage import manifest_format as mf
 from services.storage.blobstore import BlobStore
-from services.storage.fences import mtime_ns
+from services.storage.fences import mtime_ns, unlink_all
 from services.storage.inventory import FileInfo
 from services.storage.uploads import UploadStore
 from shared import errors
@@ -147,7 +147,7 @@ class Collector:
         for name in names:
             repo = snap.repos.setdefault(name, graph.Repo(name))
             for link in inventory.manifest_links(self.layout, name):
-                d = str(link.digest)
+                d = link.name
                 node = repo.manifests.get(d)
                 repo.manifests[d] = (graph.Node(d, node.refs, node.subject, link.mtime_ns)
                                      if node else self._unindexed(link))
@@ -156,7 +156,7 @@ class Collector:
         self.progress.phase("blobs")
         for info in inventory.blobs(self.layout):
             snap.blobs.append(info)
-            snap.sizes[str(info.digest)] = info.size
+            snap.sizes[info.name] = info.size
             self.progress.advance(1, info.size)
         return snap
 
@@ -166,10 +166,10 @@ class Collector:
         try:
             parsed = mf.parse(self.blobs.read(link.digest), None)
         except (OSError, errors.RegistryError):
-            return graph.Node(str(link.digest), (), None, link.mtime_ns, indexed=False)
+            return graph.Node(link.name, (), None, link.mtime_ns, indexed=False)
         refs = tuple(str(d) for d in parsed.blobs + parsed.manifests)
         subject = str(parsed.subject) if parsed.subject else None
-        return graph.Node(str(link.digest), refs, subject, link.mtime_ns, indexed=False)
+        return graph.Node(link.name, refs, subject, link.mtime_ns, indexed=False)
 
     # -- retention -----------------------------------------------------------------
 
@@ -185,10 +185,8 @@ class Collector:
             policy = retention.policy_for(list(self.settings.policies), name)
             if policy is None or not repo.tags:
                 continue
-            state = snap.states.get(name)
-            pushed = {t: (state.tag_times.get(t) if state else None)
-                      or (repo.manifests[d].mtime_ns or 0) / NS
-                      if d in repo.manifests else 0.0 for t, d in repo.tags.items()}
+            times = snap.states[name].tag_times if name in snap.states else {}
+            pushed = {t: times.get(t) or self._pushed(repo, d) for t, d in repo.tags.items()}
             removals = retention.select(policy, name, repo.tags, pushed, now)
             for removal in removals:
                 if dry_run or self.index.delete_tag_if(name, removal.tag, removal.digest):
@@ -198,6 +196,12 @@ class Collector:
             still = set(repo.tags.values())
             released[name] = frozenset(r.digest for r in removals if r.digest not in still)
         return released
+
+    @staticmethod
+    def _pushed(repo: graph.Repo, digest: str) -> float:
+        """A tag's age when the index has no time for it: its manifest's last push."""
+        node = repo.manifests.get(digest)
+        return (node.mtime_ns or 0) / NS if node else 0.0
 
     # -- sweeping ------------------------------------------------------------------
 
@@ -234,8 +238,8 @@ class Collector:
                       if (mtime_ns(self.layout.manifest_link(n, d)) or 0) < cutoff]
             self.index.delete_manifests([(n, node.digest, node.subject)
                                          for (n, node), _ in doomed])
-            for (name, _), digest in doomed:
-                self.blobs.unlink_manifest(name, digest)
+            unlink_all([self.layout.manifest_link(name, digest)
+                        for (name, _), digest in doomed])
         # The index's events went out before the unlinks: announce them again.
         for name in {name for (name, _), _ in doomed}:
             self.index.repository_changed(name)
@@ -244,31 +248,30 @@ class Collector:
     def _sweep_layers(self, snap: Snapshot, marks: graph.Marks, cutoff: int,
                       report: Report, dry_run: bool) -> None:
         doomed = [(name, link) for name, links in snap.layers.items() for link in links
-                  if str(link.digest) not in marks.layers.get(name, ())
+                  if link.name not in marks.layers.get(name, ())
                   and link.mtime_ns < cutoff]
         self.progress.phase("layer links", len(doomed))
         sizes = [0] * len(doomed) if dry_run else self.fences.remove_all_if_untouched(
-            [(link.digest, self.layout.layer_link(name, link.digest))
-             for name, link in doomed], cutoff)
+            [(link.digest, link.path) for _, link in doomed], cutoff)
         for (name, link), size in zip(doomed, sizes, strict=True):
             if size is None:
                 report.spared += 1
             else:
-                report.add(Item("layer-link", name, str(link.digest)))
+                report.add(Item("layer-link", name, link.name))
         self.progress.advance(len(doomed))
 
     def _sweep_blobs(self, snap: Snapshot, marks: graph.Marks, cutoff: int,
                      report: Report, dry_run: bool) -> None:
         doomed = [b for b in snap.blobs
-                  if str(b.digest) not in marks.blobs and b.mtime_ns < cutoff]
+                  if b.name not in marks.blobs and b.mtime_ns < cutoff]
         self.progress.phase("blobs deleted", len(doomed))
         sizes = [b.size for b in doomed] if dry_run else self.fences.remove_all_if_untouched(
-            [(b.digest, self.layout.blob(b.digest)) for b in doomed], cutoff)
+            [(b.digest, b.path) for b in doomed], cutoff)
         for blob, size in zip(doomed, sizes, strict=True):
             if size is None:
                 report.spared += 1
             else:
-                report.add(Item("blob", "", str(blob.digest), size))
+                report.add(Item("blob", "", blob.name, size))
                 self.progress.advance(1, size)
 
     def _sweep_uploads(self, now: float, report: Report, dry_run: bool) -> None:

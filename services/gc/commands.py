@@ -8,6 +8,7 @@ for a scaled-out one whose storage root this machine mounts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,10 +63,14 @@ def print_summary(report: Report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait for a collection already running on this root.")
+@click.option("--nice", type=click.IntRange(0, 19), default=0, show_default=True,
+              help="Lower this process's CPU priority, so that serving comes first.")
 def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
                grace: int | None, untagged_max_age: int | None, as_json: bool,
-               wait: bool) -> None:
+               wait: bool, nice: int) -> None:
     """Collect garbage once: unreferenced blobs, manifests, links and uploads."""
+    if nice:
+        os.nice(nice)
     cfg = load(config_path, data_dir)
     overrides: dict[str, Any] = {}
     if grace is not None:

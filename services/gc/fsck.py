@@ -77,8 +77,8 @@ class Fsck:
                         if hash_file(path, info.digest.algorithm) != info.digest.hex:
                             path.unlink()
                             repaired = True
-                    snap.sizes.pop(str(info.digest), None)
-                findings.append(Finding("blob-corrupt", "", str(info.digest),
+                    snap.sizes.pop(info.name, None)
+                findings.append(Finding("blob-corrupt", "", info.name,
                                         f"hashes to {info.digest.algorithm}:{actual}",
                                         repaired))
             self.progress.advance(1, info.size)
@@ -139,13 +139,13 @@ class Fsck:
         for name, links in snap.layers.items():
             for link in links:
                 self.progress.advance()
-                if str(link.digest) in snap.sizes:
+                if link.name in snap.sizes:
                     continue
                 repaired = False
                 if repair:
                     with self.c.fences.blob(link.digest, exclusive=True):
                         if self.c.blobs.size(link.digest) is None:
                             repaired = self.c.blobs.unlink_layer(name, link.digest)
-                findings.append(Finding("layer-link-dangling", name, str(link.digest),
+                findings.append(Finding("layer-link-dangling", name, link.name,
                                         "", repaired))
         return findings

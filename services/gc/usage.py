@@ -56,8 +56,7 @@ def view(snapshot: Any, report: Report | None = None) -> View:
         manifests = {d: n for d, n in repo.manifests.items()
                      if ("manifest", name, d) not in removed}
         repos[name] = graph.Repo(name, tags, manifests)
-    links = {name: {str(li.digest) for li in infos
-                    if ("layer-link", name, str(li.digest)) not in removed}
+    links = {name: {li.name for li in infos if ("layer-link", name, li.name) not in removed}
              for name, infos in snapshot.layers.items()}
     sizes = {d: s for d, s in snapshot.sizes.items() if ("blob", "", d) not in removed}
     return View(repos, links, sizes)

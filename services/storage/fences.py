@@ -33,10 +33,13 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from services.storage.paths import Layout
 from shared.validation import Digest
+
+UNLINK_THREADS = 8
 
 
 @contextlib.contextmanager
@@ -143,7 +146,7 @@ class Fences:
                 stack.enter_context(_flock(path, fcntl.LOCK_EX))
             yield
 
-    def remove_all_if_untouched(self, items: list[tuple[Digest, Path]],
+    def remove_all_if_untouched(self, items: list[tuple[Digest, str | Path]],
                                 cutoff: int) -> list[int | None]:
         """`remove_if_untouched` of many, taking each blob stripe once for all of its
         items; returns, per item, the bytes it held or None."""
@@ -151,20 +154,38 @@ class Fences:
         for i, (digest, _) in enumerate(items):
             by_stripe.setdefault(self.layout.blob_lock(digest), []).append(i)
         result: list[int | None] = [None] * len(items)
-        for stripe, indexes in sorted(by_stripe.items()):
+
+        def sweep(stripe: Path) -> None:
             with _flock(stripe, fcntl.LOCK_EX):
-                for i in indexes:
+                for i in by_stripe[stripe]:
                     result[i] = _unlink_if_older(items[i][1], cutoff)
+
+        # An unlink waits on the disk's journal, not the CPU: several stripes at
+        # once keep the disk busy (each stripe still held by one thread alone).
+        with ThreadPoolExecutor(max_workers=UNLINK_THREADS) as pool:
+            list(pool.map(sweep, sorted(by_stripe)))
         return result
 
-    def remove_if_untouched(self, digest: Digest, path: Path, cutoff: int) -> int | None:
+    def remove_if_untouched(self, digest: Digest, path: str | Path,
+                            cutoff: int) -> int | None:
         """Unlink `path` (a blob or a link to `digest`) unless a writer touched it at or
         after `cutoff`; returns the bytes it held, or None when it was kept or gone."""
         with self.blob(digest, exclusive=True):
             return _unlink_if_older(path, cutoff)
 
 
-def _unlink_if_older(path: Path, cutoff: int) -> int | None:
+def unlink_all(paths: list[Path]) -> None:
+    """Unlink files concurrently (see `remove_all_if_untouched`); missing ones are fine.
+    The caller holds whatever locks make each unlink safe."""
+    def unlink(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    with ThreadPoolExecutor(max_workers=UNLINK_THREADS) as pool:
+        list(pool.map(unlink, paths))
+
+
+def _unlink_if_older(path: str | Path, cutoff: int) -> int | None:
     """Call with the file's blob stripe held exclusively."""
     try:
         st = os.lstat(path)

@@ -12,12 +12,16 @@ barrier (`fences`) makes harmless.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from services.storage.paths import Layout
-from shared import errors
-from shared.validation import Digest, is_valid_name, parse_digest
+from shared.validation import DIGEST_ALGORITHMS, Digest, is_valid_name
+
+# parse_digest's rules, compiled once: a walk checks every file name.
+_HEX = {algorithm: re.compile(f"[0-9a-f]{{{length}}}")
+        for algorithm, length in DIGEST_ALGORITHMS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +29,8 @@ class FileInfo:
     digest: Digest
     size: int
     mtime_ns: int
+    name: str     # the digest as text, "<algorithm>:<hex>"
+    path: str
 
 
 def _scan(path: os.PathLike[str] | str) -> list[os.DirEntry[str]]:
@@ -35,10 +41,10 @@ def _scan(path: os.PathLike[str] | str) -> list[os.DirEntry[str]]:
 
 
 def _digest(algorithm: str, hexpart: str) -> Digest | None:
-    try:
-        return parse_digest(f"{algorithm}:{hexpart}")
-    except errors.DigestInvalid:
+    pattern = _HEX.get(algorithm)
+    if pattern is None or pattern.fullmatch(hexpart) is None:
         return None
+    return Digest(algorithm, hexpart)
 
 
 def blobs(layout: Layout) -> Iterator[FileInfo]:
@@ -53,7 +59,8 @@ def blobs(layout: Layout) -> Iterator[FileInfo]:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                yield FileInfo(digest, st.st_size, st.st_mtime_ns)
+                yield FileInfo(digest, st.st_size, st.st_mtime_ns,
+                               f"{algorithm.name}:{entry.name}", entry.path)
 
 
 def repositories(layout: Layout) -> list[str]:
@@ -80,7 +87,8 @@ def _links(directory: os.PathLike[str]) -> Iterator[FileInfo]:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            yield FileInfo(digest, st.st_size, st.st_mtime_ns)
+            yield FileInfo(digest, st.st_size, st.st_mtime_ns, f"{algorithm.name}:{entry.name}",
+                           entry.path)
 
 
 def layer_links(layout: Layout, name: str) -> Iterator[FileInfo]:
