@@ -28,6 +28,7 @@ import hashlib
 import http.client
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,12 @@ class Pusher:
         return sum(counts) / (time.monotonic() - started)
 
 
+def cpu_seconds() -> float:
+    """CPU time of the children waited for so far (the collections)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def gc(data_dir: Path, nice: int = 0) -> tuple[dict[str, Any], float]:
     started = time.monotonic()
     out = subprocess.run([DOCKYARD, "gc", "--data-dir", str(data_dir), "--grace", "0",
@@ -178,7 +185,9 @@ def main() -> None:
             filled = time.monotonic() - t0
             pusher = Pusher(base)
             quiet = pusher.run(args.seconds)
+            cpu = cpu_seconds()
             report, took = gc(data_dir)
+            cpu = cpu_seconds() - cpu
             during = {}
             for nice in (10, 0):
                 stop = threading.Event()
@@ -205,7 +214,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
         "manifests": args.manifests, "blobs": args.blobs, "fill_seconds": round(filled, 1),
-        "collection": {"seconds": round(took, 2), "counts": report["counts"],
+        "collection": {"seconds": round(took, 2), "cpu_seconds": round(cpu, 2),
+                       "counts": report["counts"],
                        "bytes": report["bytes"]},
         "put_per_second_without_collection": round(quiet, 1),
         "during_back_to_back_collections": during,

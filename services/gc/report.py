@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 KINDS = ("tag", "manifest", "layer-link", "blob", "upload")
 
@@ -50,18 +50,27 @@ class Report:
         return {**self.summary(), "items": [asdict(i) for i in self.items]}
 
 
-def save_summary(path: Path, report: Report) -> None:
-    """The last run's summary, written whole by rename: read by metrics and `usage`."""
+def save_json(path: Path, value: object) -> None:
+    """Written whole by rename: a reader sees the old file or the new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(report.summary()))
+    tmp.write_text(json.dumps(value))
     os.replace(tmp, path)
 
 
-def load_summary(path: Path) -> dict[str, object] | None:
+def load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def save_summary(path: Path, report: Report) -> None:
+    """The last run's summary, read by the metrics of `background`."""
+    save_json(path, report.summary())
+
+
+def load_summary(path: Path) -> dict[str, object] | None:
+    return load_json(path)
 
 
 class Progress(Protocol):

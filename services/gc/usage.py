@@ -24,15 +24,13 @@ carries ``computed_at``.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.gc import graph
-from services.gc.report import Report, human_bytes
+from services.gc.report import Report, human_bytes, load_json, save_json
 
 # Roots: tags only (a cutoff no mtime reaches, untagged manifests not roots).
 _TAGS_ONLY = graph.Policy(cutoff_ns=2**63, untagged_cutoff_ns=2**63)
@@ -106,16 +104,11 @@ def compute(v: View, now: float | None = None) -> dict[str, Any]:
 
 
 def save(path: Path, usage: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(usage))
-    os.replace(tmp, path)
+    save_json(path, usage)
 
 
 def load(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return load_json(path)
 
 
 def table(usage: dict[str, Any]) -> str:
