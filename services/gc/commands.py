@@ -16,9 +16,11 @@ from typing import Any
 
 import click
 
-from services.gc import runtime
 from services.gc.report import Report, Terminal, human_bytes
 from shared import config as config_mod
+
+# `services.gc.runtime` (redis, the collector) is imported inside each command:
+# every `dockyard` invocation, `serve`'s children included, loads this module.
 
 
 def deployment_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -29,6 +31,8 @@ def deployment_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load(config_path: str | None, data_dir: str | None) -> dict[str, Any]:
+    from services.gc import runtime
+
     try:
         cfg = config_mod.load(config_path)
         if data_dir is not None:
@@ -69,6 +73,8 @@ def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
                grace: int | None, untagged_max_age: int | None, as_json: bool,
                wait: bool, nice: int) -> None:
     """Collect garbage once: unreferenced blobs, manifests, links and uploads."""
+    from services.gc import runtime
+
     if nice:
         os.nice(nice)
     cfg = load(config_path, data_dir)
@@ -97,6 +103,8 @@ def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
 
 def registry_url(config_path: str | None, data_dir: str | None, url: str | None) -> str:
     """The router's URL: given, from `serve`'s file under --data-dir, or router.listen."""
+    from services.gc import runtime
+
     if url:
         return url.rstrip("/")
     if data_dir is not None:
@@ -156,7 +164,7 @@ def repo_delete(name: str, config_path: str | None, data_dir: str | None, url: s
 def usage_command(config_path: str | None, data_dir: str | None, as_json: bool,
                   cached: bool) -> None:
     """Space used per repository, and physical against logical bytes."""
-    from services.gc import usage
+    from services.gc import runtime, usage
 
     cfg = load(config_path, data_dir)
     collector = runtime.collector(cfg, progress=None if as_json or cached else Terminal())
@@ -183,6 +191,7 @@ def fsck_command(config_path: str | None, data_dir: str | None, repair: bool,
     repaired), 1 otherwise."""
     from dataclasses import asdict
 
+    from services.gc import runtime
     from services.gc.fsck import Fsck
 
     cfg = load(config_path, data_dir)
