@@ -117,7 +117,7 @@ class Collector:
             cutoff = start_ns - int(self.settings.grace * NS)
             untagged = (None if self.settings.untagged_max_age is None
                         else start_ns - int(self.settings.untagged_max_age * NS))
-            snapshot = self.read(start_ns / NS)
+            snapshot = self.read()
             released = self._retention(snapshot, start_ns / NS, report, dry_run)
             self.progress.phase("mark", len(snapshot.repos))
             marks = graph.mark(snapshot.repos.values(), graph.Policy(cutoff, untagged),
@@ -134,7 +134,7 @@ class Collector:
 
     # -- reading -------------------------------------------------------------------
 
-    def read(self, now: float | None = None) -> Snapshot:
+    def read(self) -> Snapshot:
         snap = Snapshot()
         self.progress.phase("index")
         for state in self.reader.repository_states():
