@@ -11,7 +11,9 @@ key                                    type    holds
 ``repo:<name>:tagmap``                 HASH    tag -> manifest digest
 ``repo:<name>:manifests``              HASH    manifest digest -> msgpack metadata:
                                                {media_type, size, artifact_type,
-                                               annotations, subject, refs}
+                                               annotations, subject, refs,
+                                               config_media_type (absent in
+                                               records written before it was)}
 ``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
                                                is <digest>
 ``search:descriptions``                HASH    repository -> description, from the

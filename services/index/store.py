@@ -113,11 +113,12 @@ class IndexStore:
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
                    media_type: str, size: int, artifact_type: str | None,
                    annotations: dict[str, str], subject: str | None,
-                   refs: list[str]) -> None:
+                   refs: list[str], config_media_type: str | None = None) -> None:
         k = self.keys
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
             "annotations": annotations or {}, "subject": subject, "refs": refs,
+            "config_media_type": config_media_type,
         })
         description = (annotations or {}).get(DESCRIPTION_ANNOTATION, "")
         self._put(
