@@ -76,6 +76,8 @@ PaginationNumberInvalid = _error(
 # A chunk that does not continue the upload where it stands.
 RangeInvalid = _error("RangeInvalid", 416, "BLOB_UPLOAD_INVALID", "invalid content range")
 NotFound = _error("NotFound", 404, "NOT_FOUND", "not found")
+# A search query refused (/v1/search is Docker's API, outside the spec's table).
+SearchQueryInvalid = _error("SearchQueryInvalid", 400, "UNSUPPORTED", "invalid search query")
 MethodNotAllowed = _error("MethodNotAllowed", 405, "UNSUPPORTED", "method not allowed")
 StorageFull = _error("StorageFull", 507, "UNKNOWN", "insufficient storage on the registry")
 

@@ -17,6 +17,22 @@ Block boundaries are chosen by a hash of the name that ends a block, not by
 position, so a new repository changes only the block it lands in; a rebuild
 reuses the filters of unchanged blocks.
 
+A line holds what a repository is found by: its name, its description, and
+its title and other config labels (`services.index.store.search_entry`).
+Matching is case-insensitive; a query of several words finds the
+repositories whose line holds every word, found by scanning for the longest
+word and checking the others in each line it hits. Results are ranked:
+
+1. the exact repository name;
+2. a last path component equal to the query;
+3. a name that starts with the query;
+4. a name that contains it (for several words: all of them);
+5. a match in the description, title or labels;
+
+and within each rank the most recently pushed first (``search:pushed``).
+An empty query lists every repository in name order. The ranked matches of
+a query are cached with the snapshot, so a repeated query costs a slice.
+
 The snapshot is rebuilt when ``search:version`` in Redis moves: at once for
 catalogs under `EAGER_LIMIT` repositories, and at most every `refresh`
 seconds for larger ones, so on a big busy registry a new repository may take
@@ -31,10 +47,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from services.index.store import IndexStore
+from services.index.store import IndexStore, read_search_entry
 from shared.events import CATALOG_SCOPE
 
 EAGER_LIMIT = 10_000
+# More distinct words than this in one query is refused: each one costs a check
+# of every line the longest word hits.
+MAX_QUERY_WORDS = 10
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 25
 BLOCK_LINES = 256
@@ -89,6 +108,23 @@ def _blocks(lines: list[str], names: list[str],
 QUERY_CACHE_SIZE = 512
 
 
+class QueryInvalid(ValueError):
+    """A query search refuses, with the reason for the client."""
+
+
+def query_words(query: str) -> tuple[str, ...]:
+    """The distinct lowercased words of `query`, longest first, without those another
+    word contains (a line holding "nginx" holds "gin"). Raises QueryInvalid."""
+    words = sorted(set(_clean(query).lower().split()), key=lambda w: (-len(w), w))
+    kept: list[str] = []
+    for word in words:
+        if not any(word in longer for longer in kept):
+            kept.append(word)
+    if len(kept) > MAX_QUERY_WORDS:
+        raise QueryInvalid(f"a search query may have at most {MAX_QUERY_WORDS} words")
+    return tuple(kept)
+
+
 @dataclass
 class _Snapshot:
     version: int = -1
@@ -96,18 +132,18 @@ class _Snapshot:
     descriptions: list[str] = field(default_factory=list)
     blocks: list[_Block] = field(default_factory=list)
     built_at: float = 0.0
-    cache: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
+    # Time of each repository's last tagged push (0: unknown), aligned with names.
+    pushed: list[float] = field(default_factory=list)
+    cache: OrderedDict[tuple[str, ...], list[int]] = field(default_factory=OrderedDict)
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def matches(self, q: str) -> list[int]:
-        """Indexes of the lines that contain `q`, in name order."""
-        with self.cache_lock:
-            found = self.cache.get(q)
-            if found is not None:
-                self.cache.move_to_end(q)
-                return found
+    def matches(self, q: str, others: tuple[str, ...] = ()) -> list[int]:
+        """Indexes of the lines that contain `q` and every word of `others`, in name order."""
         found = []
         wanted = _filter(q) if len(q) >= 3 else 0
+        for word in others:
+            if len(word) >= 3:
+                wanted |= _filter(word)
         for block in self.blocks:
             if block.trigrams & wanted != wanted:
                 continue
@@ -115,15 +151,49 @@ class _Snapshot:
             pos = text.find(q)
             while pos != -1:
                 line = bisect.bisect_right(starts, pos) - 1
-                found.append(block.first + line)
-                if line + 1 >= len(starts):
+                end = starts[line + 1] if line + 1 < len(starts) else len(text)
+                if not others or all(w in text[starts[line]:end] for w in others):
+                    found.append(block.first + line)
+                if end >= len(text):
                     break
-                pos = text.find(q, starts[line + 1])
+                pos = text.find(q, end)
+        return found
+
+    def ranked(self, words: tuple[str, ...]) -> list[int]:
+        """The lines that hold every word, best match first (see the module docstring)."""
         with self.cache_lock:
-            self.cache[q] = found
+            found = self.cache.get(words)
+            if found is not None:
+                self.cache.move_to_end(words)
+                return found
+        if not words:
+            found = list(range(len(self.names)))
+        else:
+            found = self._rank(self.matches(words[0], words[1:]), words)
+        with self.cache_lock:
+            self.cache[words] = found
             if len(self.cache) > QUERY_CACHE_SIZE:
                 self.cache.popitem(last=False)
         return found
+
+    def _rank(self, hits: list[int], words: tuple[str, ...]) -> list[int]:
+        names = self.names
+        pushed = self.pushed if len(self.pushed) == len(names) else [0.0] * len(names)
+        q = words[0]
+
+        def rank(i: int) -> int:
+            name = names[i].lower()  # the grammar allows none, but the index holds any
+            if len(words) > 1:
+                return 3 if all(w in name for w in words) else 4
+            if q not in name:
+                return 4
+            if name == q:
+                return 0
+            if name.rpartition("/")[2] == q:
+                return 1
+            return 2 if name.startswith(q) else 3
+
+        return sorted(hits, key=lambda i: (rank(i), -pushed[i], i))
 
 
 def _clean(s: str) -> str:
@@ -199,19 +269,28 @@ class SearchIndex:
         pipe.get(keys.search_version)
         pipe.zrange(keys.repos, 0, -1)
         pipe.hgetall(keys.descriptions)
-        raw_version, raw_names, raw_desc = pipe.execute()
+        pipe.zrange(keys.search_pushed, 0, -1, withscores=True)
+        raw_version, raw_names, raw_desc, raw_pushed = pipe.execute()
         names = [n.decode() for n in raw_names]
-        desc_map = {k.decode(): v.decode(errors="replace") for k, v in raw_desc.items()}
-        descriptions = [desc_map.get(n, "") for n in names]
-        lines = [f"{n}\t{_clean(d)}".lower() for n, d in zip(names, descriptions, strict=True)]
+        entries = {k.decode(): read_search_entry(v) for k, v in raw_desc.items()}
+        pushed_at = {k.decode(): t for k, t in raw_pushed}
+        descriptions, lines = [], []
+        for n in names:
+            description, rest = entries.get(n, ("", ""))
+            descriptions.append(description)
+            line = f"{n}\t{_clean(description)}\t{_clean(rest)}" if rest else (
+                f"{n}\t{_clean(description)}")
+            lines.append(line.lower())
         previous = {b.text: b.trigrams for b in self._snapshot.blocks}
         return _Snapshot(version=int(raw_version or 0), names=names, descriptions=descriptions,
-                         blocks=_blocks(lines, names, previous), built_at=time.monotonic())
+                         blocks=_blocks(lines, names, previous), built_at=time.monotonic(),
+                         pushed=[pushed_at.get(n, 0.0) for n in names])
 
     def search(self, query: str, page: int, page_size: int) -> SearchResult:
+        """One page of the ranked matches of `query`; raises QueryInvalid."""
+        words = query_words(query)
         snap, version = self._current()
-        q = _clean(query).lower()
-        matches = snap.matches(q) if q else range(len(snap.names))
+        matches = snap.ranked(words)
         first = (page - 1) * page_size
         chosen = matches[first:first + page_size]
         return SearchResult(

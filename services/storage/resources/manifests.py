@@ -11,6 +11,7 @@ import hashlib
 
 import falcon
 
+from services.storage import image_labels
 from services.storage import manifest_format as mf
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
@@ -57,10 +58,12 @@ class ManifestResource:
             raise errors.DigestInvalid(detail={"expected": str(expected),
                                                "computed": str(digest)})
         self._check_references(name, manifest)
+        # Search indexes a tagged image's labels; a push by digest sets no description.
+        labels = image_labels.labels(self._blobs, name, manifest) if tag else {}
 
         self._blobs.ingest_bytes(body, digest)
         with self._blobs.manifest_lock(name, digest):
-            self._link_and_record(name, digest, tag, manifest, len(body))
+            self._link_and_record(name, digest, tag, manifest, len(body), labels)
         resp.status = falcon.HTTP_201
         resp.location = external_url(req, f"/v2/{name}/manifests/{digest}")
         resp.set_header("Docker-Content-Digest", str(digest))
@@ -69,7 +72,7 @@ class ManifestResource:
         resp.content_length = 0
 
     def _link_and_record(self, name: str, digest: Digest, tag: str | None,
-                         manifest: mf.Manifest, size: int) -> None:
+                         manifest: mf.Manifest, size: int, labels: dict[str, str]) -> None:
         """Link the manifest into the repository, then record it in the index.
 
         Called under the manifest's lock, so a DELETE of the same digest runs
@@ -87,6 +90,7 @@ class ManifestResource:
             "annotations": manifest.annotations,
             "subject": str(manifest.subject) if manifest.subject else None,
             "refs": [str(d) for d in manifest.blobs + manifest.manifests],
+            "labels": labels,
         }
         try:
             self._index.put_manifest(record)
