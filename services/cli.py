@@ -162,8 +162,13 @@ def check(file: str) -> None:
 
 
 @config_group.command(name="reference")
-def reference() -> None:
+@click.option("--markdown", is_flag=True,
+              help="The table of docs/configuration.md (see scripts/config-docs).")
+def reference(markdown: bool) -> None:
     """Print every key with its environment variable and default."""
+    if markdown:
+        click.echo(config_mod.reference_markdown(), nl=False)
+        return
     for path, env, default, help_ in config_mod.reference():
         click.echo(f"{path}\t{env}\t{default!r}\t{help_}")
 

@@ -255,3 +255,23 @@ def dump(cfg: dict[str, Any]) -> str:
 def reference() -> list[tuple[str, str, Any, str]]:
     """(key path, environment variable, default, help) of every key, for the docs."""
     return [(".".join(p), env_name(p), k.default, k.help) for p, k in _leaves(SCHEMA)]
+
+
+def _markdown_value(value: Any) -> str:
+    if value == "" or value == []:
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return "`[" + ", ".join(value) + "]`"
+    return f"`{value}`"
+
+
+def reference_markdown() -> str:
+    """`reference()` as the Markdown table of docs/configuration.md, which a test keeps
+    equal to this (regenerate it with ``scripts/config-docs``)."""
+    rows = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for path, env, default, help_ in reference():
+        meaning = help_.replace("|", "\\|")
+        rows.append(f"| `{path}` | `{env}` | {_markdown_value(default)} | {meaning} |")
+    return "\n".join(rows) + "\n"

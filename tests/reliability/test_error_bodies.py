@@ -87,7 +87,7 @@ def test_registry_errors(dockyard: Dockyard) -> None:
 
 def test_http_server_errors_are_oci_bodies(limited_dockyard: Dockyard) -> None:
     """Errors waitress raises before the app runs: they must not be plain text, and each
-    carries the spec code docs/operations.md names for it."""
+    carries the spec code docs/architecture.md names for it."""
     d = limited_dockyard
     head = b"Host: x\r\nConnection: close\r\n"
     for request, status, code in [
