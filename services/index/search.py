@@ -49,7 +49,9 @@ import bisect
 import heapq
 import threading
 import time
+from array import array
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.index.store import IndexStore, read_search_entry
@@ -140,7 +142,7 @@ class _Snapshot:
     # The names lowercased, as the lines hold them (the same strings when they are).
     lower_names: list[str] = field(default_factory=list)
     # Each line's place when the lines are ordered most recently pushed first.
-    recency: list[int] = field(default_factory=list)
+    recency: Sequence[int] = field(default_factory=list)
     cache: OrderedDict[tuple[str, ...], _Ranked] = field(default_factory=OrderedDict)
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -352,7 +354,7 @@ class SearchIndex:
         names = [n.decode() for n in raw_names]
         pushed_at = {k.decode(): t for k, t in raw_pushed}
         by_recency = sorted(range(len(names)), key=lambda i: -pushed_at.get(names[i], 0.0))
-        recency = [0] * len(names)
+        recency = array("q", bytes(8 * len(names)))  # 8 bytes a line, not a list of ints
         for place, i in enumerate(by_recency):
             recency[i] = place
         entries = {k.decode(): read_search_entry(v) for k, v in raw_desc.items()}
