@@ -170,11 +170,13 @@ def make_server(app: Any, host: str, port: int, cfg: dict[str, Any], threads: in
     return server
 
 
-def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -> None:
-    """Serve `app` until SIGTERM or SIGINT."""
+def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str,
+          sockets: list[Any] | None = None) -> None:
+    """Serve `app` until SIGTERM or SIGINT, on `listen`, or on already listening
+    `sockets` (which other processes may share) when given."""
     host, port = parse_listen(listen)
     enable_sendfile()
-    server = make_server(app, host, port, cfg, threads)
+    server = make_server(app, host, port, cfg, threads, **({"sockets": sockets} if sockets else {}))
 
     def stop(signum: int, frame: Any) -> None:
         log.info("%s stopping on signal %d", name, signum)
