@@ -48,6 +48,9 @@ SCHEMA: dict[str, Any] = {
                             minimum=1),
         "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
         "backlog": Key(int, 1024, "listen backlog", minimum=1),
+        "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
+                             "the oldest has waited longer, new requests get 503 with "
+                             "Retry-After at once; 0: no limit", minimum=0),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),

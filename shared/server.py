@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, NamedTuple
 
 import waitress
@@ -18,6 +19,7 @@ from waitress.wasyncore import _DISCONNECTED
 
 from shared import errors, event_loop
 from shared.config import parse_listen
+from shared.overload import SheddingDispatcher
 
 log = logging.getLogger("dockyard.server")
 
@@ -133,12 +135,35 @@ class OciChannel(HTTPChannel):
     def service(self) -> None:
         # Lets the event loop's wake-up name this connection (shared/event_loop.py).
         event_loop.current.channel = self
+        started = time.perf_counter()
         try:
             super().service()
         finally:
             event_loop.current.channel = None
+            self.server.task_dispatcher.observe(time.perf_counter() - started)
+
+    # Set while the main thread queues a connection's first request; see shared/overload.py.
+    sheddable = False
+
+    def shed(self, answer: bytes) -> None:
+        """Answer the request just received with `answer` and close (main thread,
+        under `requests_lock`, as `received` calls it)."""
+        for request in self.requests:
+            request.close()
+        self.requests = []
+        with self.outbuf_lock:
+            self.outbufs[-1].append(answer)
+            self.total_outbufs_len += len(answer)
+        self.close_when_flushed = True
 
     def received(self, data: bytes) -> bool:
+        self.sheddable = True
+        try:
+            return self._received(data)
+        finally:
+            self.sheddable = False
+
+    def _received(self, data: bytes) -> bool:
         if self._first_bytes and data:
             self._first_bytes = False
             if data[0] == 0x16:
@@ -160,7 +185,9 @@ def make_server(app: Any, host: str, port: int, cfg: dict[str, Any], threads: in
     if "sockets" not in options:
         options.update(host=host, port=port)
     channel_map = event_loop.ChannelMap() if event_loop.supported() else {}
-    server = create_server(app, map=channel_map, **options)
+    dispatcher = SheddingDispatcher(cfg["http"]["queue_timeout"])
+    dispatcher.set_thread_count(threads)
+    server = create_server(app, map=channel_map, _dispatcher=dispatcher, **options)
     # One listener is a server; several (a name with v4 and v6 addresses) are in its map.
     for listener in [server, *channel_map.values()]:
         if hasattr(listener, "channel_class"):
