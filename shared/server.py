@@ -18,6 +18,7 @@ from waitress.task import ErrorTask
 from waitress.wasyncore import _DISCONNECTED
 
 from shared import errors, event_loop
+from shared.chunked import FastChunkedParser
 from shared.config import parse_listen
 from shared.overload import SheddingDispatcher
 
@@ -116,6 +117,7 @@ def enable_sendfile() -> None:
 
 class OciChannel(HTTPChannel):
     error_task_class = OciErrorTask
+    parser_class = FastChunkedParser  # docker push's chunked bodies (shared/chunked.py)
     _first_bytes = True
 
     def send(self, data: Any, do_close: bool = True) -> int:
