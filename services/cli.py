@@ -110,15 +110,24 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
 @click.option("--storage-root", help="Shared storage root to send blobs from "
               "(router.storage_root).")
 @click.option("--events-url", help="Redis URL for index events (router.events_url).")
+@click.option("--listen-fd", help="Serve on these inherited listening sockets (comma-"
+              "separated descriptors) instead of binding --listen; set by `serve`.")
+@click.option("--write-fence", help="File the router processes of one `serve` share to "
+              "read their own writes from each other; set by `serve`.")
+@click.option("--metrics-fd", type=int, help="Serve /metrics on this inherited listening "
+              "socket, adding up every router process's samples; set by `serve`.")
 def router(config_path: str | None, listen: str | None, storage_urls: tuple[str, ...],
            index_urls: tuple[str, ...], metrics_listen: str | None,
-           storage_root: str | None, events_url: str | None) -> None:
+           storage_root: str | None, events_url: str | None, listen_fd: str | None,
+           write_fence: str | None, metrics_fd: int | None) -> None:
     """Run one router: the public endpoint."""
+    import socket
+
     from prometheus_client import start_http_server
 
     from services.router.app import create_app
     from shared.config import parse_listen
-    from shared.observability import Metrics
+    from shared.observability import Metrics, serve_multiprocess_metrics
     from shared.server import serve as serve_app
 
     cfg = _load(config_path)
@@ -136,7 +145,9 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         section["events_url"] = events_url
     _setup("router", cfg)
     metrics = Metrics("router")
-    if section["metrics_listen"]:
+    if metrics_fd is not None:
+        serve_multiprocess_metrics(socket.socket(fileno=metrics_fd))
+    elif section["metrics_listen"]:
         # The public port must not expose metrics, so they get their own listener.
         host, port = parse_listen(section["metrics_listen"])
         start_http_server(port, host, registry=metrics.registry)
@@ -144,8 +155,13 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         from services.router.shared_disk import SharedDisk
 
         SharedDisk(section["storage_root"]).install_spool()
+    if write_fence:
+        from services.router.response_cache import use_write_fence
+
+        use_write_fence(write_fence)
     app = create_app(cfg, metrics=metrics, start_background=True)
-    serve_app(app, section["listen"], cfg, section["threads"], "router")
+    sockets = [socket.socket(fileno=int(fd)) for fd in listen_fd.split(",")] if listen_fd else []
+    serve_app(app, section["listen"], cfg, section["threads"], "router", sockets)
 
 
 @main.group(name="config")

@@ -48,12 +48,17 @@ SCHEMA: dict[str, Any] = {
                             minimum=1),
         "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
         "backlog": Key(int, 1024, "listen backlog", minimum=1),
+        "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
+                             "the oldest has waited longer, new requests get 503 with "
+                             "Retry-After at once; 0: no limit", minimum=0),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
         "storage_urls": Key(list, ["http://127.0.0.1:5100"], "storage backends"),
         "index_urls": Key(list, ["http://127.0.0.1:5200"], "index backends"),
         "threads": Key(int, 16, "worker threads", minimum=1),
+        "processes": Key(int, 0, "router processes `serve` runs on the public port, sharing "
+                         "one listening socket; 0: one per CPU", minimum=0),
         "backend_timeout": Key(int, 300, "seconds to wait for a backend's response", minimum=1),
         "retry_after": Key(int, 2, "Retry-After seconds sent with 503", minimum=0),
         "metrics_listen": Key(str, "", "host:port for the router's /metrics; empty: off"),

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -18,8 +19,10 @@ from waitress.server import create_server
 from waitress.task import ErrorTask
 from waitress.wasyncore import _DISCONNECTED
 
-from shared import errors
+from shared import errors, event_loop
+from shared.chunked import FastChunkedParser
 from shared.config import parse_listen
+from shared.overload import SheddingDispatcher
 
 log = logging.getLogger("dockyard.server")
 
@@ -142,6 +145,7 @@ def enable_sendfile() -> None:
 
 class OciChannel(HTTPChannel):
     error_task_class = OciErrorTask
+    parser_class = FastChunkedParser  # docker push's chunked bodies (shared/chunked.py)
     _first_bytes = True
 
     def send(self, data: Any, do_close: bool = True) -> int:
@@ -158,7 +162,38 @@ class OciChannel(HTTPChannel):
                 return 0
             raise
 
+    def service(self) -> None:
+        # Lets the event loop's wake-up name this connection (shared/event_loop.py).
+        event_loop.current.channel = self
+        started = time.perf_counter()
+        try:
+            super().service()
+        finally:
+            event_loop.current.channel = None
+            self.server.task_dispatcher.observe(time.perf_counter() - started)
+
+    # Set while the main thread queues a connection's first request; see shared/overload.py.
+    sheddable = False
+
+    def shed(self, answer: bytes) -> None:
+        """Answer the request just received with `answer` and close (main thread,
+        under `requests_lock`, as `received` calls it)."""
+        for request in self.requests:
+            request.close()
+        self.requests = []
+        with self.outbuf_lock:
+            self.outbufs[-1].append(answer)
+            self.total_outbufs_len += len(answer)
+        self.close_when_flushed = True
+
     def received(self, data: bytes) -> bool:
+        self.sheddable = True
+        try:
+            return self._received(data)
+        finally:
+            self.sheddable = False
+
+    def _received(self, data: bytes) -> bool:
         if self._first_bytes and data:
             self._first_bytes = False
             if data[0] == 0x16:
@@ -173,15 +208,32 @@ class OciChannel(HTTPChannel):
         return super().received(data)
 
 
-def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -> None:
-    """Serve `app` until SIGTERM or SIGINT."""
-    host, port = parse_listen(listen)
-    enable_sendfile()
-    server = create_server(app, host=host, port=port, **waitress_options(cfg, threads))
+def make_server(app: Any, host: str, port: int, cfg: dict[str, Any], threads: int,
+                **extra: Any) -> Any:
+    """A waitress server with dockyard's channel, on the epoll loop where there is one."""
+    options = {**waitress_options(cfg, threads), **extra}
+    if "sockets" not in options:
+        options.update(host=host, port=port)
+    channel_map = event_loop.ChannelMap() if event_loop.supported() else {}
+    dispatcher = SheddingDispatcher(cfg["http"]["queue_timeout"])
+    dispatcher.set_thread_count(threads)
+    server = create_server(app, map=channel_map, _dispatcher=dispatcher, **options)
     # One listener is a server; several (a name with v4 and v6 addresses) are in its map.
-    for listener in [server, *getattr(server, "map", {}).values()]:
+    for listener in [server, *channel_map.values()]:
         if hasattr(listener, "channel_class"):
             listener.channel_class = OciChannel
+    if isinstance(channel_map, event_loop.ChannelMap):
+        event_loop.install(server, channel_map)
+    return server
+
+
+def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str,
+          sockets: list[Any] | None = None) -> None:
+    """Serve `app` until SIGTERM or SIGINT, on `listen`, or on already listening
+    `sockets` (which other processes may share) when given."""
+    host, port = parse_listen(listen)
+    enable_sendfile()
+    server = make_server(app, host, port, cfg, threads, **({"sockets": sockets} if sockets else {}))
 
     def stop(signum: int, frame: Any) -> None:
         log.info("%s stopping on signal %d", name, signum)
@@ -199,4 +251,4 @@ def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -
         server.close()
 
 
-__all__ = ["serve", "waitress", "waitress_options"]
+__all__ = ["make_server", "serve", "waitress", "waitress_options"]
