@@ -225,9 +225,10 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, TypeError) as e:
             raise InvalidToken(f"not a JWT: {type(e).__name__}") from None
-        if header.get("alg") not in ASYMMETRIC:
-            raise InvalidToken(f"algorithm not accepted: {str(header.get('alg'))[:20]}")
-        trusted = self._trusted.get(unverified.get("iss"))  # type: ignore[arg-type]
+        if not isinstance(unverified, dict) or header.get("alg") not in ASYMMETRIC:
+            raise InvalidToken("algorithm not accepted or claims not an object")
+        issuer = unverified.get("iss")
+        trusted = self._trusted.get(issuer) if isinstance(issuer, str) else None
         if trusted is None:
             raise InvalidToken("unknown issuer")
         last: Exception | None = None

@@ -58,10 +58,11 @@ class AuthClient(RegistryClient):
             headers.setdefault("Authorization", self.authorization)
         return super().request(method, url, body, headers, **kw)
 
-    def token(self, scopes: list[str], user: str | None = None) -> str:
+    def token(self, scopes: list[str], user: str | None = None,
+              password: str | None = None) -> str:
         """A token from the registry's token endpoint, as `user` (None: anonymous)."""
         fields = [("service", "dockyard")] + [("scope", s) for s in scopes]
-        headers = {"Authorization": basic(user)} if user else {}
+        headers = {"Authorization": basic(user, password)} if user else {}
         r = RegistryClient.request(self, "GET", "/auth/token", fields=fields, headers=headers)
         assert r.status == 200, (r.status, r.data)
         return json.loads(r.data)["token"]
