@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.access.conftest import AuthClient
+from tests.support.secured import AuthClient
 
 PATHS = ["/v2/", "/v2/team-a/fuzz/manifests/v1", "/v2/_catalog", "/v1/search?q=a",
          "/v2/team-a/fuzz/blobs/uploads/", "/auth/token?scope=repository:team-a/fuzz:pull"]

@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.access.conftest import AuthClient, basic, start_secured
+from tests.support.secured import AuthClient, basic, start_secured
 
 USERS = ["u1", "u2", "u3"]
 GROUPS = {"g1": ["u1", "u2"]}

@@ -12,8 +12,8 @@ import time
 import uuid
 from typing import Any
 
-from tests.access.conftest import AuthClient, basic
 from tests.support.registry_client import error_code, sha256
+from tests.support.secured import AuthClient, basic
 
 
 def unique(prefix: str) -> str:

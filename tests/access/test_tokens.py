@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from shared.auth.tokens import unverified_claims
-from tests.access.conftest import AuthClient, basic, start_secured
 from tests.support.registry_client import RegistryClient
+from tests.support.secured import AuthClient, basic, start_secured
 
 
 def unique(prefix: str) -> str:
