@@ -113,8 +113,9 @@ SCHEMA: dict[str, Any] = {
                     "accepted either way", choices=("token", "basic")),
         "realm": Key(str, "dockyard", "the Basic challenge's realm"),
         "groups": Key(dict, {}, "group name -> list of user names, for `access` rules"),
-        "credential_cache_ttl": Key(float, 60.0, "seconds a verified password (by its hash) "
-                                    "is trusted without another bcrypt check; 0: never"),
+        "credential_cache_ttl": Key(float, 300.0, "seconds a verified password (by its "
+                                    "hash) is trusted without another bcrypt check; an "
+                                    "edit of the htpasswd file drops them all; 0: never"),
         "credential_cache_size": Key(int, 10000, "verified credentials and tokens kept",
                                      minimum=1),
         "failed_login_limit": Key(int, 10, "failed logins per user, and per client address, "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 from typing import Any
 
 from shared import errors
@@ -69,6 +70,8 @@ class AccessController:
         self.service = token["service"]
         self.passwords: VerifiedCache[Identity] = VerifiedCache(
             auth["credential_cache_ttl"], auth["credential_cache_size"])
+        self._verifying: dict[bytes, threading.Lock] = {}
+        self._verifying_lock = threading.Lock()
         self.limiter = FailedLogins(auth["failed_login_limit"], auth["failed_login_window"])
         self.issuer = TokenIssuer(key, token["issuer"], token["service"], token["lifetime"],
                                   token["refresh_lifetime"])
@@ -128,12 +131,25 @@ class AccessController:
         hit = self.passwords.get(key, generation)
         if hit is not None:
             return hit
-        user, password = self.basic_credentials(value)
-        if not self.login(user, password, environ.get("REMOTE_ADDR", "")):
-            raise self.unauthorized(None, "invalid username or password")
-        identity = Identity(user, PASSWORD)
-        self.passwords.put(key, identity, generation)
-        return identity
+        # One bcrypt check per credential at a time: when an entry expires under
+        # load, the client's other connections wait for it instead of each
+        # paying bcrypt at once.
+        with self._verifying_lock:
+            lock = self._verifying.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                hit = self.passwords.get(key, generation)
+                if hit is not None:
+                    return hit
+                user, password = self.basic_credentials(value)
+                if not self.login(user, password, environ.get("REMOTE_ADDR", "")):
+                    raise self.unauthorized(None, "invalid username or password")
+                identity = Identity(user, PASSWORD)
+                self.passwords.put(key, identity, generation)
+                return identity
+        finally:
+            with self._verifying_lock:
+                self._verifying.pop(key, None)
 
     # -- whether ---------------------------------------------------------------
 
