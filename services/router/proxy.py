@@ -29,7 +29,9 @@ HOP_BY_HOP = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 # Answered by the router's own server already; a backend must not send 100 Continue.
-NOT_FORWARDED = HOP_BY_HOP | {"expect", "content-length", "content-type"}
+NOT_FORWARDED = HOP_BY_HOP | {"expect", "content-length", "content-type",
+                              # Credentials stay at the router, which checked them.
+                              "authorization"}
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 READ_SIZE = 1024 * 1024

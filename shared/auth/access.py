@@ -29,6 +29,10 @@ _OVERRIDES = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHO
 
 def required(environ: dict[str, Any], upload_session: bool = False) -> frozenset[str]:
     """The actions the request's method (and any override it carries) needs."""
+    method = environ.get("REQUEST_METHOD", "")
+    if not (upload_session and method == "DELETE") and not any(k in environ
+                                                                for k in _OVERRIDES):
+        return _BY_METHOD.get(method, ALL)
     methods = [environ.get("REQUEST_METHOD", "")]
     methods += [environ[key].strip().upper() for key in _OVERRIDES if key in environ]
     needs: frozenset[str] = frozenset()

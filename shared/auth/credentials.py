@@ -2,15 +2,14 @@
 
 bcrypt costs tens of milliseconds per check by design; a client sending Basic
 credentials on every request would pay it every time. Once verified, a
-credential is remembered for `ttl` seconds under HMAC-SHA256(process secret,
-credential): never the password itself, and the key is useless outside this
+credential is remembered for `ttl` seconds under keyed BLAKE2b(process
+secret, credential), a MAC: never the password itself, and the key is useless outside this
 process. The least recently used entries go first beyond `size`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import threading
 import time
@@ -31,7 +30,7 @@ class VerifiedCache(Generic[V]):
     def key(self, credential: bytes | str) -> bytes:
         if isinstance(credential, str):
             credential = credential.encode("utf-8", "surrogateescape")
-        return hmac.new(self._secret, credential, hashlib.sha256).digest()
+        return hashlib.blake2b(credential, key=self._secret, digest_size=32).digest()
 
     def get(self, key: bytes, generation: int = 0) -> V | None:
         entry = self._entries.get(key)
