@@ -72,6 +72,7 @@ class AccessController:
             auth["credential_cache_ttl"], auth["credential_cache_size"])
         self._verifying: dict[bytes, threading.Lock] = {}
         self._verifying_lock = threading.Lock()
+        self.trusted_proxies = frozenset(auth["trusted_proxies"])
         self.limiter = FailedLogins(auth["failed_login_limit"], auth["failed_login_window"])
         self.issuer = TokenIssuer(key, token["issuer"], token["service"], token["lifetime"],
                                   token["refresh_lifetime"])
@@ -85,6 +86,14 @@ class AccessController:
         self.uploads = UploadBinding(key.pem)
 
     # -- who -------------------------------------------------------------------
+
+    def client_address(self, environ: dict[str, Any]) -> str:
+        """The client's address: a trusted proxy's X-Forwarded-For names it (its last hop)."""
+        remote = environ.get("REMOTE_ADDR", "")
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded and remote in self.trusted_proxies:
+            return forwarded.rsplit(",", 1)[-1].strip()[:64] or remote
+        return remote
 
     def login(self, user: str, password: str, address: str) -> bool:
         """Check a password, counting failures; raises TooManyRequests when over the limit."""
@@ -142,7 +151,7 @@ class AccessController:
                 if hit is not None:
                     return hit
                 user, password = self.basic_credentials(value)
-                if not self.login(user, password, environ.get("REMOTE_ADDR", "")):
+                if not self.login(user, password, self.client_address(environ)):
                     raise self.unauthorized(None, "invalid username or password")
                 identity = Identity(user, PASSWORD)
                 self.passwords.put(key, identity, generation)

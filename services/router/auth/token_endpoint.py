@@ -88,7 +88,7 @@ class TokenResource:
                 user, password = self._access.basic_credentials(value)
             except errors.RegistryError:
                 raise self._bad_login() from None
-            identity = self._password_identity(user, password, req.remote_addr or "")
+            identity = self._password_identity(user, password, self._access.client_address(req.env))
         scopes = parse_scopes(req.get_param_as_list("scope") or [])
         offline = (req.get_param("offline_token") or "").lower() == "true"
         self._answer(resp, identity, scopes, offline, oauth=False)
@@ -109,7 +109,7 @@ class TokenResource:
             if not user:
                 raise self._bad_login()
             identity = self._password_identity(user, form.get("password", ""),
-                                               req.remote_addr or "")
+                                               self._access.client_address(req.env))
             refresh = form.get("access_type", "") == "offline"
         elif grant == "refresh_token":
             try:
