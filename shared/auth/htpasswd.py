@@ -13,6 +13,7 @@ a bcrypt check against a dummy hash, so timing does not tell who exists.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -89,6 +90,14 @@ class Htpasswd:
     def __contains__(self, user: str) -> bool:
         self.refresh()
         return user in self._users
+
+    def fingerprint(self, user: str) -> str | None:
+        """A short digest of the user's entry: it changes when the password does."""
+        self.refresh()
+        hashed = self._users.get(user)
+        if hashed is None:
+            return None
+        return hashlib.blake2b(hashed, digest_size=12).hexdigest()
 
     def verify(self, user: str, password: str) -> bool:
         self.refresh()

@@ -47,6 +47,7 @@ ASYMMETRIC = ["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS
               "PS512", "EdDSA"]
 LEEWAY = 5
 REFRESH_CLAIM = "dockyard_refresh"
+BINDING_CLAIM = "dockyard_binding"
 # The largest token worth parsing; real ones are well under 8 KiB.
 MAX_TOKEN = 16 * 1024
 
@@ -177,8 +178,11 @@ class TokenIssuer:
         return self._sign({"sub": subject, "access": [s.claim() for s in scopes]},
                           self.lifetime)
 
-    def refresh_token(self, subject: str) -> str:
-        return self._sign({"sub": subject, REFRESH_CLAIM: True}, self.refresh_lifetime)[0]
+    def refresh_token(self, subject: str, binding: str) -> str:
+        """`binding` (a fingerprint of the user's password entry) ends the token's
+        validity when the password changes."""
+        return self._sign({"sub": subject, REFRESH_CLAIM: True, BINDING_CLAIM: binding},
+                          self.refresh_lifetime)[0]
 
 
 # -- verifying ---------------------------------------------------------------
@@ -264,15 +268,16 @@ class TokenVerifier:
         self._cache.put(key, (identity, expires), ttl=max(0.0, expires - time.time()))
         return identity
 
-    def refresh_subject(self, token: str) -> str:
-        """The subject of one of our refresh tokens; raises InvalidToken."""
+    def refresh_subject(self, token: str) -> tuple[str, str]:
+        """(subject, binding) of one of our refresh tokens; raises InvalidToken."""
         trusted, claims = self._decode(token)
         if not trusted.own or not claims.get(REFRESH_CLAIM):
             raise InvalidToken("not a refresh token of this registry")
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
+        binding = claims.get(BINDING_CLAIM)
+        if not isinstance(subject, str) or not subject or not isinstance(binding, str):
             raise InvalidToken("refresh token without a subject")
-        return subject
+        return subject, binding
 
 
 def describe(token: str) -> str:

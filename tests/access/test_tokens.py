@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from shared.auth.htpasswd import set_password
 from shared.auth.tokens import unverified_claims
 from tests.support.registry_client import RegistryClient
 from tests.support.secured import AuthClient, basic, start_secured
@@ -118,6 +119,25 @@ def test_oauth_password_and_refresh_grants(secured: Any, anon: AuthClient) -> No
     assert r.status == 200
     assert bearer(secured, json.loads(r.data)["access_token"]).get_manifest(
         name, "v1").status == 200
+    # A new password ends the refresh tokens issued under the old one.
+    htpasswd = secured.config.parent / "htpasswd"
+    set_password(htpasswd, "refresher", "one", rounds=4)
+    time.sleep(1.1)
+    r = anon.request("POST", "/auth/token", encode_multipart=False, fields={
+        "grant_type": "password", "username": "refresher", "password": "one",
+        "service": "dockyard", "client_id": "test", "access_type": "offline"})
+    assert r.status == 200, r.data
+    old_refresh = json.loads(r.data)["refresh_token"]
+    set_password(htpasswd, "refresher", "two", rounds=4)
+    deadline = time.monotonic() + 5
+    while True:
+        r = anon.request("POST", "/auth/token", encode_multipart=False, fields={
+            "grant_type": "refresh_token", "refresh_token": old_refresh,
+            "service": "dockyard", "client_id": "test"})
+        if r.status == 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status == 401
     r = anon.request("POST", "/auth/token", encode_multipart=False, fields={
         "grant_type": "password", "username": "alice", "password": "nope",
         "service": "dockyard", "client_id": "test"})

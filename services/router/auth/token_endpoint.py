@@ -16,6 +16,7 @@ credentials get 401 with a Basic challenge; too many of them 429.
 from __future__ import annotations
 
 import datetime
+import hmac
 import json
 from typing import Any
 from urllib.parse import parse_qsl
@@ -66,8 +67,10 @@ class TokenResource:
         if oauth:
             body["scope"] = " ".join(f"{s.type}:{s.name}:{','.join(sorted(s.actions))}"
                                      for s in scopes)
-        if refresh and not identity.anonymous:
-            body["refresh_token"] = self._access.issuer.refresh_token(identity.name)
+        htpasswd = self._access.htpasswd
+        binding = htpasswd.fingerprint(identity.name) if htpasswd is not None else None
+        if refresh and not identity.anonymous and binding is not None:
+            body["refresh_token"] = self._access.issuer.refresh_token(identity.name, binding)
         resp.content_type = "application/json"
         resp.set_header("Cache-Control", "no-store")
         resp.data = json.dumps(body).encode()
@@ -113,11 +116,14 @@ class TokenResource:
             refresh = form.get("access_type", "") == "offline"
         elif grant == "refresh_token":
             try:
-                subject = self._access.tokens.refresh_subject(form.get("refresh_token", ""))
+                subject, binding = self._access.tokens.refresh_subject(
+                    form.get("refresh_token", ""))
             except InvalidToken:
                 raise self._bad_login() from None
+            # Refused once the user is removed or their password changed.
             htpasswd = self._access.htpasswd
-            if htpasswd is None or subject not in htpasswd:
+            current = htpasswd.fingerprint(subject) if htpasswd is not None else None
+            if current is None or not hmac.compare_digest(current, binding):
                 raise self._bad_login()
             identity, refresh = Identity(subject, PASSWORD), True
         else:
