@@ -116,10 +116,12 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
               "read their own writes from each other; set by `serve`.")
 @click.option("--metrics-fd", type=int, help="Serve /metrics on this inherited listening "
               "socket, adding up every router process's samples; set by `serve`.")
+@click.option("--token-key", type=click.Path(dir_okay=False),
+              help="PEM key that signs tokens and upload URLs (auth.token.key).")
 def router(config_path: str | None, listen: str | None, storage_urls: tuple[str, ...],
            index_urls: tuple[str, ...], metrics_listen: str | None,
            storage_root: str | None, events_url: str | None, listen_fd: str | None,
-           write_fence: str | None, metrics_fd: int | None) -> None:
+           write_fence: str | None, metrics_fd: int | None, token_key: str | None) -> None:
     """Run one router: the public endpoint."""
     import socket
 
@@ -143,6 +145,8 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         section["storage_root"] = storage_root
     if events_url is not None:
         section["events_url"] = events_url
+    if token_key:
+        cfg["auth"]["token"]["key"] = token_key
     _setup("router", cfg)
     metrics = Metrics("router")
     if metrics_fd is not None:
@@ -162,6 +166,35 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
     app = create_app(cfg, metrics=metrics, start_background=True)
     sockets = [socket.socket(fileno=int(fd)) for fd in listen_fd.split(",")] if listen_fd else []
     serve_app(app, section["listen"], cfg, section["threads"], "router", sockets)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("user")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input instead of a prompt.")
+def passwd(file: str, user: str, password_stdin: bool) -> None:
+    """Add USER to the htpasswd FILE, or change their password (bcrypt).
+
+    The password is never taken from the command line, where other users
+    and the shell history would see it. A running registry picks the change
+    up within a second.
+    """
+    from shared.auth.htpasswd import set_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.ClickException("the password must not be empty")
+    try:
+        new = set_password(file, user, password)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{file}: {e.strerror}") from None
+    click.echo(f"{'added' if new else 'changed'} user {user} in {file}")
 
 
 @main.group(name="config")

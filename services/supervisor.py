@@ -189,7 +189,8 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
                                       storage_url[len("http://"):], "--root", storage_root,
                                       "--index", index_url, "--events-url", redis_url]))
     public = listen_sockets(host, port, config["http"]["backlog"])
-    router = [*cli, "router", *common, "--listen", f"{host}:{port}",
+    router = [*cli, "router", *common, *_token_key_args(config, data_dir),
+              "--listen", f"{host}:{port}",
               "--listen-fd", ",".join(str(s.fileno()) for s in public),
               "--storage", storage_url, "--index", index_url,
               "--metrics-listen", f"127.0.0.1:{metrics_port}",
@@ -217,6 +218,21 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
                  "router": f"http://{host}:{port}",
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     return children, addresses
+
+
+def _token_key_args(config: dict[str, Any], data_dir: Path) -> list[str]:
+    """With access control on and no key configured, one generated in the data directory
+    (kept across restarts, so issued tokens and upload URLs stay valid)."""
+    from shared.auth import settings
+    from shared.auth.tokens import generate_key
+
+    if not settings.enabled(config) or config["auth"]["token"]["key"]:
+        return []
+    key = data_dir / "auth" / "token-key.pem"
+    if not key.exists():
+        generate_key(key)
+        log.info("generated the token signing key %s", key)
+    return ["--token-key", str(key)]
 
 
 def run(children: list[Child]) -> int:

@@ -80,6 +80,9 @@ NotFound = _error("NotFound", 404, "NOT_FOUND", "not found")
 SearchQueryInvalid = _error("SearchQueryInvalid", 400, "UNSUPPORTED", "invalid search query")
 MethodNotAllowed = _error("MethodNotAllowed", 405, "UNSUPPORTED", "method not allowed")
 StorageFull = _error("StorageFull", 507, "UNKNOWN", "insufficient storage on the registry")
+# Access control (shared/auth): no or bad credentials, and a caller without the permission.
+Unauthorized = _error("Unauthorized", 401, "UNAUTHORIZED", "authentication required")
+Denied = _error("Denied", 403, "DENIED", "requested access to the resource is denied")
 
 
 class RangeNotSatisfiable(RegistryError):
