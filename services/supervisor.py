@@ -1,7 +1,9 @@
 """`dockyard serve`: every process on one machine, each one restarted when it dies.
 
-Children are started in dependency order (redis, index, storage, router) and
-stopped in the reverse. A child that exits is restarted with exponential
+Children are started in dependency order (redis, index, storage, router, and
+haproxy when TLS is on: `services.tls`) and stopped in the reverse. The
+secret that signs calls into storage and the index (`shared.service_auth`) is
+generated in the data directory unless configured. A child that exits is restarted with exponential
 backoff while the others go on serving. Children get SIGKILL from the kernel
 if the supervisor itself is killed, so nothing is orphaned.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from services import redis_server
+from shared import service_auth
 
 log = logging.getLogger("dockyard.supervisor")
 
@@ -126,10 +129,23 @@ def _describe(code: int) -> str:
     return f"code {code}"
 
 
+def _share_internal_secret(config: dict[str, Any], data_dir: Path) -> None:
+    """Unless one is configured, generate the secret that signs internal calls
+    (`shared.service_auth`) in the data directory; children inherit its name."""
+    section = config["internal"]
+    if not section["secret"] and not section["secret_file"]:
+        path = service_auth.ensure_secret_file(data_dir / service_auth.SECRET_FILE_NAME)
+        section["secret_file"] = os.environ["DOCKYARD_INTERNAL_SECRET_FILE"] = str(path)
+    service_auth.key_from_config(config)  # a bad secret stops `serve` before any child
+
+
 def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
          data_dir: Path) -> tuple[list[Child], dict[str, Any]]:
     """The children of `serve` and the addresses they were given."""
+    from services import tls
+
     data_dir.mkdir(parents=True, exist_ok=True)
+    _share_internal_secret(config, data_dir)
     cli = [sys.executable, "-m", "services.cli"]
     common = ["--config", config_path] if config_path else []
     children: list[Child] = []
@@ -152,14 +168,22 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     children.append(Child("storage", [*cli, "storage", *common, "--listen",
                                       storage_url[len("http://"):], "--root", storage_root,
                                       "--index", index_url, "--events-url", redis_url]))
-    children.append(Child("router", [*cli, "router", *common, "--listen", f"{host}:{port}",
+    # With TLS, haproxy takes the public address and the router a private one behind it.
+    router_listen, public_url, behind = f"{host}:{port}", f"http://{host}:{port}", []
+    if tls.enabled(config):
+        router_listen, public_url = f"127.0.0.1:{free_port()}", f"https://{host}:{port}"
+        behind = ["--trusted-proxy", "127.0.0.1"]
+    children.append(Child("router", [*cli, "router", *common, *behind, "--listen", router_listen,
                                      "--storage", storage_url, "--index", index_url,
                                      "--metrics-listen", f"127.0.0.1:{metrics_port}",
                                      # One machine, one disk: the router sends blobs itself.
                                      "--storage-root", storage_root,
                                      "--events-url", redis_url]))
+    if tls.enabled(config):
+        children.append(tls.terminator_child(config, data_dir, f"{host}:{port}",
+                                             router_listen))
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
-                 "router": f"http://{host}:{port}",
+                 "router": public_url,
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     return children, addresses
 

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import urllib3
@@ -114,6 +115,12 @@ class Dockyard:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{service} was not restarted within {timeout}s")
+
+    def service_key(self) -> Any:
+        """The key `serve` generated for its services' calls to each other."""
+        from shared.service_auth import SECRET_FILE_NAME, ServiceKey
+
+        return ServiceKey((self.data_dir / SECRET_FILE_NAME).read_text().strip())
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
