@@ -10,8 +10,8 @@ The rules:
 
 - **What is signed.** The canonical form of a request is::
 
-      dockyard-v1 LF METHOD LF path[?query] LF timestamp LF nonce LF body LF
-      x-dockyard-a:value LF x-dockyard-b:value ...
+      dockyard-v1 LF METHOD LF timestamp LF nonce LF body LF len(path) LF
+      x-dockyard-a:value LF x-dockyard-b:value LF ... path[?query]
 
   The path is percent-decoded, exactly as a WSGI server hands it over in
   PATH_INFO (so the signer and the verifier agree whatever quoting a proxy
@@ -81,7 +81,8 @@ class ServiceKey:
         raw = secret.encode() if isinstance(secret, str) else secret
         if len(raw) < MIN_SECRET_LENGTH:
             raise ValueError(f"the internal secret must be at least {MIN_SECRET_LENGTH} bytes")
-        self._secret = raw
+        # Keyed once; each MAC starts from a copy (a third cheaper than hmac.digest).
+        self._hmac = hmac.new(raw, digestmod=hashlib.sha256)
         self.max_skew = max_skew
         # Unique per process and per call: a random prefix and a counter.
         self._prefix = base64.urlsafe_b64encode(os.urandom(9)).decode()
@@ -92,10 +93,14 @@ class ServiceKey:
 
     def _mac(self, method: str, path: bytes, stamp: str, nonce: str, body: str,
              internal: Iterable[tuple[str, str]]) -> str:
-        parts = [b"dockyard-v1", method.encode("latin-1"), path, stamp.encode(),
-                 nonce.encode(), body.encode()]
-        parts.extend(f"{k}:{v}".encode("latin-1") for k, v in sorted(internal))
-        return hmac.digest(self._secret, b"\n".join(parts), "sha256").hex()
+        # No field but the path may hold a line feed; the path goes last, with its
+        # length up front, so that no two requests share a canonical form.
+        text = "\n".join([f"dockyard-v1\n{method}", stamp, nonce, body, str(len(path)),
+                          *(f"{k}:{v}" for k, v in sorted(internal)), ""])
+        mac = self._hmac.copy()
+        mac.update(text.encode("latin-1"))
+        mac.update(path)
+        return mac.hexdigest()
 
     def sign(self, method: str, target: str, headers: Iterable[tuple[str, str]],
              body: Any = None, now: float | None = None) -> str:
@@ -106,7 +111,7 @@ class ServiceKey:
         anything else (a stream: ``-``).
         """
         path, _, query = target.partition("?")
-        canonical = unquote_to_bytes(path)
+        canonical = unquote_to_bytes(path) if "%" in path else path.encode("latin-1")
         if query:
             canonical += b"?" + query.encode("latin-1")
         if body is None:
