@@ -18,8 +18,12 @@ repetition so that drift on a shared machine hits every mode alike:
 - ``manifest``: GET a manifest by tag (the registry's hot path);
 - ``blob-1MiB``: GET a 1 MiB layer (bytes through the terminator).
 
-It also times signing and verifying one request in-process (`--micro`, on by default).
-Prints a Markdown table of medians; `--json FILE` keeps every run.
+Besides throughput, each run records the CPU time the whole `serve` tree
+(haproxy, router, storage, index, redis) spent per request: on a shared
+machine throughput follows the neighbours' load, CPU per request much less.
+
+It also times signing and verifying one request in-process (CPU time).
+Prints Markdown tables of medians; `--json FILE` keeps every run.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ import timeit
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -129,6 +135,18 @@ class Serve:
         return {"manifest": f"/v2/{repo}/manifests/v1",
                 "blob": f"/v2/{repo}/blobs/{layer_digest}"}
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU of `serve` and every process under it, so far."""
+        total = 0.0
+        root = psutil.Process(self.proc.pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -141,6 +159,7 @@ class Serve:
 
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_COUNT = re.compile(r"(\d+) requests in")
 _TRANSFER = re.compile(r"Transfer/sec:\s+([\d.]+)([KMG]?B)")
 _PCT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -159,7 +178,8 @@ def wrk(url: str, connections: int, duration: int, headers: list[str]) -> dict[s
     if rps is None or transfer is None:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(rps.group(1)),
+    count = _COUNT.search(out)
+    return {"rps": float(rps.group(1)), "requests": float(count.group(1)) if count else 0.0,
             "mib_s": float(transfer.group(1)) * _BYTES[transfer.group(2)],
             "p50_ms": pct.get("50", 0.0), "p99_ms": pct.get("99", 0.0),
             "non_2xx": float(errors.group(1)) if errors else 0.0}
@@ -225,29 +245,41 @@ def main() -> None:
                 try:
                     paths = server.seed()
                     for name, path, headers in workloads(paths):
+                        cpu = server.cpu_seconds()
                         result = wrk(server.url + path, args.connections, args.duration,
                                      headers)
+                        result["cpu_us_per_req"] = ((server.cpu_seconds() - cpu) * 1e6
+                                                    / max(1.0, result["requests"]))
                         runs.append({"mode": mode, "workload": name, "repeat": rep, **result})
                         print(f"{mode:8} {name:14} rep {rep}: {result['rps']:8.0f} req/s "
                               f"{result['mib_s']:8.1f} MiB/s p50 {result['p50_ms']:.2f} ms "
-                              f"p99 {result['p99_ms']:.2f} ms", file=sys.stderr)
+                              f"p99 {result['p99_ms']:.2f} ms "
+                              f"cpu {result['cpu_us_per_req']:.0f} µs/req", file=sys.stderr)
                 finally:
                     server.stop()
 
     mode_names = [m for m, _, _ in modes]
-    print(f"\nwrk -t2 -c{args.connections} -d{args.duration}s, median of {args.repeat}; "
-          "req/s (MiB/s for blob-1MiB)\n")
-    print("| workload | " + " | ".join(mode_names) + " | https vs http |")
-    print("|---|" + "---|" * (len(mode_names) + 1))
-    for name in ("version", "version-close", "manifest", "blob-1MiB"):
-        field = "mib_s" if name.startswith("blob") else "rps"
-        med = {m: statistics.median(r[field] for r in runs
-                                    if r["mode"] == m and r["workload"] == name)
-               for m in mode_names}
-        ratio = med["https"] / med["http"] - 1 if med["http"] else 0.0
-        cells = " | ".join(f"{med[m]:.0f}" if field == "rps" else f"{med[m]:.1f}"
-                           for m in mode_names)
-        print(f"| {name} | {cells} | {ratio:+.0%} |")
+    names = ("version", "version-close", "manifest", "blob-1MiB")
+    print(f"\nwrk -t2 -c{args.connections} -d{args.duration}s, median of {args.repeat}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    for title, pick in (
+        ("throughput: req/s (MiB/s for blob-1MiB)",
+         lambda name: "mib_s" if name.startswith("blob") else "rps"),
+        ("server CPU per request, µs (all of serve's processes)",
+         lambda name: "cpu_us_per_req"),
+    ):
+        print(f"\n{title}\n")
+        print("| workload | " + " | ".join(mode_names) + " | https vs http |")
+        print("|---|" + "---|" * (len(mode_names) + 1))
+        for name in names:
+            field = pick(name)
+            med = {m: statistics.median(r[field] for r in runs
+                                        if r["mode"] == m and r["workload"] == name)
+                   for m in mode_names}
+            ratio = med["https"] / med["http"] - 1 if med["http"] else 0.0
+            cells = " | ".join(f"{med[m]:.1f}" if field == "mib_s" else f"{med[m]:.0f}"
+                               for m in mode_names)
+            print(f"| {name} | {cells} | {ratio:+.0%} |")
     result: dict[str, Any] = {"runs": runs}
     if not args.no_micro:
         result["micro"] = micro()
