@@ -6,7 +6,10 @@
 Each mode is a fresh `dockyard serve` on loopback with one pushed image:
 
 - ``http``: plain HTTP on the public port (the router signs its calls to storage/index);
-- ``https``: the same with `--tls-cert/--tls-key` (haproxy terminates TLS, services/tls.py);
+- ``https``: the same with `--tls-cert/--tls-key` (haproxy terminates TLS, services/tls.py),
+  each workload run right after against the router's own port behind haproxy
+  (``https: router``): the same processes with and without TLS in front, the fairest
+  comparison on a busy machine;
 - ``baseline`` (with --baseline DIR): plain HTTP, served from another checkout, e.g.
   one from before the internal signatures, to see what signing costs end to end.
 
@@ -135,17 +138,29 @@ class Serve:
         return {"manifest": f"/v2/{repo}/manifests/v1",
                 "blob": f"/v2/{repo}/blobs/{layer_digest}"}
 
-    def cpu_seconds(self) -> float:
-        """User and system CPU of `serve` and every process under it, so far."""
-        total = 0.0
+    def cpu_seconds(self) -> tuple[float, float]:
+        """User and system CPU so far of `serve` and every process under it, and of
+        the haproxy processes among them."""
+        total = terminator = 0.0
         root = psutil.Process(self.proc.pid)
         for p in [root, *root.children(recursive=True)]:
             try:
                 t = p.cpu_times()
+                name = p.name()
             except psutil.NoSuchProcess:
                 continue
             total += t.user + t.system
-        return total
+            if name == "haproxy":
+                terminator += t.user + t.system
+        return total, terminator
+
+    def router_url(self) -> str:
+        """The router's own plain-HTTP address (behind haproxy when TLS is on)."""
+        for p in psutil.Process(self.proc.pid).children():
+            cmd = p.cmdline()
+            if "router" in cmd:
+                return "http://" + cmd[cmd.index("--listen") + 1]
+        raise LookupError("no router child")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -183,6 +198,20 @@ def wrk(url: str, connections: int, duration: int, headers: list[str]) -> dict[s
             "mib_s": float(transfer.group(1)) * _BYTES[transfer.group(2)],
             "p50_ms": pct.get("50", 0.0), "p99_ms": pct.get("99", 0.0),
             "non_2xx": float(errors.group(1)) if errors else 0.0}
+
+
+DIRECT = "https: router"
+
+
+def measure(server: Serve, url: str, headers: list[str], args: argparse.Namespace,
+            ) -> dict[str, float]:
+    before, before_terminator = server.cpu_seconds()
+    result = wrk(url, args.connections, args.duration, headers)
+    after, after_terminator = server.cpu_seconds()
+    n = max(1.0, result["requests"])
+    result["cpu_us_per_req"] = (after - before) * 1e6 / n
+    result["haproxy_us_per_req"] = (after_terminator - before_terminator) * 1e6 / n
+    return result
 
 
 def workloads(paths: dict[str, str]) -> list[tuple[str, str, list[str]]]:
@@ -244,21 +273,26 @@ def main() -> None:
                 server = Serve(root, workdir, tls if with_tls else None)
                 try:
                     paths = server.seed()
+                    # With TLS, each workload also goes to the router directly, right
+                    # before: the same processes with and without haproxy in front.
+                    targets = [(mode, server.url)]
+                    if with_tls:
+                        targets.insert(0, (DIRECT, server.router_url()))
                     for name, path, headers in workloads(paths):
-                        cpu = server.cpu_seconds()
-                        result = wrk(server.url + path, args.connections, args.duration,
-                                     headers)
-                        result["cpu_us_per_req"] = ((server.cpu_seconds() - cpu) * 1e6
-                                                    / max(1.0, result["requests"]))
-                        runs.append({"mode": mode, "workload": name, "repeat": rep, **result})
-                        print(f"{mode:8} {name:14} rep {rep}: {result['rps']:8.0f} req/s "
-                              f"{result['mib_s']:8.1f} MiB/s p50 {result['p50_ms']:.2f} ms "
-                              f"p99 {result['p99_ms']:.2f} ms "
-                              f"cpu {result['cpu_us_per_req']:.0f} µs/req", file=sys.stderr)
+                        for label, base in targets:
+                            runs.append({"mode": label, "workload": name, "repeat": rep,
+                                         **measure(server, base + path, headers, args)})
+                            r = runs[-1]
+                            print(f"{label:14} {name:14} rep {rep}: {r['rps']:8.0f} req/s "
+                                  f"{r['mib_s']:8.1f} MiB/s p50 {r['p50_ms']:.2f} ms "
+                                  f"p99 {r['p99_ms']:.2f} ms cpu {r['cpu_us_per_req']:.0f} "
+                                  f"µs/req (haproxy {r['haproxy_us_per_req']:.0f})",
+                                  file=sys.stderr)
                 finally:
                     server.stop()
 
     mode_names = [m for m, _, _ in modes]
+    mode_names.insert(mode_names.index("https"), DIRECT)
     names = ("version", "version-close", "manifest", "blob-1MiB")
     print(f"\nwrk -t2 -c{args.connections} -d{args.duration}s, median of {args.repeat}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -267,16 +301,17 @@ def main() -> None:
          lambda name: "mib_s" if name.startswith("blob") else "rps"),
         ("server CPU per request, µs (all of serve's processes)",
          lambda name: "cpu_us_per_req"),
+        ("of which haproxy, µs per request", lambda name: "haproxy_us_per_req"),
     ):
         print(f"\n{title}\n")
-        print("| workload | " + " | ".join(mode_names) + " | https vs http |")
+        print("| workload | " + " | ".join(mode_names) + " | https vs router |")
         print("|---|" + "---|" * (len(mode_names) + 1))
         for name in names:
             field = pick(name)
             med = {m: statistics.median(r[field] for r in runs
                                         if r["mode"] == m and r["workload"] == name)
                    for m in mode_names}
-            ratio = med["https"] / med["http"] - 1 if med["http"] else 0.0
+            ratio = med["https"] / med[DIRECT] - 1 if med[DIRECT] else 0.0
             cells = " | ".join(f"{med[m]:.1f}" if field == "mib_s" else f"{med[m]:.0f}"
                                for m in mode_names)
             print(f"| {name} | {cells} | {ratio:+.0%} |")

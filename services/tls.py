@@ -132,6 +132,11 @@ def haproxy_config(config: dict[str, Any], public: str, router: str, pem: Path) 
         "    default_backend router",
         "",
         "backend router",
+        # Any idle connection to the router serves any client's request: a client that
+        # connects anew for each request (and pays a handshake) does not make the
+        # router accept a connection each time too. haproxy closes idle ones (after
+        # 5 s) long before the router would (http.idle_timeout).
+        "    http-reuse always",
         f"    server router {router}",
         "",
     ]
