@@ -74,6 +74,9 @@ SCHEMA: dict[str, Any] = {
                          "index events keep it honest; 0: off"),
         "cache_max_bytes": Key(int, 64 * 1024 * 1024, "memory for the router's response "
                                "cache, bytes; one answer may take a sixteenth", minimum=0),
+        "trusted_proxy": Key(str, "", "address of the TLS terminator or load balancer in "
+                             "front of the router, whose X-Forwarded-For/Proto are believed "
+                             "(`serve` with TLS sets it); empty: none"),
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
@@ -151,6 +154,27 @@ SCHEMA: dict[str, Any] = {
                   "anonymous: [actions], actions: [pull|push|delete]}; once any "
                   "authentication is configured, what no rule grants is denied",
                   items=dict),
+    # Service-to-service authentication (shared/service_auth.py).
+    "internal": {
+        "secret": Key(str, "", "shared secret that signs every call into storage and the "
+                      "index; the same in every dockyard process (e.g. _env:DOCKYARD_SECRET); "
+                      "empty: read internal.secret_file"),
+        "secret_file": Key(str, "", "file holding the shared secret; `serve` generates "
+                           "<data dir>/internal-secret when neither key is set"),
+        "max_clock_skew": Key(float, 30.0, "seconds a signed call's timestamp may differ "
+                              "from the receiver's clock; also the replay window"),
+    },
+    # HTTPS on the public endpoint, terminated by haproxy under `serve` (services/tls.py).
+    "tls": {
+        "cert": Key(str, "", "PEM certificate chain of the public endpoint; empty: plain "
+                    "HTTP"),
+        "key": Key(str, "", "PEM private key of tls.cert"),
+        "client_ca": Key(str, "", "PEM CA bundle: when set, clients must present a "
+                         "certificate it signed (mutual TLS)"),
+        "reload_interval": Key(float, 5.0, "seconds between checks for a renewed certificate, "
+                               "which is then served without a restart"),
+        "haproxy": Key(str, "haproxy", "the haproxy binary that terminates TLS"),
+    },
 }
 
 
@@ -226,6 +250,11 @@ def _check_values(cfg: dict[str, Any]) -> None:
         value = cfg[path[0]][path[1]]
         if not _valid_listen(value):
             raise ConfigError(f"{'.'.join(path)}: expected host:port, got {value!r}")
+    if bool(cfg["tls"]["cert"]) != bool(cfg["tls"]["key"]):
+        missing, given = ("key", "cert") if cfg["tls"]["cert"] else ("cert", "key")
+        raise ConfigError(f"tls.{missing}: must be set with tls.{given}")
+    if cfg["tls"]["client_ca"] and not cfg["tls"]["cert"]:
+        raise ConfigError("tls.client_ca: needs tls.cert and tls.key")
     if cfg["router"]["metrics_listen"] and not _valid_listen(cfg["router"]["metrics_listen"]):
         raise ConfigError("router.metrics_listen: expected host:port or empty")
     for path in (("router", "storage_urls"), ("router", "index_urls"), ("storage", "index_urls")):
