@@ -54,6 +54,13 @@ SCHEMA: dict[str, Any] = {
         "drain_timeout": Key(float, 30.0, "on SIGTERM, seconds to finish the requests in "
                              "flight after the listener closes; 0: exit at once"),
     },
+    "discovery": {
+        "interval": Key(float, 5.0, "seconds between lookups of the backend URLs' names; "
+                        "every address a name resolves to is a backend (a headless "
+                        "service, compose --scale); 0: resolve once at start"),
+        "health_interval": Key(float, 2.0, "seconds between /readyz checks of each backend; "
+                               "a failing one is tried last until it passes; 0: off"),
+    },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
         "storage_urls": Key(list, ["http://127.0.0.1:5100"], "storage backends"),
