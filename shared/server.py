@@ -18,6 +18,7 @@ from waitress.wasyncore import _DISCONNECTED
 
 from shared import errors
 from shared.config import parse_listen
+from shared.drain import Drain
 
 log = logging.getLogger("dockyard.server")
 
@@ -155,7 +156,11 @@ def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -
         if hasattr(listener, "channel_class"):
             listener.channel_class = OciChannel
 
+    drain = Drain(cfg["http"]["drain_timeout"], name)
+
     def stop(signum: int, frame: Any) -> None:
+        if drain.start(server, signum):
+            return
         log.info("%s stopping on signal %d", name, signum)
         server.close()
         sys.exit(0)
