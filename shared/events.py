@@ -84,10 +84,12 @@ class Subscription:
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self._channel)
-            last_ping = time.monotonic()
+            last_ping = last_heard = time.monotonic()
             while True:
                 message = pubsub.get_message(timeout=1.0)
+                now = time.monotonic()
                 if message is not None:
+                    last_heard = now
                     if message["type"] == "subscribe":
                         self._backoff = 0.1
                         self._on_state(True)
@@ -95,9 +97,13 @@ class Subscription:
                                  self._source.describe())
                     elif message["type"] == "message":
                         self._on_change(message["data"].decode())
-                if time.monotonic() - last_ping > PING_EVERY:
+                if now - last_heard > PING_EVERY + SOCKET_TIMEOUT:
+                    # A silent partition drops packets without closing the
+                    # connection: only the missing PONG tells.
+                    raise TimeoutError("no answer to ping from the events server")
+                if now - last_ping > PING_EVERY:
                     pubsub.ping()
-                    last_ping = time.monotonic()
+                    last_ping = now
         finally:
             pubsub.close()
             client.close()

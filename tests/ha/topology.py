@@ -10,6 +10,12 @@ keeps its standard port, as it would on its own host or pod:
     .30 .31 .32    storage, sharing one storage root
     .40 .41        routers
 
+Routers and storage find their backends by name, as behind a Kubernetes
+headless service: each runs in a mount namespace of its own whose /etc/hosts
+(a file of the topology, bind-mounted) maps ``storage.dockyard.test`` and
+``index.dockyard.test`` to every replica's address, so the names go through
+the real resolver (getaddrinfo) and `shared.discovery`.
+
 Every dockyard process reads a YAML file of its own, built from
 `Topology.config_for`; `extra_config` is merged into all of them, so a key a
 deployment needs (a shared secret, TLS) is one dict away.
@@ -21,6 +27,7 @@ import contextlib
 import copy
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +48,13 @@ ROUTER_PORT, STORAGE_PORT, INDEX_PORT = 5000, 5100, 5200
 # Processes run with this group id can be cut off from Redis by an iptables
 # owner match (scenario 4); they stay root, so file permissions are unchanged.
 PARTITION_GID = 47474
+STORAGE_NAME, INDEX_NAME = "storage.dockyard.test", "index.dockyard.test"
+# Run argv with `hosts` bind-mounted on /etc/hosts, in a mount namespace of its own.
+_WITH_HOSTS = ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"']
+
+
+def can_use_hosts_file() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +92,7 @@ class Proc:
     directory: Path
     argv: list[str] = field(default_factory=list)
     gid: int | None = None
+    hosts: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,8 +113,9 @@ class Proc:
                 os.setgroups([])
                 os.setgid(gid)
 
+        argv = [*_WITH_HOSTS, str(self.hosts), *self.argv] if self.hosts else self.argv
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, preexec_fn=preexec,
                                             cwd=self.directory)
 
@@ -223,6 +239,8 @@ class Topology:
                  extra_config: dict[str, Any] | None = None) -> None:
         self.directory = directory
         self.net = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}"
+        self.use_dns = can_use_hosts_file()
+        self.hosts = directory / "hosts"
         self.extra_config = extra_config or {}
         self.storage_root = directory / "storage-root"
         ip = self.ip
@@ -237,6 +255,9 @@ class Topology:
                         for i in range(storage)]
         self.routers = [self._service("router", i, ip(40 + i), ROUTER_PORT)
                         for i in range(routers)]
+        if self.use_dns:
+            for service in [*self.storage, *self.routers]:
+                service.hosts = self.hosts
 
     def ip(self, last: int) -> str:
         return f"{self.net}.{last}"
@@ -253,11 +274,27 @@ class Topology:
     def _service(self, kind: str, i: int, host: str, port: int) -> Service:
         return Service(f"{kind}-{i}", host, port, self.directory / f"{kind}-{i}", kind=kind)
 
+    def write_hosts(self) -> None:
+        """The names' addresses: every replica, whether running or not, as DNS would
+        list every pod behind a headless service (health checks do the rest)."""
+        lines = ["127.0.0.1 localhost"]
+        lines += [f"{s.host} {STORAGE_NAME}" for s in self.storage]
+        lines += [f"{s.host} {INDEX_NAME}" for s in self.index]
+        # Written in place: a bind mount follows the file's inode, not its name.
+        with open(self.hosts, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
     def config_for(self, service: Service) -> dict[str, Any]:
-        index_urls = [s.url for s in self.index]
+        if self.use_dns:
+            index_urls = [f"http://{INDEX_NAME}:{INDEX_PORT}"]
+            storage_urls = [f"http://{STORAGE_NAME}:{STORAGE_PORT}"]
+        else:
+            index_urls = [s.url for s in self.index]
+            storage_urls = [s.url for s in self.storage]
         base = {
             "log": {"level": "info"},
             "http": {"drain_timeout": 15},
+            "discovery": {"interval": 2.0, "health_interval": 0.5},
             "index": {"listen": f"{service.host}:{INDEX_PORT}", "redis": {
                 "sentinels": self.sentinel_addresses, "master_name": MASTER,
                 "password": PASSWORD, "min_replicas_ack": 1, "replica_ack_timeout": 1.0}},
@@ -265,7 +302,7 @@ class Topology:
                         "root": str(self.storage_root), "index_urls": index_urls,
                         "events_url": self.sentinel_url, "rpc_timeout": 3.0},
             "router": {"listen": f"{service.host}:{ROUTER_PORT}",
-                       "storage_urls": [s.url for s in self.storage],
+                       "storage_urls": storage_urls,
                        "index_urls": index_urls, "events_url": self.sentinel_url,
                        "retry_after": 1, "backend_timeout": 30},
         }
@@ -290,6 +327,7 @@ class Topology:
 
     def start(self) -> Topology:
         self.storage_root.mkdir(parents=True, exist_ok=True)
+        self.write_hosts()
         self.start_redis()
         for group in (self.index, self.storage, self.routers):
             for service in group:
