@@ -6,6 +6,8 @@ something that exists."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -228,3 +230,13 @@ def test_kubernetes_dockyard_config_and_probes(kube: list[dict[str, Any]],
     scripts = of_kind(kube, "ConfigMap")["redis-scripts"]["data"]
     assert "sentinel monitor dockyard" in scripts["start-sentinel.sh"]
     assert "--appendfsync always" in scripts["start-redis.sh"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+def test_kustomize_renders(kube: list[dict[str, Any]]) -> None:
+    """kubectl's own parser and kustomize accept the manifests (offline: no cluster)."""
+    out = subprocess.run(["kubectl", "kustomize", str(KUBE)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    rendered = [d for d in yaml.safe_load_all(out) if d]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in kube)
