@@ -81,6 +81,11 @@ class WaitressDrain:
     def __init__(self, server: Any) -> None:
         self._server = server
         self._map: dict[int, Any] = getattr(server, "_map", None) or getattr(server, "map", {})
+        # The wake-up pipe of the loop: the server's own, or (several listeners)
+        # that of one of them, which all share the loop's map.
+        self._trigger = getattr(server, "trigger", None) or next(
+            (listener.trigger for listener in self._listeners()
+             if getattr(listener, "trigger", None) is not None), None)
 
     def _listeners(self) -> Iterable[Any]:
         # One listener is the server itself; several (a name with v4 and v6
@@ -123,10 +128,9 @@ class WaitressDrain:
             finally:
                 done.set()
 
-        trigger = getattr(self._server, "trigger", None)
-        if trigger is None:
+        if self._trigger is None:
             return
-        trigger.pull_trigger(sweep)
+        self._trigger.pull_trigger(sweep)
         done.wait(1.0)
 
 

@@ -193,6 +193,7 @@ def test_chunks_to_a_different_storage_replica_each_time(topology: Topology,
     t = topology
     http = urllib3.PoolManager(retries=False, timeout=30)
     storages = [s.url for s in t.storage]
+    completed = 0
     for n in range(4):
         data = os.urandom(random.randint(200_000, 600_000))
         digest = scenario_digest(data)
@@ -220,3 +221,7 @@ def test_chunks_to_a_different_storage_replica_each_time(topology: Topology,
         for base in [*storages, *t.router_urls]:
             r = http.request("GET", f"{base}/v2/ha/chunks/blobs/{digest}")
             assert r.status == 200 and scenario_digest(r.data) == digest, base
+        completed += 1
+    print(f"\nchunks-across-replicas: {completed} uploads attempted, 0 retried, "
+          f"0 failed, 0 lost, each verified on {len(storages)} storage replicas and "
+          f"{len(t.router_urls)} routers")
