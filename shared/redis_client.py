@@ -22,10 +22,9 @@ Rules that make a Sentinel failover safe:
   connection, and redis-py drops a connection that finds its server demoted
   (READONLY becomes a ConnectionError), so a failover is followed without a
   restart. While no primary is known, commands fail with `MasterNotFoundError`.
-- Commands are retried a bounded number of times, a fraction of a second apart
-  (`COMMAND_RETRY`): every write of the index is an idempotent Lua script, so a
-  write sent again after a dropped connection does no harm, and the retries
-  stay well inside storage's RPC timeout.
+- A command that meets a dropped connection is sent once more, at once, on a
+  fresh one (`COMMAND_RETRY`): every write of the index is an idempotent Lua
+  script, so a write sent twice does no harm.
 - `is_retryable` names every Redis failure that means "not now" rather than
   "never": the index answers them with 503 and Retry-After, so a write is
   acknowledged only when Redis took it (see `ReplicaAck`).
@@ -43,7 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -51,9 +50,10 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 
-# Up to 3 more tries, 50 ms to 400 ms apart: about a second in all, inside the
-# 5 s RPC timeout of storage, and long enough to ride over a dropped connection.
-COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.4, base=0.05), 3)
+# One more try, at once, on a fresh connection: it repairs a pooled connection to
+# a server that restarted or was demoted, and adds no wait. Anything longer is the
+# client's to retry, after the 503's Retry-After.
+COMMAND_RETRY = Retry(NoBackoff(), 1)
 # Error replies of a server that cannot take the command *now*.
 _RETRYABLE_REPLIES = ("NOREPLICAS", "MASTERDOWN", "LOADING", "READONLY", "TRYAGAIN",
                       "CLUSTERDOWN")

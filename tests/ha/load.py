@@ -196,7 +196,7 @@ class Client:
         digest = sha256(manifest)
         if r.headers.get("Docker-Content-Digest") != digest:
             raise Failed("manifest PUT answered another digest")
-        self.report.acked.append({"repo": repo, "tag": tag, "digest": digest,
+        self.report.acked.append({"repo": repo, "tag": tag, "digest": digest, "at": time.time(),
                                   "blobs": [[config_digest, len(config)],
                                             [layer_digest, len(layer)]]})
 
@@ -220,14 +220,15 @@ def _path(location: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def run(routers: list[str], seconds: float, seed: int, prefix: str) -> Report:
+def run(routers: list[str], seconds: float, seed: int, prefix: str,
+        stop_file: str | None = None) -> Report:
     rng = random.Random(seed)
     report = Report()
     client = Client(routers, rng, report)
     repos = [f"{prefix}/c{seed}-{i}" for i in range(3)]
     deadline = time.monotonic() + seconds
     n = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop_file and os.path.exists(stop_file)):
         if not report.acked or rng.random() < 0.5:
             client.operation(client.push, rng.choice(repos), f"t{n}")
             n += 1
@@ -243,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prefix", default="ha")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--stop-file", help="stop early once this file exists")
     args = parser.parse_args(argv)
-    report = run(args.routers.split(","), args.seconds, args.seed, args.prefix)
+    report = run(args.routers.split(","), args.seconds, args.seed, args.prefix,
+                 args.stop_file)
     with open(args.out, "w") as f:
         json.dump({**asdict(report), "statuses": dict(report.statuses)}, f)
     return 0

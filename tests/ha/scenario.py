@@ -58,11 +58,16 @@ class Outcome:
 
 
 def run(t: Topology, name: str, chaos: Callable[[threading.Event], None] | None = None,
-        seconds: float = SECONDS, clients: int = CLIENTS) -> Outcome:
+        seconds: float = SECONDS, clients: int = CLIENTS,
+        linger: float | None = None) -> Outcome:
     """Load from `clients` processes for `seconds`, with `chaos` running meanwhile
-    (it should return when its event is set), then verify every acknowledged push."""
+    (it should return when its event is set), then verify every acknowledged push.
+    With `linger`, the load stops that many seconds after `chaos` returns, if that
+    comes before `seconds`."""
     out_dir = t.directory / f"load-{name}"
     out_dir.mkdir(exist_ok=True)
+    stop_file = out_dir / "stop"
+    stop_file.unlink(missing_ok=True)
     procs = []
     for i in range(clients):
         out = out_dir / f"client-{i}.json"
@@ -70,7 +75,8 @@ def run(t: Topology, name: str, chaos: Callable[[threading.Event], None] | None 
             procs.append((out, subprocess.Popen(
                 [sys.executable, "-m", "tests.ha.load", "--routers", ",".join(t.router_urls),
                  "--seconds", str(seconds), "--seed", str(i), "--prefix", f"ha/{name}",
-                 "--out", str(out)], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)))
+                 "--out", str(out), "--stop-file", str(stop_file)], cwd=REPO_ROOT,
+                stdout=log, stderr=subprocess.STDOUT)))
     stop = threading.Event()
     chaos_errors: list[BaseException] = []
 
@@ -78,9 +84,14 @@ def run(t: Topology, name: str, chaos: Callable[[threading.Event], None] | None 
         try:
             if chaos is not None:
                 chaos(stop)
+            if linger is not None:
+                stop.wait(linger)
+                stop_file.touch()
         except BaseException as e:  # reported by the test
             chaos_errors.append(e)
+            stop_file.touch()
 
+    started = time.monotonic()
     thread = threading.Thread(target=chaos_main, name="chaos")
     thread.start()
     try:
@@ -91,7 +102,7 @@ def run(t: Topology, name: str, chaos: Callable[[threading.Event], None] | None 
         thread.join(120)
     if chaos_errors:
         raise chaos_errors[0]
-    outcome = Outcome(name, seconds, clients)
+    outcome = Outcome(name, time.monotonic() - started, clients)
     for out, proc in procs:
         assert proc.returncode == 0, (out_dir / f"{out.stem}.log").read_text()[-3000:]
         report = json.loads(out.read_text())

@@ -98,12 +98,15 @@ def test_redis_primary_killed(topology: Topology) -> None:
         old.start()  # restarted by its supervisor; Sentinel makes it a replica
         t.wait_replicated()
         timeline["replicated_after"] = time.monotonic() - start
+        timeline["replicated_at"] = time.time()
 
     outcome = scenario.run(t, "redis-failover", chaos)
     print(f"  promoted after {timeline['promoted_after']:.1f}s, writes confirmed again "
           f"after {timeline['replicated_after']:.1f}s")
     scenario.assert_clean(outcome)
     assert outcome.statuses.get("503", 0) > 0, "the failover was not seen as 503"
+    resumed = [a for a in outcome.acked_items if a["at"] > timeline["replicated_at"]]
+    assert resumed, "no push was acknowledged after the failover"
 
 
 def test_rolling_restart(topology: Topology) -> None:
@@ -140,7 +143,7 @@ def test_rolling_restart(topology: Topology) -> None:
             s.start()
             t.wait_sentinels_agree()
 
-    outcome = scenario.run(t, "rolling-restart", chaos, seconds=max(scenario.SECONDS, 60))
+    outcome = scenario.run(t, "rolling-restart", chaos, seconds=120, linger=3.0)
     print("  drain seconds:", {k: round(v, 2) for k, v in drains.items()})
     scenario.assert_clean(outcome)
 
