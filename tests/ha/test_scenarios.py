@@ -61,11 +61,14 @@ def test_kill_9_of_random_services(topology: Topology) -> None:
     killed: list[str] = []
 
     def chaos(stop: threading.Event) -> None:
+        # A random order in which every kind comes early: router, storage, index first.
         rng = random.Random()
+        first = [rng.choice(t.routers), rng.choice(t.storage), rng.choice(t.index)]
+        rng.shuffle(first)
         victims: list[Service] = [*t.routers, *t.storage, *t.index]
         stop.wait(2.0)
         while not stop.is_set():
-            victim = rng.choice(victims)
+            victim = first.pop(0) if first else rng.choice(victims)
             victim.kill()
             killed.append(victim.name)
             stop.wait(1.0)
@@ -76,6 +79,10 @@ def test_kill_9_of_random_services(topology: Topology) -> None:
     print("  killed:", ", ".join(killed))
     assert len(killed) >= 3
     scenario.assert_clean(outcome)
+    # Every replica took part: the routers and storage use every address of the names.
+    for service in [*t.storage, *t.index]:
+        assert "/v2/ha/kill9/" in service.log_text() or "/internal/rpc/" in \
+            service.log_text(), f"{service.name} was never used"
 
 
 def test_redis_primary_killed(topology: Topology) -> None:
@@ -228,3 +235,29 @@ def test_chunks_to_a_different_storage_replica_each_time(topology: Topology,
     print(f"\nchunks-across-replicas: {completed} uploads attempted, 0 retried, "
           f"0 failed, 0 lost, each verified on {len(storages)} storage replicas and "
           f"{len(t.router_urls)} routers")
+
+
+def test_scale_out_and_in_by_name(topology: Topology) -> None:
+    """A fourth storage replica added to the name under load starts taking requests
+    within a discovery interval; taken out of the name and stopped, it is dropped
+    without a failed operation."""
+    t = topology
+    if not t.use_dns:
+        pytest.skip("needs a mount namespace for the per-process /etc/hosts")
+    timeline: dict[str, float] = {}
+
+    def chaos(stop: threading.Event) -> None:
+        stop.wait(3.0)
+        added = t.add_storage()
+        start = time.monotonic()
+        while "/v2/ha/scale/" not in added.log_text():
+            assert time.monotonic() - start < 20, "the new replica was never used"
+            time.sleep(0.2)
+        timeline["used_after"] = time.monotonic() - start
+        stop.wait(3.0)
+        t.remove_storage(added)
+
+    outcome = scenario.run(t, "scale", chaos, seconds=min(scenario.SECONDS, 20))
+    print(f"  the added replica took its first request {timeline['used_after']:.1f}s "
+          "after it was in the name")
+    scenario.assert_clean(outcome)

@@ -284,6 +284,24 @@ class Topology:
         with open(self.hosts, "w") as f:
             f.write("\n".join(lines) + "\n")
 
+    def add_storage(self) -> Service:
+        """Start one more storage replica and add it to the name, as scaling a
+        Deployment up adds a pod to its headless service."""
+        i = len(self.storage)
+        service = self._service("storage", i, self.ip(30 + i), STORAGE_PORT)
+        service.hosts = self.hosts if self.use_dns else None
+        service.config = self.config_for(service)
+        service.start()
+        self.storage.append(service)
+        self.write_hosts()
+        return service
+
+    def remove_storage(self, service: Service) -> None:
+        """Take a replica out of the name, then stop it gracefully (scaling down)."""
+        self.storage.remove(service)
+        self.write_hosts()
+        service.terminate(30)
+
     def config_for(self, service: Service) -> dict[str, Any]:
         if self.use_dns:
             index_urls = [f"http://{INDEX_NAME}:{INDEX_PORT}"]
