@@ -85,3 +85,18 @@ def test_config_keys_and_validation(tmp_path) -> None:
 ])
 def test_retryable(error: Exception, retryable: bool) -> None:
     assert redis_client.is_retryable(error) is retryable
+
+
+def test_serve_with_sentinels_starts_no_private_redis(tmp_path) -> None:
+    """`dockyard serve` given sentinels uses them, for the index and both subscribers."""
+    from services import supervisor
+
+    cfg = config.load(environ={"DOCKYARD_INDEX_REDIS_SENTINELS": "s1:26379,s2:26380",
+                               "DOCKYARD_INDEX_REDIS_PASSWORD": "pw"})
+    children, addresses = supervisor.plan(cfg, None, "127.0.0.1", 5000, tmp_path)
+    assert [c.name for c in children] == ["index", "storage", "router"]
+    source = redis_client.from_url(addresses["redis"])
+    assert source.sentinels == (("s1", 26379), ("s2", 26380)) and source.password == "pw"
+    for child in children:
+        flag = "--redis-url" if child.name == "index" else "--events-url"
+        assert child.argv[child.argv.index(flag) + 1] == addresses["redis"]
