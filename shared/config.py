@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from shared.redis_client import from_url as redis_source_from_url
+from shared.redis_client import parse_address as parse_redis_address
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key's full path."""
@@ -30,10 +33,12 @@ class Key:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
+    # A list of mappings (rules, issuers) instead of strings, checked by `check`.
+    items: type = str
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
-_URL_RE = re.compile(r"(?:redis|rediss|unix)://\S*")
+_URL_RE = re.compile(r"(?:redis|rediss|unix|redis\+sentinel)://\S*")
 
 # section -> key -> Key; a nested dict is a nested section.
 SCHEMA: dict[str, Any] = {
@@ -48,25 +53,43 @@ SCHEMA: dict[str, Any] = {
                             minimum=1),
         "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
         "backlog": Key(int, 1024, "listen backlog", minimum=1),
+        "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
+                             "the oldest has waited longer, new requests get 503 with "
+                             "Retry-After at once; 0: no limit", minimum=0),
+        "drain_timeout": Key(float, 30.0, "on SIGTERM, seconds to finish the requests in "
+                             "flight after the listener closes; 0: exit at once"),
+    },
+    "discovery": {
+        "interval": Key(float, 5.0, "seconds between lookups of the backend URLs' names; "
+                        "every address a name resolves to is a backend (a headless "
+                        "service, compose --scale); 0: resolve once at start"),
+        "health_interval": Key(float, 2.0, "seconds between /readyz checks of each backend; "
+                               "a failing one is tried last until it passes; 0: off"),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
         "storage_urls": Key(list, ["http://127.0.0.1:5100"], "storage backends"),
         "index_urls": Key(list, ["http://127.0.0.1:5200"], "index backends"),
         "threads": Key(int, 16, "worker threads", minimum=1),
+        "processes": Key(int, 0, "router processes `serve` runs on the public port, sharing "
+                         "one listening socket; 0: one per CPU", minimum=0),
         "backend_timeout": Key(int, 300, "seconds to wait for a backend's response", minimum=1),
         "retry_after": Key(int, 2, "Retry-After seconds sent with 503", minimum=0),
         "metrics_listen": Key(str, "", "host:port for the router's /metrics; empty: off"),
         "storage_root": Key(str, "", "the storage root, when this router's machine shares "
                             "it: blob bodies are then sent from disk by the router itself "
                             "instead of streamed through storage; empty: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached answers; empty: no response cache"),
         "cache_ttl": Key(float, 60.0, "seconds a manifest, tags list, referrers list, catalog "
                          "page or search answer is served from the router's cache, while "
                          "index events keep it honest; 0: off"),
         "cache_max_bytes": Key(int, 64 * 1024 * 1024, "memory for the router's response "
                                "cache, bytes; one answer may take a sixteenth", minimum=0),
+        "trusted_proxy": Key(str, "", "address of the TLS terminator or load balancer in "
+                             "front of the router, whose X-Forwarded-For/Proto are believed "
+                             "(`serve` with TLS sets it); empty: none"),
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
@@ -83,7 +106,8 @@ SCHEMA: dict[str, Any] = {
         "threads": Key(int, 16, "worker threads", minimum=1),
         "tag_cache_ttl": Key(float, 60.0, "seconds a resolved tag is served without asking "
                              "the index, while index events keep the cache honest; 0: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached tags; empty: no fresh cache hits"),
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
                               "is unreachable", minimum=0),
@@ -95,6 +119,20 @@ SCHEMA: dict[str, Any] = {
         "redis": {
             "url": Key(str, "", "redis URL; empty under `dockyard serve` starts a private "
                        "redis-server, and means redis://127.0.0.1:6379/0 otherwise"),
+            "sentinels": Key(list, [], "host:port of each Redis Sentinel; when set, the "
+                             "primary is found through them and url is not used"),
+            "master_name": Key(str, "dockyard", "the name the sentinels monitor the primary "
+                               "under"),
+            "password": Key(str, "", "password of the Redis servers (AUTH); `_env:NAME` "
+                            "reads it from the environment"),
+            "sentinel_password": Key(str, "", "password of the sentinels themselves, when "
+                                     "they require one"),
+            "db": Key(int, 0, "database number, with sentinels", minimum=0),
+            "min_replicas_ack": Key(int, 0, "replicas that must confirm each index write "
+                                    "(WAIT) before it is acknowledged; 0: the primary alone",
+                                    minimum=0),
+            "replica_ack_timeout": Key(float, 1.0, "seconds to wait for those confirmations "
+                                       "before the write fails with 503"),
             "key_prefix": Key(str, "dockyard:", "prefix of every key"),
             "appendfsync": Key(str, "always", "AOF fsync policy of the private redis-server",
                                choices=("always", "everysec", "no")),
@@ -119,6 +157,69 @@ SCHEMA: dict[str, Any] = {
                          "index.redis.url, else storage.events_url"),
         "usage_max_age": Key(int, 300, "seconds the usage endpoint serves a computed "
                              "answer before computing it again", minimum=0),
+    },
+    # Who may do what: see docs/access-control.md. Nothing here: no authentication.
+    "auth": {
+        "htpasswd": Key(str, "", "htpasswd file of users (bcrypt entries, `htpasswd -B` or "
+                        "`dockyard passwd`); re-read when it changes; empty: no users"),
+        "mode": Key(str, "token", "the challenge sent with 401: `token` (Docker token "
+                    "authentication via the token endpoint) or `basic`; both schemes are "
+                    "accepted either way", choices=("token", "basic")),
+        "realm": Key(str, "dockyard", "the Basic challenge's realm"),
+        "groups": Key(dict, {}, "group name -> list of user names, for `access` rules"),
+        "credential_cache_ttl": Key(float, 300.0, "seconds a verified password (by its "
+                                    "hash) is trusted without another bcrypt check; an "
+                                    "edit of the htpasswd file drops them all; 0: never"),
+        "credential_cache_size": Key(int, 10000, "verified credentials and tokens kept",
+                                     minimum=1),
+        "failed_login_limit": Key(int, 10, "failed logins per user, and per client address, "
+                                  "before 429", minimum=1),
+        "failed_login_window": Key(int, 60, "seconds over which failed logins are counted, "
+                                   "and the longest Retry-After", minimum=1),
+        "trusted_proxies": Key(list, ["127.0.0.1", "::1"], "addresses of proxies (a TLS "
+                               "terminator) whose X-Forwarded-For names the client, for "
+                               "the per-address login limit"),
+        "token": {
+            "realm": Key(str, "", "URL of the token endpoint sent in the challenge; empty: "
+                         "/auth/token on the host the client used"),
+            "service": Key(str, "dockyard", "the service (audience) of issued tokens"),
+            "issuer": Key(str, "dockyard", "the issuer of issued tokens"),
+            "key": Key(str, "", "PEM private key (EC P-256: ES256, RSA: RS256) that signs "
+                       "tokens and upload URLs; empty under `dockyard serve`: generated "
+                       "in the data directory"),
+            "lifetime": Key(int, 300, "seconds an issued access token is valid", minimum=10),
+            "refresh_lifetime": Key(int, 7 * 86400, "seconds a refresh token (grant_type="
+                                    "password with access_type=offline) is valid",
+                                    minimum=60),
+        },
+        "external": Key(list, [], "tokens of other issuers accepted: a list of {issuer, "
+                        "audience, keys: PEM file of public keys or certificates, or a JWKS "
+                        "file}", items=dict),
+    },
+    "access": Key(list, [], "rules: a list of {repositories: [glob], users, groups, "
+                  "anonymous: [actions], actions: [pull|push|delete]}; once any "
+                  "authentication is configured, what no rule grants is denied",
+                  items=dict),
+    # Service-to-service authentication (shared/service_auth.py).
+    "internal": {
+        "secret": Key(str, "", "shared secret that signs every call into storage and the "
+                      "index; the same in every dockyard process (e.g. _env:DOCKYARD_SECRET); "
+                      "empty: read internal.secret_file"),
+        "secret_file": Key(str, "", "file holding the shared secret; `serve` generates "
+                           "<data dir>/internal-secret when neither key is set"),
+        "max_clock_skew": Key(float, 30.0, "seconds a signed call's timestamp may differ "
+                              "from the receiver's clock; also the replay window"),
+    },
+    # HTTPS on the public endpoint, terminated by haproxy under `serve` (services/tls.py).
+    "tls": {
+        "cert": Key(str, "", "PEM certificate chain of the public endpoint; empty: plain "
+                    "HTTP"),
+        "key": Key(str, "", "PEM private key of tls.cert"),
+        "client_ca": Key(str, "", "PEM CA bundle: when set, clients must present a "
+                         "certificate it signed (mutual TLS)"),
+        "reload_interval": Key(float, 5.0, "seconds between checks for a renewed certificate, "
+                               "which is then served without a restart"),
+        "haproxy": Key(str, "haproxy", "the haproxy binary that terminates TLS"),
     },
 }
 
@@ -176,14 +277,17 @@ def _coerce(path: str, key: Key, value: Any) -> Any:
         raise ConfigError(f"{path}: must be one of {', '.join(map(str, key.choices))}")
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"{path}: must be at least {key.minimum}")
-    if expected is list and not all(isinstance(v, str) and v for v in value):
+    if expected is list and key.items is str and not all(isinstance(v, str) and v
+                                                         for v in value):
         raise ConfigError(f"{path}: expected a list of non-empty strings")
+    if expected is list and key.items is dict and not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{path}: expected a list of mappings")
     return value
 
 
 def _type_name(t: Any) -> str:
     return {str: "string", int: "integer", float: "number", bool: "boolean",
-            list: "list"}.get(t, str(t))
+            list: "list", dict: "mapping"}.get(t, str(t))
 
 
 def _check_values(cfg: dict[str, Any]) -> None:
@@ -192,6 +296,11 @@ def _check_values(cfg: dict[str, Any]) -> None:
         value = cfg[path[0]][path[1]]
         if not _valid_listen(value):
             raise ConfigError(f"{'.'.join(path)}: expected host:port, got {value!r}")
+    if bool(cfg["tls"]["cert"]) != bool(cfg["tls"]["key"]):
+        missing, given = ("key", "cert") if cfg["tls"]["cert"] else ("cert", "key")
+        raise ConfigError(f"tls.{missing}: must be set with tls.{given}")
+    if cfg["tls"]["client_ca"] and not cfg["tls"]["cert"]:
+        raise ConfigError("tls.client_ca: needs tls.cert and tls.key")
     if cfg["router"]["metrics_listen"] and not _valid_listen(cfg["router"]["metrics_listen"]):
         raise ConfigError("router.metrics_listen: expected host:port or empty")
     for path in (("router", "storage_urls"), ("router", "index_urls"), ("storage", "index_urls")):
@@ -205,6 +314,24 @@ def _check_values(cfg: dict[str, Any]) -> None:
         url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
+    # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
+    from shared.auth import settings
+
+    try:
+        settings.check(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+        if url and url.startswith("redis+sentinel://"):
+            try:
+                redis_source_from_url(url)
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
+    for address in cfg["index"]["redis"]["sentinels"]:
+        try:
+            parse_redis_address(address)
+        except ValueError:
+            raise ConfigError(f"index.redis.sentinels: expected host:port, got {address!r}"
+                              ) from None
 
 
 def _valid_listen(value: str) -> bool:
@@ -274,3 +401,23 @@ def dump(cfg: dict[str, Any]) -> str:
 def reference() -> list[tuple[str, str, Any, str]]:
     """(key path, environment variable, default, help) of every key, for the docs."""
     return [(".".join(p), env_name(p), k.default, k.help) for p, k in _leaves(SCHEMA)]
+
+
+def _markdown_value(value: Any) -> str:
+    if value == "" or value == []:
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return "`[" + ", ".join(value) + "]`"
+    return f"`{value}`"
+
+
+def reference_markdown() -> str:
+    """`reference()` as the Markdown table of docs/configuration.md, which a test keeps
+    equal to this (regenerate it with ``scripts/config-docs``)."""
+    rows = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for path, env, default, help_ in reference():
+        meaning = help_.replace("|", "\\|")
+        rows.append(f"| `{path}` | `{env}` | {_markdown_value(default)} | {meaning} |")
+    return "\n".join(rows) + "\n"

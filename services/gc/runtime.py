@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from services.gc import retention, usage
 from services.gc.collector import Collector, Settings
 from services.gc.report import Progress, Report, save_summary
@@ -23,6 +21,7 @@ from services.index.read_model import IndexReader
 from services.index.store import IndexStore
 from services.storage.blobstore import BlobStore
 from services.storage.paths import Layout
+from shared import redis_client
 from shared.config import ConfigError
 
 SERVE_FILE = "serve.json"
@@ -34,7 +33,10 @@ def write_serve_file(data_dir: Path, addresses: dict[str, Any], storage_root: st
     """Written by `dockyard serve`: where its parts listen, for `dockyard gc --data-dir`."""
     path = data_dir / SERVE_FILE
     tmp = path.with_name(f".{SERVE_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps({**addresses, "storage_root": storage_root}))
+    # The Redis URL may carry its password: readable by the owner alone.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({**addresses, "storage_root": storage_root}))
     os.replace(tmp, path)
 
 
@@ -51,7 +53,11 @@ def apply_data_dir(config: dict[str, Any], data_dir: Path) -> None:
 
 
 def redis_url(config: dict[str, Any]) -> str:
-    url = (config["gc"]["redis_url"] or config["index"]["redis"]["url"]
+    """The index's Redis, as a URL (``redis+sentinel://`` for a Sentinel setup)."""
+    section = config["index"]["redis"]
+    url = (config["gc"]["redis_url"]
+           or (redis_client.to_url(redis_client.from_section(section))
+               if section["sentinels"] or section["url"] else "")
            or config["storage"]["events_url"])
     if not url:
         raise ConfigError("gc.redis_url: the collector needs the index's Redis; set "
@@ -75,14 +81,19 @@ def collector(config: dict[str, Any], *, progress: Progress | None = None,
               overrides: dict[str, Any] | None = None) -> Collector:
     layout = Layout(config["storage"]["root"])
     layout.create()
-    client = redis.Redis.from_url(redis_url(config), socket_timeout=30,
-                                  socket_connect_timeout=5)
-    prefix = config["index"]["redis"]["key_prefix"]
+    section = config["index"]["redis"]
+    source = redis_client.from_url(redis_url(config))
+    if section["password"] and not source.password and not source.uses_sentinel:
+        source = redis_client.RedisSource(url=source.url, password=section["password"])
+    client = redis_client.connect(source, socket_timeout=30, socket_connect_timeout=5)
+    prefix = section["key_prefix"]
     chosen = settings(config)
     if overrides:
         chosen = Settings(**{**chosen.__dict__, **overrides})
-    return Collector(BlobStore(layout), IndexStore(client, prefix), IndexReader(client, prefix),
-                     chosen, progress)
+    # Index writes wait for the replicas the index's own writes wait for.
+    ack = redis_client.ReplicaAck(section["min_replicas_ack"], section["replica_ack_timeout"])
+    return Collector(BlobStore(layout), IndexStore(client, prefix, ack),
+                     IndexReader(client, prefix), chosen, progress)
 
 
 def record(collector: Collector, report: Report) -> None:

@@ -11,6 +11,7 @@ import redis
 
 from services.index.schema import Keys
 from shared.events import CATALOG_SCOPE, repo_scope
+from shared.redis_client import ReplicaAck
 
 # Every script publishes the scopes it changed on the events channel (the
 # last KEYS entry; see `shared.events`), in the same atomic step as the change,
@@ -75,6 +76,15 @@ redis.call('PUBLISH', KEYS[5], ARGV[3])
 return removed
 """
 
+# KEYS: pushed, search_version, events   ARGV: repo, time, catalog scope
+# A tagged push makes its repository the most recently pushed, which orders
+# search results: the snapshots rebuild and cached answers are dropped.
+_TOUCH_PUSHED = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', KEYS[3], ARGV[3])
+"""
+
 # KEYS: tags, tagmap, events   ARGV: tag, digest it must still name, repo scope
 _DELETE_TAG_IF = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -98,6 +108,39 @@ return 1
 """
 
 DESCRIPTION_ANNOTATION = "org.opencontainers.image.description"
+TITLE_ANNOTATION = "org.opencontainers.image.title"
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_LABEL_TEXT = 2000
+
+
+def search_entry(annotations: dict[str, str], labels: dict[str, str]) -> bytes:
+    """A repository's value in ``search:descriptions``.
+
+    The description and title are the manifest's annotations, else the config's
+    labels of the same names (`services.storage.image_labels`); the other
+    labels' values are searched too. With nothing but a description the value
+    is that text, as it always was; otherwise a msgpack map {d, t, l}, whose
+    first byte (0x80-0x8f) no UTF-8 text starts with (see `read_search_entry`).
+    """
+    description = (annotations.get(DESCRIPTION_ANNOTATION)
+                   or labels.get(DESCRIPTION_ANNOTATION, ""))[:MAX_DESCRIPTION_LENGTH]
+    title = (annotations.get(TITLE_ANNOTATION) or labels.get(TITLE_ANNOTATION, ""))[:256]
+    others = "\t".join(v for k, v in sorted(labels.items())
+                       if k not in (DESCRIPTION_ANNOTATION, TITLE_ANNOTATION))
+    if not (title or others):
+        return description.encode()
+    return msgpack.packb({"d": description, "t": title, "l": others[:MAX_LABEL_TEXT]})
+
+
+def read_search_entry(raw: bytes) -> tuple[str, str]:
+    """(description, the rest of the searchable text) from a ``search:descriptions`` value."""
+    if raw[:1] and 0x80 <= raw[0] <= 0x8F:
+        try:
+            entry = msgpack.unpackb(raw)
+            return str(entry.get("d", "")), f"{entry.get('t', '')}\t{entry.get('l', '')}"
+        except (ValueError, AttributeError, msgpack.UnpackException):
+            pass
+    return raw.decode(errors="replace"), ""
 
 
 @dataclass(frozen=True)
@@ -107,20 +150,24 @@ class Page:
 
 
 class IndexStore:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    """`ack`: every write runs in a pipeline that ends with the replicas' confirmation
+    (`shared.redis_client.ReplicaAck`); a write is answered only once confirmed."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ack: ReplicaAck | None = None) -> None:
         self.redis = client
+        self._ack = ack or ReplicaAck()
         self.keys = Keys(prefix)
         self._put = client.register_script(_PUT_MANIFEST)
         self._delete_tag = client.register_script(_DELETE_TAG)
         self._delete_manifest = client.register_script(_DELETE_MANIFEST)
+        self._touch_pushed = client.register_script(_TOUCH_PUSHED)
         self._delete_tag_if = client.register_script(_DELETE_TAG_IF)
         self._forget_repository = client.register_script(_FORGET_REPOSITORY)
 
     # -- writes (called by storage over msgpack RPC) -------------------------
 
     def put_manifest(self, **record: Any) -> dict[str, Any]:
-        self._queue_put(self.redis, **record)
-        return {"ok": True}
+        return {"ok": bool(self.put_manifests([record])["ok"])}
 
     def put_manifests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Several manifests in one round trip, each still its own atomic script.
@@ -132,19 +179,23 @@ class IndexStore:
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             self._queue_put(pipe, **record)
-        pipe.execute()
+        self._ack.run(pipe)
         return {"ok": len(records)}
 
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
                    media_type: str, size: int, artifact_type: str | None,
                    annotations: dict[str, str], subject: str | None,
-                   refs: list[str]) -> None:
+                   refs: list[str], config_media_type: str | None = None,
+                   labels: dict[str, str] | None = None, **newer: Any) -> None:
+        # `newer`: fields a newer storage sends that this index does not know yet,
+        # so storage may be upgraded before the index.
         k = self.keys
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
             "annotations": annotations or {}, "subject": subject, "refs": refs,
+            "config_media_type": config_media_type,
         })
-        description = (annotations or {}).get(DESCRIPTION_ANNOTATION, "")
+        description = search_entry(annotations or {}, labels or {})
         self._put(
             keys=[k.repos, k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject or ""), k.descriptions, k.search_version,
@@ -154,20 +205,26 @@ class IndexStore:
             client=client,
         )
         if tag:
+            self._touch_pushed(keys=[k.search_pushed, k.search_version, k.events],
+                               args=[repo, repr(time.time()), CATALOG_SCOPE], client=client)
             # For retention's "older than" and "newest N"; beside the script, not
             # in it: a missing time only makes a tag look as old as its manifest.
             client.hset(k.tag_times(repo), tag, f"{time.time():.3f}")
 
     def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
         k = self.keys
-        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
-                                   args=[tag, repo_scope(repo)])
+        pipe = self.redis.pipeline(transaction=False)
+        self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
+                         args=[tag, repo_scope(repo)], client=pipe)
+        (deleted,) = self._ack.run(pipe)
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
         meta = self.manifest(repo, digest)
         subject = meta.get("subject") if meta else None
-        removed = self._queue_delete_manifest(self.redis, repo, digest, subject)
+        pipe = self.redis.pipeline(transaction=False)
+        self._queue_delete_manifest(pipe, repo, digest, subject)
+        (removed,) = self._ack.run(pipe)
         return {"tags_removed": int(removed)}
 
     def delete_manifests(self, items: list[tuple[str, str, str | None]]) -> None:
@@ -175,33 +232,37 @@ class IndexStore:
         pipe = self.redis.pipeline(transaction=False)
         for repo, digest, subject in items:
             self._queue_delete_manifest(pipe, repo, digest, subject)
-        pipe.execute()
+        self._ack.run(pipe)
 
-    def _queue_delete_manifest(self, client: Any, repo: str, digest: str,
-                               subject: str | None) -> Any:
+    def _queue_delete_manifest(self, pipe: Any, repo: str, digest: str,
+                               subject: str | None) -> None:
         k = self.keys
-        return self._delete_manifest(
+        self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject) if subject else k.tagmap(repo), k.events],
-            args=[digest, "1" if subject else "0", repo_scope(repo)],
-            client=client,
+            args=[digest, "1" if subject else "0", repo_scope(repo)], client=pipe,
         )
 
     def delete_tag_if(self, repo: str, tag: str, digest: str) -> bool:
         """Delete the tag only while it still names `digest`: a tag pushed again since
         a policy chose it is the new push's, and stays."""
         k = self.keys
-        return bool(self._delete_tag_if(keys=[k.tags(repo), k.tagmap(repo), k.events],
-                                        args=[tag, digest, repo_scope(repo)]))
+        pipe = self.redis.pipeline(transaction=False)
+        self._delete_tag_if(keys=[k.tags(repo), k.tagmap(repo), k.events],
+                            args=[tag, digest, repo_scope(repo)], client=pipe)
+        (deleted,) = self._ack.run(pipe)
+        return bool(deleted)
 
     def forget_repository(self, repo: str) -> dict[str, Any]:
         """Drop a repository left without manifests from the catalog; a repository that
         gained one meanwhile stays."""
         k = self.keys
-        forgotten = self._forget_repository(
+        pipe = self.redis.pipeline(transaction=False)
+        self._forget_repository(
             keys=[k.repos, k.manifests(repo), k.tags(repo), k.tagmap(repo), k.tag_times(repo),
                   k.descriptions, k.search_version, k.events],
-            args=[repo, repo_scope(repo), CATALOG_SCOPE])
+            args=[repo, repo_scope(repo), CATALOG_SCOPE], client=pipe)
+        (forgotten,) = self._ack.run(pipe)
         return {"forgotten": bool(forgotten)}
 
     def repository_manifests(self, repo: str) -> dict[str, Any]:
