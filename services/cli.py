@@ -52,6 +52,8 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str) -> None:
                                               Path(data_dir).resolve())
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # the public port: serve binds it for its routers
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror}") from None
     for name, address in addresses.items():
         log.info("%s: %s", name, address)
     sys.exit(supervisor.run(children))
