@@ -1,7 +1,9 @@
 """`dockyard serve`: every process on one machine, each one restarted when it dies.
 
-Children are started in dependency order (redis, index, storage, router) and
-stopped in the reverse. A child that exits is restarted with exponential
+Children are started in dependency order (redis, index, storage, router, and
+haproxy when TLS is on: `services.tls`) and stopped in the reverse. The
+secret that signs calls into storage and the index (`shared.service_auth`) is
+generated in the data directory unless configured. A child that exits is restarted with exponential
 backoff while the others go on serving. Children get SIGKILL from the kernel
 if the supervisor itself is killed, so nothing is orphaned.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from services import redis_server
+from shared import service_auth
 
 log = logging.getLogger("dockyard.supervisor")
 
@@ -138,14 +141,18 @@ def router_processes(config: dict[str, Any]) -> int:
     return config["router"]["processes"] or os.cpu_count() or 1
 
 
+class ListenError(OSError):
+    """An address `serve` cannot listen on (taken, or not this machine's)."""
+
+
 def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Bound, listening sockets for every address of `host` (as waitress binds
     them), made here once so that several router processes accept from the same
     queue, and a router restarting loses no queued connection."""
     sockets: list[socket.socket] = []
-    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-                               socket.IPPROTO_TCP, socket.AI_PASSIVE)
     try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   socket.IPPROTO_TCP, socket.AI_PASSIVE)
         for family, kind, proto, _, address in dict.fromkeys(infos):
             s = socket.socket(family, kind, proto)
             sockets.append(s)
@@ -155,17 +162,30 @@ def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
             s.bind((address[0], port, *address[2:]))
             s.listen(backlog)
             port = s.getsockname()[1]  # port 0: every address on the one the first got
-    except OSError:
+    except OSError as e:
         for s in sockets:
             s.close()
-        raise
+        raise ListenError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
     return sockets
+
+
+def _share_internal_secret(config: dict[str, Any], data_dir: Path) -> None:
+    """Unless one is configured, generate the secret that signs internal calls
+    (`shared.service_auth`) in the data directory; children inherit its name."""
+    section = config["internal"]
+    if not section["secret"] and not section["secret_file"]:
+        path = service_auth.ensure_secret_file(data_dir / service_auth.SECRET_FILE_NAME)
+        section["secret_file"] = os.environ["DOCKYARD_INTERNAL_SECRET_FILE"] = str(path)
+    service_auth.key_from_config(config)  # a bad secret stops `serve` before any child
 
 
 def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
          data_dir: Path) -> tuple[list[Child], dict[str, Any]]:
     """The children of `serve` and the addresses they were given."""
+    from services import tls
+
     data_dir.mkdir(parents=True, exist_ok=True)
+    _share_internal_secret(config, data_dir)
     cli = [sys.executable, "-m", "services.cli"]
     common = ["--config", config_path] if config_path else []
     children: list[Child] = []
@@ -188,8 +208,15 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     children.append(Child("storage", [*cli, "storage", *common, "--listen",
                                       storage_url[len("http://"):], "--root", storage_root,
                                       "--index", index_url, "--events-url", redis_url]))
-    public = listen_sockets(host, port, config["http"]["backlog"])
-    router = [*cli, "router", *common, "--listen", f"{host}:{port}",
+    # With TLS, haproxy takes the public address and the routers a private one behind it.
+    router_host, router_port, public_url, behind = host, port, f"http://{host}:{port}", []
+    if tls.enabled(config):
+        router_host, router_port, public_url = "127.0.0.1", 0, f"https://{host}:{port}"
+        behind = ["--trusted-proxy", "127.0.0.1"]
+    public = listen_sockets(router_host, router_port, config["http"]["backlog"])
+    router_listen = f"{router_host}:{public[0].getsockname()[1]}"
+    router = [*cli, "router", *common, *_token_key_args(config, data_dir), *behind,
+              "--listen", router_listen,
               "--listen-fd", ",".join(str(s.fileno()) for s in public),
               "--storage", storage_url, "--index", index_url,
               "--metrics-listen", f"127.0.0.1:{metrics_port}",
@@ -213,10 +240,28 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     for i in range(count):
         children.append(Child("router" if count == 1 else f"router-{i + 1}", router,
                               sockets=tuple(public), env=env))
+    if tls.enabled(config):
+        children.append(tls.terminator_child(config, data_dir, f"{host}:{port}",
+                                             router_listen))
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
-                 "router": f"http://{host}:{port}",
+                 "router": public_url,
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     return children, addresses
+
+
+def _token_key_args(config: dict[str, Any], data_dir: Path) -> list[str]:
+    """With access control on and no key configured, one generated in the data directory
+    (kept across restarts, so issued tokens and upload URLs stay valid)."""
+    from shared.auth import settings
+    from shared.auth.tokens import generate_key
+
+    if not settings.enabled(config) or config["auth"]["token"]["key"]:
+        return []
+    key = data_dir / "auth" / "token-key.pem"
+    if not key.exists():
+        generate_key(key)
+        log.info("generated the token signing key %s", key)
+    return ["--token-key", str(key)]
 
 
 def run(children: list[Child]) -> int:
@@ -246,4 +291,5 @@ def run(children: list[Child]) -> int:
     return 0
 
 
-__all__ = ["Child", "free_port", "free_ports", "listen_sockets", "plan", "router_processes", "run"]
+__all__ = ["Child", "ListenError", "free_port", "free_ports", "listen_sockets", "plan",
+           "router_processes", "run"]

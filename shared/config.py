@@ -30,6 +30,8 @@ class Key:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
+    # A list of mappings (rules, issuers) instead of strings, checked by `check`.
+    items: type = str
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
@@ -72,6 +74,9 @@ SCHEMA: dict[str, Any] = {
                          "index events keep it honest; 0: off"),
         "cache_max_bytes": Key(int, 64 * 1024 * 1024, "memory for the router's response "
                                "cache, bytes; one answer may take a sixteenth", minimum=0),
+        "trusted_proxy": Key(str, "", "address of the TLS terminator or load balancer in "
+                             "front of the router, whose X-Forwarded-For/Proto are believed "
+                             "(`serve` with TLS sets it); empty: none"),
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
@@ -106,6 +111,69 @@ SCHEMA: dict[str, Any] = {
         },
         "search_refresh": Key(float, 1.0, "seconds between rebuilds of the search snapshot "
                               "of a large catalog"),
+    },
+    # Who may do what: see docs/access-control.md. Nothing here: no authentication.
+    "auth": {
+        "htpasswd": Key(str, "", "htpasswd file of users (bcrypt entries, `htpasswd -B` or "
+                        "`dockyard passwd`); re-read when it changes; empty: no users"),
+        "mode": Key(str, "token", "the challenge sent with 401: `token` (Docker token "
+                    "authentication via the token endpoint) or `basic`; both schemes are "
+                    "accepted either way", choices=("token", "basic")),
+        "realm": Key(str, "dockyard", "the Basic challenge's realm"),
+        "groups": Key(dict, {}, "group name -> list of user names, for `access` rules"),
+        "credential_cache_ttl": Key(float, 300.0, "seconds a verified password (by its "
+                                    "hash) is trusted without another bcrypt check; an "
+                                    "edit of the htpasswd file drops them all; 0: never"),
+        "credential_cache_size": Key(int, 10000, "verified credentials and tokens kept",
+                                     minimum=1),
+        "failed_login_limit": Key(int, 10, "failed logins per user, and per client address, "
+                                  "before 429", minimum=1),
+        "failed_login_window": Key(int, 60, "seconds over which failed logins are counted, "
+                                   "and the longest Retry-After", minimum=1),
+        "trusted_proxies": Key(list, ["127.0.0.1", "::1"], "addresses of proxies (a TLS "
+                               "terminator) whose X-Forwarded-For names the client, for "
+                               "the per-address login limit"),
+        "token": {
+            "realm": Key(str, "", "URL of the token endpoint sent in the challenge; empty: "
+                         "/auth/token on the host the client used"),
+            "service": Key(str, "dockyard", "the service (audience) of issued tokens"),
+            "issuer": Key(str, "dockyard", "the issuer of issued tokens"),
+            "key": Key(str, "", "PEM private key (EC P-256: ES256, RSA: RS256) that signs "
+                       "tokens and upload URLs; empty under `dockyard serve`: generated "
+                       "in the data directory"),
+            "lifetime": Key(int, 300, "seconds an issued access token is valid", minimum=10),
+            "refresh_lifetime": Key(int, 7 * 86400, "seconds a refresh token (grant_type="
+                                    "password with access_type=offline) is valid",
+                                    minimum=60),
+        },
+        "external": Key(list, [], "tokens of other issuers accepted: a list of {issuer, "
+                        "audience, keys: PEM file of public keys or certificates, or a JWKS "
+                        "file}", items=dict),
+    },
+    "access": Key(list, [], "rules: a list of {repositories: [glob], users, groups, "
+                  "anonymous: [actions], actions: [pull|push|delete]}; once any "
+                  "authentication is configured, what no rule grants is denied",
+                  items=dict),
+    # Service-to-service authentication (shared/service_auth.py).
+    "internal": {
+        "secret": Key(str, "", "shared secret that signs every call into storage and the "
+                      "index; the same in every dockyard process (e.g. _env:DOCKYARD_SECRET); "
+                      "empty: read internal.secret_file"),
+        "secret_file": Key(str, "", "file holding the shared secret; `serve` generates "
+                           "<data dir>/internal-secret when neither key is set"),
+        "max_clock_skew": Key(float, 30.0, "seconds a signed call's timestamp may differ "
+                              "from the receiver's clock; also the replay window"),
+    },
+    # HTTPS on the public endpoint, terminated by haproxy under `serve` (services/tls.py).
+    "tls": {
+        "cert": Key(str, "", "PEM certificate chain of the public endpoint; empty: plain "
+                    "HTTP"),
+        "key": Key(str, "", "PEM private key of tls.cert"),
+        "client_ca": Key(str, "", "PEM CA bundle: when set, clients must present a "
+                         "certificate it signed (mutual TLS)"),
+        "reload_interval": Key(float, 5.0, "seconds between checks for a renewed certificate, "
+                               "which is then served without a restart"),
+        "haproxy": Key(str, "haproxy", "the haproxy binary that terminates TLS"),
     },
 }
 
@@ -163,14 +231,17 @@ def _coerce(path: str, key: Key, value: Any) -> Any:
         raise ConfigError(f"{path}: must be one of {', '.join(map(str, key.choices))}")
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"{path}: must be at least {key.minimum}")
-    if expected is list and not all(isinstance(v, str) and v for v in value):
+    if expected is list and key.items is str and not all(isinstance(v, str) and v
+                                                         for v in value):
         raise ConfigError(f"{path}: expected a list of non-empty strings")
+    if expected is list and key.items is dict and not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{path}: expected a list of mappings")
     return value
 
 
 def _type_name(t: Any) -> str:
     return {str: "string", int: "integer", float: "number", bool: "boolean",
-            list: "list"}.get(t, str(t))
+            list: "list", dict: "mapping"}.get(t, str(t))
 
 
 def _check_values(cfg: dict[str, Any]) -> None:
@@ -179,6 +250,11 @@ def _check_values(cfg: dict[str, Any]) -> None:
         value = cfg[path[0]][path[1]]
         if not _valid_listen(value):
             raise ConfigError(f"{'.'.join(path)}: expected host:port, got {value!r}")
+    if bool(cfg["tls"]["cert"]) != bool(cfg["tls"]["key"]):
+        missing, given = ("key", "cert") if cfg["tls"]["cert"] else ("cert", "key")
+        raise ConfigError(f"tls.{missing}: must be set with tls.{given}")
+    if cfg["tls"]["client_ca"] and not cfg["tls"]["cert"]:
+        raise ConfigError("tls.client_ca: needs tls.cert and tls.key")
     if cfg["router"]["metrics_listen"] and not _valid_listen(cfg["router"]["metrics_listen"]):
         raise ConfigError("router.metrics_listen: expected host:port or empty")
     for path in (("router", "storage_urls"), ("router", "index_urls"), ("storage", "index_urls")):
@@ -191,6 +267,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
         url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
+    # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
+    from shared.auth import settings
+
+    try:
+        settings.check(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _valid_listen(value: str) -> bool:
@@ -260,3 +343,23 @@ def dump(cfg: dict[str, Any]) -> str:
 def reference() -> list[tuple[str, str, Any, str]]:
     """(key path, environment variable, default, help) of every key, for the docs."""
     return [(".".join(p), env_name(p), k.default, k.help) for p, k in _leaves(SCHEMA)]
+
+
+def _markdown_value(value: Any) -> str:
+    if value == "" or value == []:
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return "`[" + ", ".join(value) + "]`"
+    return f"`{value}`"
+
+
+def reference_markdown() -> str:
+    """`reference()` as the Markdown table of docs/configuration.md, which a test keeps
+    equal to this (regenerate it with ``scripts/config-docs``)."""
+    rows = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for path, env, default, help_ in reference():
+        meaning = help_.replace("|", "\\|")
+        rows.append(f"| `{path}` | `{env}` | {_markdown_value(default)} | {meaning} |")
+    return "\n".join(rows) + "\n"

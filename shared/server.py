@@ -8,7 +8,9 @@ import os
 import signal
 import sys
 from typing import Any, NamedTuple
+from urllib.parse import unquote_to_bytes
 
+import falcon
 import waitress
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
@@ -56,17 +58,43 @@ def waitress_options(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
     }
 
 
+def _refusal(request: Any) -> errors.RegistryError:
+    """The OCI error for a request waitress refused before the app saw it.
+
+    - a body over the size limit (413) and an unreadable body length, a
+      malformed Content-Length or chunk (400): SIZE_INVALID, the length is wrong;
+    - a URI waitress cannot split, which is one with raw non-ASCII bytes: the
+      code of the part that holds them (`errors.unrouted`), so NAME_INVALID in a
+      repository name;
+    - headers over the limit (431), an unknown transfer coding (501) and any
+      other malformed request (400): UNSUPPORTED, the spec's code for "an
+      invalid set of parameters"; the status stays waitress's.
+    """
+    e = request.error
+    reason = str(e.body)
+    if e.code == 400 and reason == "Bad URI":
+        uri = getattr(request, "request_uri", "").partition("?")[0]
+        err = errors.unrouted(getattr(request, "command", ""),
+                              unquote_to_bytes(uri.encode("latin-1")).decode("utf-8", "replace"))
+        if not isinstance(err, errors.NotFound):
+            return err
+    if e.code == 413 or (e.code == 400 and ("Content-Length" in reason or "hunk" in reason)):
+        err = errors.SizeInvalid()
+    else:
+        err = errors.Unsupported(e.reason.lower())
+    err.status = e.code
+    err.detail = {"reason": reason[:200]}
+    return err
+
+
 class OciErrorTask(ErrorTask):
     """waitress's own error answers (malformed request, headers over the limit) as the
     registry's JSON error body instead of waitress's plain text."""
 
     def execute(self) -> None:
-        e = self.request.error
-        cls = {413: errors.SizeInvalid, 501: errors.Unsupported}.get(e.code)
-        err = cls() if cls else errors.RegistryError(e.reason.lower())
-        err.detail = {"reason": str(e.body)[:200]}
+        err = _refusal(self.request)
         body = errors.render(err)
-        self.status = f"{e.code} {e.reason}"
+        self.status = falcon.code_to_http_status(err.status)
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
         self.content_length = len(body)
