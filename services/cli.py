@@ -71,6 +71,8 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str,
                                               Path(data_dir).resolve())
     except (FileNotFoundError, config_mod.ConfigError) as e:
         raise click.ClickException(str(e)) from None
+    except supervisor.ListenError as e:
+        raise click.ClickException(str(e)) from None
     except (OSError, ssl.SSLError) as e:
         raise click.ClickException(f"TLS certificate and key: {e}") from None
     for name, address in addresses.items():

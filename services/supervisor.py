@@ -141,14 +141,18 @@ def router_processes(config: dict[str, Any]) -> int:
     return config["router"]["processes"] or os.cpu_count() or 1
 
 
+class ListenError(OSError):
+    """An address `serve` cannot listen on (taken, or not this machine's)."""
+
+
 def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Bound, listening sockets for every address of `host` (as waitress binds
     them), made here once so that several router processes accept from the same
     queue, and a router restarting loses no queued connection."""
     sockets: list[socket.socket] = []
-    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-                               socket.IPPROTO_TCP, socket.AI_PASSIVE)
     try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   socket.IPPROTO_TCP, socket.AI_PASSIVE)
         for family, kind, proto, _, address in dict.fromkeys(infos):
             s = socket.socket(family, kind, proto)
             sockets.append(s)
@@ -158,10 +162,10 @@ def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
             s.bind((address[0], port, *address[2:]))
             s.listen(backlog)
             port = s.getsockname()[1]  # port 0: every address on the one the first got
-    except OSError:
+    except OSError as e:
         for s in sockets:
             s.close()
-        raise
+        raise ListenError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
     return sockets
 
 
@@ -289,4 +293,5 @@ def run(children: list[Child]) -> int:
     return 0
 
 
-__all__ = ["Child", "free_port", "free_ports", "listen_sockets", "plan", "router_processes", "run"]
+__all__ = ["Child", "ListenError", "free_port", "free_ports", "listen_sockets", "plan",
+           "router_processes", "run"]

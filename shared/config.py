@@ -53,7 +53,7 @@ SCHEMA: dict[str, Any] = {
                             minimum=1),
         "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
         "backlog": Key(int, 1024, "listen backlog", minimum=1),
-        "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
+        "queue_timeout": Key(int, 5, "seconds a request may wait for a worker thread; while "
                              "the oldest has waited longer, new requests get 503 with "
                              "Retry-After at once; 0: no limit", minimum=0),
         "drain_timeout": Key(float, 30.0, "on SIGTERM, seconds to finish the requests in "

@@ -21,9 +21,11 @@ import pytest
 import redis
 import urllib3
 
+from shared.service_auth import ServiceKey
 from tests.ha import scenario
-from tests.ha.topology import MASTER, PARTITION_GID, Service, Topology
+from tests.ha.topology import INTERNAL_SECRET, MASTER, PARTITION_GID, Service, Topology
 from tests.support.processes import have
+from tests.support.registry_client import signed_headers
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (have("redis-server") and have("redis-sentinel")),
@@ -177,13 +179,18 @@ def test_storage_partitioned_from_redis(topology: Topology) -> None:
             "the partition was not seen by the storage replica"
         # Directly at the cut-off replica: every pushed image, by digest.
         http = urllib3.PoolManager(retries=False, timeout=10)
+        key = ServiceKey(INTERNAL_SECRET)  # storage answers only signed calls
+
+        def get(url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+            return http.request("GET", url,
+                                headers={**headers, **signed_headers(key, "GET", url, headers)})
+
         for item in outcome.acked_items:
-            r = http.request("GET", f"{victim.url}/v2/{item['repo']}/manifests/"
-                                    f"{item['digest']}",
-                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+            r = get(f"{victim.url}/v2/{item['repo']}/manifests/{item['digest']}",
+                    {"Accept": "application/vnd.oci.image.manifest.v1+json"})
             assert r.status == 200 and scenario_digest(r.data) == item["digest"]
             for digest, size in item["blobs"]:
-                r = http.request("GET", f"{victim.url}/v2/{item['repo']}/blobs/{digest}")
+                r = get(f"{victim.url}/v2/{item['repo']}/blobs/{digest}", {})
                 assert r.status == 200 and len(r.data) == size
                 assert scenario_digest(r.data) == digest
     finally:
