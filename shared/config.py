@@ -50,12 +50,17 @@ SCHEMA: dict[str, Any] = {
                             minimum=1),
         "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
         "backlog": Key(int, 1024, "listen backlog", minimum=1),
+        "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
+                             "the oldest has waited longer, new requests get 503 with "
+                             "Retry-After at once; 0: no limit", minimum=0),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
         "storage_urls": Key(list, ["http://127.0.0.1:5100"], "storage backends"),
         "index_urls": Key(list, ["http://127.0.0.1:5200"], "index backends"),
         "threads": Key(int, 16, "worker threads", minimum=1),
+        "processes": Key(int, 0, "router processes `serve` runs on the public port, sharing "
+                         "one listening socket; 0: one per CPU", minimum=0),
         "backend_timeout": Key(int, 300, "seconds to wait for a backend's response", minimum=1),
         "retry_after": Key(int, 2, "Retry-After seconds sent with 503", minimum=0),
         "metrics_listen": Key(str, "", "host:port for the router's /metrics; empty: off"),
@@ -69,6 +74,9 @@ SCHEMA: dict[str, Any] = {
                          "index events keep it honest; 0: off"),
         "cache_max_bytes": Key(int, 64 * 1024 * 1024, "memory for the router's response "
                                "cache, bytes; one answer may take a sixteenth", minimum=0),
+        "trusted_proxy": Key(str, "", "address of the TLS terminator or load balancer in "
+                             "front of the router, whose X-Forwarded-For/Proto are believed "
+                             "(`serve` with TLS sets it); empty: none"),
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
@@ -146,6 +154,27 @@ SCHEMA: dict[str, Any] = {
                   "anonymous: [actions], actions: [pull|push|delete]}; once any "
                   "authentication is configured, what no rule grants is denied",
                   items=dict),
+    # Service-to-service authentication (shared/service_auth.py).
+    "internal": {
+        "secret": Key(str, "", "shared secret that signs every call into storage and the "
+                      "index; the same in every dockyard process (e.g. _env:DOCKYARD_SECRET); "
+                      "empty: read internal.secret_file"),
+        "secret_file": Key(str, "", "file holding the shared secret; `serve` generates "
+                           "<data dir>/internal-secret when neither key is set"),
+        "max_clock_skew": Key(float, 30.0, "seconds a signed call's timestamp may differ "
+                              "from the receiver's clock; also the replay window"),
+    },
+    # HTTPS on the public endpoint, terminated by haproxy under `serve` (services/tls.py).
+    "tls": {
+        "cert": Key(str, "", "PEM certificate chain of the public endpoint; empty: plain "
+                    "HTTP"),
+        "key": Key(str, "", "PEM private key of tls.cert"),
+        "client_ca": Key(str, "", "PEM CA bundle: when set, clients must present a "
+                         "certificate it signed (mutual TLS)"),
+        "reload_interval": Key(float, 5.0, "seconds between checks for a renewed certificate, "
+                               "which is then served without a restart"),
+        "haproxy": Key(str, "haproxy", "the haproxy binary that terminates TLS"),
+    },
 }
 
 
@@ -221,6 +250,11 @@ def _check_values(cfg: dict[str, Any]) -> None:
         value = cfg[path[0]][path[1]]
         if not _valid_listen(value):
             raise ConfigError(f"{'.'.join(path)}: expected host:port, got {value!r}")
+    if bool(cfg["tls"]["cert"]) != bool(cfg["tls"]["key"]):
+        missing, given = ("key", "cert") if cfg["tls"]["cert"] else ("cert", "key")
+        raise ConfigError(f"tls.{missing}: must be set with tls.{given}")
+    if cfg["tls"]["client_ca"] and not cfg["tls"]["cert"]:
+        raise ConfigError("tls.client_ca: needs tls.cert and tls.key")
     if cfg["router"]["metrics_listen"] and not _valid_listen(cfg["router"]["metrics_listen"]):
         raise ConfigError("router.metrics_listen: expected host:port or empty")
     for path in (("router", "storage_urls"), ("router", "index_urls"), ("storage", "index_urls")):
@@ -309,3 +343,23 @@ def dump(cfg: dict[str, Any]) -> str:
 def reference() -> list[tuple[str, str, Any, str]]:
     """(key path, environment variable, default, help) of every key, for the docs."""
     return [(".".join(p), env_name(p), k.default, k.help) for p, k in _leaves(SCHEMA)]
+
+
+def _markdown_value(value: Any) -> str:
+    if value == "" or value == []:
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return "`[" + ", ".join(value) + "]`"
+    return f"`{value}`"
+
+
+def reference_markdown() -> str:
+    """`reference()` as the Markdown table of docs/configuration.md, which a test keeps
+    equal to this (regenerate it with ``scripts/config-docs``)."""
+    rows = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for path, env, default, help_ in reference():
+        meaning = help_.replace("|", "\\|")
+        rows.append(f"| `{path}` | `{env}` | {_markdown_value(default)} | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -3,7 +3,8 @@
 A call is ``POST <base>/internal/rpc/<method>`` with a msgpack map as body,
 answered by a msgpack map. The client keeps pooled keep-alive connections to
 every backend, bounds every call with a timeout, spreads calls over the
-backends, and retries idempotent calls on the next backend.
+backends, and retries idempotent calls on the next backend. Calls are signed
+with the services' shared secret (`shared.service_auth`), their body included.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def unpack(data: bytes) -> Any:
 
 
 class RpcClient:
-    def __init__(self, base_urls: list[str], timeout: float = 5.0, pool_size: int = 32) -> None:
+    def __init__(self, base_urls: list[str], timeout: float = 5.0, pool_size: int = 32,
+                 signer: Any = None) -> None:
         if not base_urls:
             raise ValueError("an RPC client needs at least one backend")
         self._pools = []
@@ -62,7 +64,7 @@ class RpcClient:
             parts = urlsplit(url)
             self._pools.append(ConnectionPool(
                 parts.hostname or "127.0.0.1", parts.port or 80, maxsize=pool_size,
-                timeout=timeout, connect_timeout=min(timeout, 2.0),
+                timeout=timeout, connect_timeout=min(timeout, 2.0), signer=signer,
             ))
         self._next = itertools.cycle(range(len(self._pools)))
         self._lock = threading.Lock()

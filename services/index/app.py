@@ -16,6 +16,7 @@ from shared import errors, events, routing
 from shared.health import add_health_routes
 from shared.observability import AccessLog, Metrics, MetricsResource
 from shared.rpc import RpcResource
+from shared.service_auth import RequireSignature, key_from_config
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -35,6 +36,7 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
     search skip asking Redis whether the catalog changed.
     """
     cfg = config["index"]
+    key = key_from_config(config)
     client = client or redis_client(cfg["redis"]["url"])
     store = IndexStore(client, cfg["redis"]["key_prefix"])
     search = SearchIndex(store, refresh=cfg["search_refresh"])
@@ -80,4 +82,5 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
     add_health_routes(app, ready)
     metrics = Metrics("index")
     app.add_route("/metrics", MetricsResource(metrics))
-    return AccessLog(app, metrics, enabled=config["log"]["access"])
+    # Only dockyard's own services may call in (shared/service_auth.py).
+    return AccessLog(RequireSignature(app, key), metrics, enabled=config["log"]["access"])

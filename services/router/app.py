@@ -41,6 +41,7 @@ from shared.auth.tokens import SigningKey
 from shared.event_cache import EventCache
 from shared.health import HealthResource
 from shared.observability import AccessLog, Metrics
+from shared.service_auth import key_from_config
 
 log = logging.getLogger("dockyard.router")
 
@@ -119,8 +120,9 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     metrics = metrics or Metrics("router")
     timeout = cfg["backend_timeout"]
     maxsize = cfg["threads"] * 2
-    storage = Pool("storage", cfg["storage_urls"], timeout, maxsize)
-    index = Pool("index", cfg["index_urls"], timeout, maxsize)
+    key = key_from_config(config)  # storage and the index answer only signed calls
+    storage = Pool("storage", cfg["storage_urls"], timeout, maxsize, key)
+    index = Pool("index", cfg["index_urls"], timeout, maxsize, key)
     pools = {"storage": storage, "index": index}
     retry_after = cfg["retry_after"]
     disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None

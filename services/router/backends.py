@@ -6,6 +6,7 @@ import itertools
 import logging
 import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from shared.http_client import ConnectFailed, ConnectionPool, RequestFailed
@@ -17,11 +18,11 @@ DOWN_SECONDS = 1.0
 
 
 class Backend:
-    def __init__(self, url: str, timeout: float, maxsize: int) -> None:
+    def __init__(self, url: str, timeout: float, maxsize: int, signer: Any = None) -> None:
         parts = urlsplit(url)
         self.url = url.rstrip("/")
         self.pool = ConnectionPool(parts.hostname or "127.0.0.1", parts.port or 80,
-                                   timeout=timeout, maxsize=maxsize)
+                                   timeout=timeout, maxsize=maxsize, signer=signer)
         self.down_until = 0.0
 
     def mark_down(self) -> None:
@@ -48,9 +49,11 @@ class Backend:
 class Pool:
     """The backends of one service; requests are spread round-robin over those that are up."""
 
-    def __init__(self, name: str, urls: list[str], timeout: float, maxsize: int) -> None:
+    def __init__(self, name: str, urls: list[str], timeout: float, maxsize: int,
+                 signer: Any = None) -> None:
+        """`signer` signs every request (`shared.service_auth.ServiceKey`)."""
         self.name = name
-        self.backends = [Backend(u, timeout, maxsize) for u in urls]
+        self.backends = [Backend(u, timeout, maxsize, signer) for u in urls]
         self._counter = itertools.count()
         self._lock = threading.Lock()
 

@@ -17,6 +17,7 @@ from shared import errors, events, routing
 from shared.health import add_health_routes
 from shared.observability import AccessLog, Metrics, MetricsResource
 from shared.rpc import RpcClient
+from shared.service_auth import RequireSignature, key_from_config
 
 
 def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
@@ -27,6 +28,7 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     of abandoned uploads and the subscription to index events.
     """
     cfg = config["storage"]
+    key = key_from_config(config)
     layout = Layout(cfg["root"])
     layout.create()
     blobs = BlobStore(layout)
@@ -34,7 +36,7 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
                           max_age=cfg["upload_max_age"])
     if index is None:
         index = IndexClient(
-            RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"]),
+            RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"], signer=key),
             fresh_ttl=cfg["tag_cache_ttl"], stale_if_error=cfg["stale_if_error"],
             retry_after=config["router"]["retry_after"],
         )
@@ -63,4 +65,5 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     add_health_routes(app, ready)
     metrics = Metrics("storage")
     app.add_route("/metrics", MetricsResource(metrics))
-    return AccessLog(app, metrics, enabled=config["log"]["access"])
+    # Only dockyard's own services may call in (shared/service_auth.py).
+    return AccessLog(RequireSignature(app, key), metrics, enabled=config["log"]["access"])
