@@ -127,3 +127,21 @@ def test_external_keys_from_a_jwks_file_and_a_pem_bundle(tmp_path: Path) -> None
     (tmp_path / "empty.pem").write_text("nothing here\n")
     with pytest.raises(ValueError):
         load_public_keys(tmp_path / "empty.pem")
+
+
+def test_failed_logins_fall_back_to_memory_when_redis_does_not_answer() -> None:
+    import redis
+
+    from shared.auth.ratelimit import FailedLogins
+    from tests.support.processes import free_port
+
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    for limiter in (FailedLogins(2, 30), FailedLogins(2, 30, redis=down)):
+        assert limiter.retry_after("alice", "10.0.0.1") == 0
+        limiter.failed("alice", "10.0.0.1")
+        assert limiter.retry_after("alice", "10.0.0.2") == 0
+        limiter.failed("alice", "10.0.0.2")
+        assert 1 <= limiter.retry_after("alice", "10.0.0.3") <= 30
+        assert limiter.retry_after("bob", "10.0.0.3") == 0
+        limiter.failed("carol", "10.0.0.2")
+        assert limiter.retry_after("bob", "10.0.0.2") > 0
