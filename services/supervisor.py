@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from services import redis_server
-from shared import service_auth
+from shared import redis_client, service_auth
 
 log = logging.getLogger("dockyard.supervisor")
 
@@ -186,6 +186,8 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     common = ["--config", config_path] if config_path else []
     children: list[Child] = []
     redis_url = config["index"]["redis"]["url"]
+    if config["index"]["redis"]["sentinels"]:
+        redis_url = redis_client.to_url(redis_client.from_section(config["index"]["redis"]))
     redis_port, index_port, storage_port, metrics_port = free_ports(4)
     if not redis_url:
         redis_dir = data_dir / "redis"

@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from shared.redis_client import from_url as redis_source_from_url
+from shared.redis_client import parse_address as parse_redis_address
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key's full path."""
@@ -35,7 +38,7 @@ class Key:
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
-_URL_RE = re.compile(r"(?:redis|rediss|unix)://\S*")
+_URL_RE = re.compile(r"(?:redis|rediss|unix|redis\+sentinel)://\S*")
 
 # section -> key -> Key; a nested dict is a nested section.
 SCHEMA: dict[str, Any] = {
@@ -53,6 +56,15 @@ SCHEMA: dict[str, Any] = {
         "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
                              "the oldest has waited longer, new requests get 503 with "
                              "Retry-After at once; 0: no limit", minimum=0),
+        "drain_timeout": Key(float, 30.0, "on SIGTERM, seconds to finish the requests in "
+                             "flight after the listener closes; 0: exit at once"),
+    },
+    "discovery": {
+        "interval": Key(float, 5.0, "seconds between lookups of the backend URLs' names; "
+                        "every address a name resolves to is a backend (a headless "
+                        "service, compose --scale); 0: resolve once at start"),
+        "health_interval": Key(float, 2.0, "seconds between /readyz checks of each backend; "
+                               "a failing one is tried last until it passes; 0: off"),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
@@ -67,7 +79,8 @@ SCHEMA: dict[str, Any] = {
         "storage_root": Key(str, "", "the storage root, when this router's machine shares "
                             "it: blob bodies are then sent from disk by the router itself "
                             "instead of streamed through storage; empty: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached answers; empty: no response cache"),
         "cache_ttl": Key(float, 60.0, "seconds a manifest, tags list, referrers list, catalog "
                          "page or search answer is served from the router's cache, while "
@@ -93,7 +106,8 @@ SCHEMA: dict[str, Any] = {
         "threads": Key(int, 16, "worker threads", minimum=1),
         "tag_cache_ttl": Key(float, 60.0, "seconds a resolved tag is served without asking "
                              "the index, while index events keep the cache honest; 0: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached tags; empty: no fresh cache hits"),
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
                               "is unreachable", minimum=0),
@@ -105,6 +119,20 @@ SCHEMA: dict[str, Any] = {
         "redis": {
             "url": Key(str, "", "redis URL; empty under `dockyard serve` starts a private "
                        "redis-server, and means redis://127.0.0.1:6379/0 otherwise"),
+            "sentinels": Key(list, [], "host:port of each Redis Sentinel; when set, the "
+                             "primary is found through them and url is not used"),
+            "master_name": Key(str, "dockyard", "the name the sentinels monitor the primary "
+                               "under"),
+            "password": Key(str, "", "password of the Redis servers (AUTH); `_env:NAME` "
+                            "reads it from the environment"),
+            "sentinel_password": Key(str, "", "password of the sentinels themselves, when "
+                                     "they require one"),
+            "db": Key(int, 0, "database number, with sentinels", minimum=0),
+            "min_replicas_ack": Key(int, 0, "replicas that must confirm each index write "
+                                    "(WAIT) before it is acknowledged; 0: the primary alone",
+                                    minimum=0),
+            "replica_ack_timeout": Key(float, 1.0, "seconds to wait for those confirmations "
+                                       "before the write fails with 503"),
             "key_prefix": Key(str, "dockyard:", "prefix of every key"),
             "appendfsync": Key(str, "always", "AOF fsync policy of the private redis-server",
                                choices=("always", "everysec", "no")),
@@ -271,6 +299,17 @@ def _check_values(cfg: dict[str, Any]) -> None:
         settings.check(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+        if url and url.startswith("redis+sentinel://"):
+            try:
+                redis_source_from_url(url)
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
+    for address in cfg["index"]["redis"]["sentinels"]:
+        try:
+            parse_redis_address(address)
+        except ValueError:
+            raise ConfigError(f"index.redis.sentinels: expected host:port, got {address!r}"
+                              ) from None
 
 
 def _valid_listen(value: str) -> bool:

@@ -35,8 +35,12 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     uploads = UploadStore(layout, blobs, max_per_repository=cfg["max_uploads_per_repository"],
                           max_age=cfg["upload_max_age"])
     if index is None:
+        rpc = RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"], signer=key,
+                        **config["discovery"])
+        if start_background:
+            rpc.start()
         index = IndexClient(
-            RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"], signer=key),
+            rpc,
             fresh_ttl=cfg["tag_cache_ttl"], stale_if_error=cfg["stale_if_error"],
             retry_after=config["router"]["retry_after"],
         )
