@@ -252,9 +252,11 @@ def _redis(config: dict[str, Any]) -> Any:
     url = config["router"]["events_url"]
     if not url:
         return None
-    import redis
+    from shared import redis_client
 
-    return redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    # No retries: a login must not wait on Redis; the counts fall back to memory.
+    return redis_client.connect(redis_client.from_url(url), retry=None,
+                                socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
 def absolute_realm(challenge: str, environ: dict[str, Any]) -> str:
