@@ -158,9 +158,6 @@ SCHEMA: dict[str, Any] = {
                                   "before 429", minimum=1),
         "failed_login_window": Key(int, 60, "seconds over which failed logins are counted, "
                                    "and the longest Retry-After", minimum=1),
-        "trusted_proxies": Key(list, ["127.0.0.1", "::1"], "addresses of proxies (a TLS "
-                               "terminator) whose X-Forwarded-For names the client, for "
-                               "the per-address login limit"),
         "token": {
             "realm": Key(str, "", "URL of the token endpoint sent in the challenge; empty: "
                          "/auth/token on the host the client used"),
