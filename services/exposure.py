@@ -7,10 +7,11 @@ intended (a lab network, a pull-through cache behind a firewall), so it is a
 warning, not an error; it is logged when `serve` starts, where an operator
 looks.
 
-"Authentication configured" is read from the `auth` section of the
-configuration without knowing its keys: any text or list setting in it that
-differs from the default (an htpasswd file, a token issuer, ...) counts.
-Numbers and booleans (cache times, limits) do not.
+"Authentication configured" is what `shared.auth.settings.enabled` says (an
+htpasswd file, an external token issuer, or `access` rules, which deny by
+default). Without that module, the `auth` section is read without knowing its
+keys: any text or list setting in it that differs from the default counts;
+numbers and booleans (cache times, limits) do not.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def _settings(section: Any, defaults: Any) -> bool:
 
 
 def auth_configured(cfg: dict[str, Any]) -> bool:
+    try:
+        from shared.auth import settings
+    except ImportError:
+        return _any_auth_setting(cfg)
+    return "auth" in cfg and settings.enabled(cfg)
+
+
+def _any_auth_setting(cfg: dict[str, Any]) -> bool:
     section = cfg.get("auth")
     if not section:
         return False

@@ -26,30 +26,37 @@ def test_loopback_does_not_warn(host: str) -> None:
     assert exposure.warning(config.load(None, environ={}), host) is None
 
 
-@pytest.fixture
-def auth_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An `auth` section of the shape the authentication code adds to the schema."""
+@pytest.mark.parametrize(("text", "configured"), [
+    ("", False),
+    ("auth:\n  mode: basic\n  credential_cache_ttl: 60\n", False),  # no one to log in
+    ("auth:\n  htpasswd: /etc/dockyard/htpasswd\n", True),
+    ("auth:\n  external:\n    - {issuer: https://id.example.com, keys: /k.pem}\n", True),
+    ("access:\n  - repositories: ['public/**']\n    anonymous: [pull]\n", True),
+])
+def test_authentication_or_access_rules_silence_it(tmp_path: Path, text: str,
+                                                   configured: bool) -> None:
+    path = tmp_path / "dockyard.yml"
+    path.write_text(text)
+    cfg = config.load(path, environ={})
+    assert exposure.auth_configured(cfg) is configured
+    assert (exposure.warning(cfg, "0.0.0.0") is None) is configured
+
+
+@pytest.mark.parametrize(("section", "configured"), [
+    ({"htpasswd": "", "realm": "dockyard", "cache_ttl": 300}, False),
+    ({"htpasswd": "", "realm": "dockyard", "cache_ttl": 60}, False),  # a tuning knob
+    ({"htpasswd": "/etc/dockyard/htpasswd", "realm": "dockyard"}, True),
+    ({"token": {"issuer": "https://auth.example.com", "keys": []}}, True),
+])
+def test_without_the_auth_module_any_auth_setting_counts(
+        monkeypatch: pytest.MonkeyPatch, section: dict[str, Any], configured: bool) -> None:
     monkeypatch.setitem(config.SCHEMA, "auth", {
         "htpasswd": Key(str, "", "htpasswd file"),
         "realm": Key(str, "dockyard", "challenge realm"),
         "cache_ttl": Key(int, 300, "seconds"),
         "token": {"issuer": Key(str, "", "issuer"), "keys": Key(list, [], "keys")},
     })
-
-
-@pytest.mark.usefixtures("auth_schema")
-@pytest.mark.parametrize(("env", "configured"), [
-    ({}, False),
-    ({"DOCKYARD_AUTH_CACHE_TTL": "60"}, False),  # a tuning knob is not authentication
-    ({"DOCKYARD_AUTH_REALM": "dockyard"}, False),  # the default, spelled out
-    ({"DOCKYARD_AUTH_HTPASSWD": "/etc/dockyard/htpasswd"}, True),
-    ({"DOCKYARD_AUTH_TOKEN_ISSUER": "https://auth.example.com"}, True),
-    ({"DOCKYARD_AUTH_TOKEN_KEYS": "a.pem"}, True),
-])
-def test_any_auth_setting_counts_as_configured(env: dict[str, str], configured: bool) -> None:
-    cfg: dict[str, Any] = config.load(None, environ=env)
-    assert exposure.auth_configured(cfg) is configured
-    assert (exposure.warning(cfg, "0.0.0.0") is None) is configured
+    assert exposure._any_auth_setting({"auth": section}) is configured
 
 
 def test_serve_logs_the_warning_loudly(tmp_path: Path) -> None:
