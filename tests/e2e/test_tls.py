@@ -21,10 +21,12 @@ a user without push is denied (docker's token realm must be the https URL).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -98,6 +100,27 @@ def cert_dir(tmp_path: Path, test_ca: TestCA) -> Path:
     return directory
 
 
+@contextlib.contextmanager
+def docker_trusts(addr: str, ca: TestCA) -> Iterator[None]:
+    """The CA in /etc/docker/certs.d/ADDR/ca.crt, where dockerd looks, while in use."""
+    host_dir = DOCKER_CERTS_D / addr
+    host_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        shutil.copy(ca.ca_path, host_dir / "ca.crt")
+        yield
+    finally:
+        shutil.rmtree(host_dir, ignore_errors=True)
+
+
+def docker_login(docker: DockerDaemon, addr: str, user: str,
+                 password: str | None = None) -> None:
+    login = subprocess.run(
+        ["docker", "login", "--username", user, "--password-stdin", addr],
+        input=PASSWORDS[user] if password is None else password, env=docker.env,
+        capture_output=True, text=True, timeout=120)
+    assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+
+
 def refused(proc: subprocess.CompletedProcess[str]) -> bool:
     text = (proc.stdout + proc.stderr).lower()
     return proc.returncode != 0 and any(word in text for word in X509)
@@ -115,32 +138,16 @@ def test_docker_login_push_pull_with_the_ca_in_certs_d(
     without = docker.docker("push", ref, check=False)
     assert refused(without), without.stderr
 
-    host_dir = DOCKER_CERTS_D / addr
-    host_dir.mkdir(parents=True, exist_ok=False)
-    try:
-        shutil.copy(test_ca.ca_path, host_dir / "ca.crt")
-        login = subprocess.run(
-            ["docker", "login", "--username", "ci", "--password-stdin", addr],
-            input="not-checked-without-auth\n", env=docker.env, capture_output=True,
-            text=True, timeout=120)
-        assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+    with docker_trusts(addr, test_ca):
+        docker_login(docker, addr, "ci", "not-checked-without-auth")
         pushed = push(docker, ref)
         assert len(pushed.layers) == len(image.layers), pushed.output
         remove(docker, ref)
         docker.docker("pull", ref)
         assert inspect(docker, ref)["RootFS"]["Layers"] == image.diff_ids
         remove(docker, ref)
-    finally:
-        shutil.rmtree(host_dir, ignore_errors=True)
     # What docker sent arrived through haproxy's TLS port: the router logged it.
     assert "PUT /v2/e2e/tls-docker/manifests/v1 201" in https_dockyard.log_text()
-
-
-def docker_login(docker: DockerDaemon, addr: str, user: str) -> None:
-    login = subprocess.run(
-        ["docker", "login", "--username", user, "--password-stdin", addr],
-        input=PASSWORDS[user], env=docker.env, capture_output=True, text=True, timeout=120)
-    assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
 
 
 def test_docker_login_over_https_with_access_control(
@@ -150,28 +157,29 @@ def test_docker_login_over_https_with_access_control(
     ref = f"{addr}/team-a/tls-login:v1"
     image = images.image("tls-login")
     load(docker, images.docker_archive(image, [ref]))
-    host_dir = DOCKER_CERTS_D / addr
-    host_dir.mkdir(parents=True, exist_ok=False)
     try:
-        shutil.copy(test_ca.ca_path, host_dir / "ca.crt")
-        anonymous = docker.docker("push", ref, check=False)
-        assert anonymous.returncode != 0
-        docker_login(docker, addr, "alice")
-        push(docker, ref)
-        remove(docker, ref)
-        docker.docker("pull", ref)
-        assert inspect(docker, ref)["RootFS"]["Layers"] == image.diff_ids
-        docker.docker("logout", addr)
-        docker_login(docker, addr, "reader")
-        other = f"{addr}/readers/tls-login:v1"
-        docker.docker("tag", ref, other)
-        denied = docker.docker("push", other, check=False)
-        assert denied.returncode != 0
-        assert "denied" in denied.stdout + denied.stderr, denied.stderr
-        remove(docker, other, ref)
+        with docker_trusts(addr, test_ca):
+            docker_login_push_and_denied(docker, addr, ref, image)
     finally:
         docker.docker("logout", addr, check=False)
-        shutil.rmtree(host_dir, ignore_errors=True)
+
+
+def docker_login_push_and_denied(docker: DockerDaemon, addr: str, ref: str,
+                                 image: Any) -> None:
+    assert docker.docker("push", ref, check=False).returncode != 0  # no login yet
+    docker_login(docker, addr, "alice")
+    push(docker, ref)
+    remove(docker, ref)
+    docker.docker("pull", ref)
+    assert inspect(docker, ref)["RootFS"]["Layers"] == image.diff_ids
+    docker.docker("logout", addr)
+    docker_login(docker, addr, "reader")
+    other = f"{addr}/readers/tls-login:v1"
+    docker.docker("tag", ref, other)
+    denied = docker.docker("push", other, check=False)
+    assert denied.returncode != 0
+    assert "denied" in denied.stdout + denied.stderr, denied.stderr
+    remove(docker, other, ref)
 
 
 def test_podman_and_skopeo_with_a_cert_dir(
