@@ -188,6 +188,8 @@ SCHEMA: dict[str, Any] = {
                            "<data dir>/internal-secret when neither key is set"),
         "max_clock_skew": Key(float, 30.0, "seconds a signed call's timestamp may differ "
                               "from the receiver's clock; also the replay window"),
+        "also_accept": Key(list, [], "further secrets whose signatures are accepted (never "
+                           "used to sign), for changing the secret without a refused call"),
     },
     # HTTPS on the public endpoint, terminated by haproxy under `serve` (services/tls.py).
     "tls": {
