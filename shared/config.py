@@ -294,13 +294,6 @@ def _check_values(cfg: dict[str, Any]) -> None:
         url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
-    # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
-    from shared.auth import settings
-
-    try:
-        settings.check(cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
         if url and url.startswith("redis+sentinel://"):
             try:
                 redis_source_from_url(url)
@@ -312,6 +305,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
         except ValueError:
             raise ConfigError(f"index.redis.sentinels: expected host:port, got {address!r}"
                               ) from None
+    # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
+    from shared.auth import settings
+
+    try:
+        settings.check(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _valid_listen(value: str) -> bool:
