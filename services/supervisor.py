@@ -1,6 +1,7 @@
 """`dockyard serve`: every process on one machine, each one restarted when it dies.
 
-Children are started in dependency order (redis, index, storage, router) and
+Children are started in dependency order (redis, index, storage, router, and
+the webhook dispatcher when endpoints are configured) and
 stopped in the reverse. A child that exits is restarted with exponential
 backoff while the others go on serving. Children get SIGKILL from the kernel
 if the supervisor itself is killed, so nothing is orphaned.
@@ -161,6 +162,14 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
                  "router": f"http://{host}:{port}",
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
+    if config["notifications"]["endpoints"]:
+        # The webhook dispatcher; a stable consumer name resumes its own
+        # unfinished deliveries at once when it is restarted.
+        listen = config["notifications"]["metrics_listen"] or f"127.0.0.1:{free_port()}"
+        children.append(Child("notifications", [
+            *cli, "notifications", *common, "--redis-url", redis_url,
+            "--consumer", f"{socket.gethostname()}-serve", "--metrics-listen", listen]))
+        addresses["notifications_metrics"] = f"http://{listen}/metrics"
     return children, addresses
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from shared import notify_config
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key's full path."""
@@ -30,6 +32,9 @@ class Key:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
+    # A key whose values are structured (a list of mappings) checks itself:
+    # check(path, value, environ) returns the normalized value.
+    check: Any = None
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
@@ -102,6 +107,20 @@ SCHEMA: dict[str, Any] = {
         "search_refresh": Key(float, 1.0, "seconds between rebuilds of the search snapshot "
                               "of a large catalog"),
     },
+    # Webhooks (docs/webhooks.md). With no endpoint nothing is recorded or sent.
+    "notifications": {
+        "endpoints": Key(list, [], "webhook endpoints: a list of mappings with name, url, "
+                         "headers, timeout, secret, backoff_initial, backoff_max, max_age, "
+                         "batch_size, actions, repositories, ignored_media_types "
+                         "(docs/webhooks.md)", check=notify_config.check_endpoints),
+        "manifest_pull": Key(bool, False, "record an event for every manifest GET (the "
+                             "router then never answers a manifest from its cache)"),
+        "blob_push": Key(bool, False, "record events for blob uploads, mounts and deletes"),
+        "blob_pull": Key(bool, False, "record an event for every blob GET"),
+        "claim_idle": Key(float, 30.0, "seconds after which a dispatcher takes over the "
+                          "in-flight events of another that stopped answering"),
+        "metrics_listen": Key(str, "", "host:port for the dispatcher's /metrics; empty: off"),
+    },
 }
 
 
@@ -140,7 +159,7 @@ def _expand_legacy_env(value: Any, environ: dict[str, str], where: str) -> Any:
     return value
 
 
-def _coerce(path: str, key: Key, value: Any) -> Any:
+def _coerce(path: str, key: Key, value: Any, environ: dict[str, str]) -> Any:
     expected = key.type
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -158,6 +177,11 @@ def _coerce(path: str, key: Key, value: Any) -> Any:
         raise ConfigError(f"{path}: must be one of {', '.join(map(str, key.choices))}")
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"{path}: must be at least {key.minimum}")
+    if key.check is not None:
+        try:
+            return key.check(path, value, environ)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if expected is list and not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{path}: expected a list of non-empty strings")
     return value
@@ -186,6 +210,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
         url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
+    if cfg["notifications"]["metrics_listen"] and not _valid_listen(
+            cfg["notifications"]["metrics_listen"]):
+        raise ConfigError("notifications.metrics_listen: expected host:port or empty")
+    try:
+        notify_config.check_section(cfg["notifications"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _valid_listen(value: str) -> bool:
@@ -210,7 +241,7 @@ def _merge(schema: dict[str, Any], target: dict[str, Any], data: Any, prefix: st
         if isinstance(spec, dict):
             _merge(spec, target[k], v if v is not None else {}, path, environ)
         else:
-            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ, path))
+            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ, path), environ)
 
 
 def load(path: str | os.PathLike[str] | None = None,
@@ -243,13 +274,17 @@ def load(path: str | os.PathLike[str] | None = None,
         section = cfg
         for part in keypath[:-1]:
             section = section[part]
-        section[keypath[-1]] = _coerce(where, spec, _expand_legacy_env(value, environ, where))
+        section[keypath[-1]] = _coerce(where, spec, _expand_legacy_env(value, environ, where),
+                                       environ)
     _check_values(cfg)
     return cfg
 
 
 def dump(cfg: dict[str, Any]) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+    shown = {**cfg, "notifications": {
+        **cfg["notifications"],
+        "endpoints": notify_config.redacted(cfg["notifications"]["endpoints"])}}
+    return yaml.safe_dump(shown, sort_keys=False)
 
 
 def reference() -> list[tuple[str, str, Any, str]]:

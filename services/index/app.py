@@ -36,7 +36,8 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
     """
     cfg = config["index"]
     client = client or redis_client(cfg["redis"]["url"])
-    store = IndexStore(client, cfg["redis"]["key_prefix"])
+    store = IndexStore(client, cfg["redis"]["key_prefix"], tuple(
+        e["name"] for e in config["notifications"]["endpoints"]))
     search = SearchIndex(store, refresh=cfg["search_refresh"])
     if start_background:
         events.Subscription(cfg["redis"]["url"] or DEFAULT_REDIS_URL, store.keys.events,
@@ -68,6 +69,7 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
         "delete_tag": store.delete_tag,
         "delete_manifest": store.delete_manifest,
         "repository_changed": store.repository_changed,
+        "record_events": store.record_events,
     }))
 
     def ready() -> tuple[bool, dict[str, Any]]:

@@ -10,14 +10,20 @@ import redis
 
 from services.index.schema import Keys
 from shared.events import CATALOG_SCOPE, repo_scope
+from shared.user_events import FIELD_EVENT, UserEventGroups
 
 # Every script publishes the scopes it changed on the events channel (the
 # last KEYS entry; see `shared.events`), in the same atomic step as the change,
 # so that the caches of storage and the router drop what they derived from them.
 
-# KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version, events
+# A write that reports a user event (`shared.user_events`) passes its JSON as
+# the last ARGV and the stream as the last KEYS entry: the event is queued in
+# the same atomic step as the change, or not at all.
+
+# KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version, events,
+#       user events stream
 # ARGV: repo, digest, tag or "", metadata, has_subject "1"/"0", set_description "1"/"0",
-#       description, repo scope, catalog scope
+#       description, repo scope, catalog scope, user event JSON or ""
 _PUT_MANIFEST = """
 local new_repo = redis.call('ZADD', KEYS[1], 0, ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
@@ -45,19 +51,22 @@ if changed == 1 then
   redis.call('INCR', KEYS[7])
   redis.call('PUBLISH', KEYS[8], ARGV[9])
 end
+if ARGV[10] ~= '' then redis.call('XADD', KEYS[9], '*', 'event', ARGV[10]) end
 return new_repo
 """
 
-# KEYS: tags, tagmap, events   ARGV: tag, repo scope
+# KEYS: tags, tagmap, events, user events stream   ARGV: tag, repo scope, user event or ""
 _DELETE_TAG = """
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[2])
+if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'event', ARGV[3]) end
 return 1
 """
 
-# KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again, events
-# ARGV: digest, has_subject, repo scope
+# KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again, events,
+#       user events stream
+# ARGV: digest, has_subject, repo scope, user event JSON or ""
 _DELETE_MANIFEST = """
 local pairs_ = redis.call('HGETALL', KEYS[2])
 local removed = 0
@@ -71,6 +80,7 @@ end
 redis.call('HDEL', KEYS[3], ARGV[1])
 if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
 redis.call('PUBLISH', KEYS[5], ARGV[3])
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[6], '*', 'event', ARGV[4]) end
 return removed
 """
 
@@ -84,9 +94,13 @@ class Page:
 
 
 class IndexStore:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str,
+                 event_groups: tuple[str, ...] = ()) -> None:
         self.redis = client
         self.keys = Keys(prefix)
+        # The webhook endpoints' consumer groups, made before this process's
+        # first event so that none recorded from now on goes unread.
+        self._groups = UserEventGroups(client, self.keys.user_events, event_groups)
         self._put = client.register_script(_PUT_MANIFEST)
         self._delete_tag = client.register_script(_DELETE_TAG)
         self._delete_manifest = client.register_script(_DELETE_MANIFEST)
@@ -96,6 +110,15 @@ class IndexStore:
     def put_manifest(self, **record: Any) -> dict[str, Any]:
         self._queue_put(self.redis, **record)
         return {"ok": True}
+
+    def record_events(self, events: list[str]) -> dict[str, Any]:
+        """Queue user events that report no index change: pulls and blob events."""
+        self._groups.ensure()
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(self.keys.user_events, {FIELD_EVENT: event})
+        pipe.execute()
+        return {"ok": len(events)}
 
     def put_manifests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Several manifests in one round trip, each still its own atomic script.
@@ -113,8 +136,10 @@ class IndexStore:
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
                    media_type: str, size: int, artifact_type: str | None,
                    annotations: dict[str, str], subject: str | None,
-                   refs: list[str]) -> None:
+                   refs: list[str], event: str | None = None) -> None:
         k = self.keys
+        if event:
+            self._groups.ensure()
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
             "annotations": annotations or {}, "subject": subject, "refs": refs,
@@ -123,26 +148,34 @@ class IndexStore:
         self._put(
             keys=[k.repos, k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject or ""), k.descriptions, k.search_version,
-                  k.events],
+                  k.events, k.user_events],
             args=[repo, digest, tag or "", meta, "1" if subject else "0",
-                  "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE],
+                  "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE,
+                  event or ""],
             client=client,
         )
 
-    def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
+    def delete_tag(self, repo: str, tag: str, event: str | None = None) -> dict[str, Any]:
         k = self.keys
-        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
-                                   args=[tag, repo_scope(repo)])
+        if event:
+            self._groups.ensure()
+        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events,
+                                         k.user_events],
+                                   args=[tag, repo_scope(repo), event or ""])
         return {"deleted": bool(deleted)}
 
-    def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
+    def delete_manifest(self, repo: str, digest: str,
+                        event: str | None = None) -> dict[str, Any]:
         k = self.keys
+        if event:
+            self._groups.ensure()
         meta = self.manifest(repo, digest)
         subject = meta.get("subject") if meta else None
         removed = self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
-                  k.referrers(repo, subject) if subject else k.tagmap(repo), k.events],
-            args=[digest, "1" if subject else "0", repo_scope(repo)],
+                  k.referrers(repo, subject) if subject else k.tagmap(repo), k.events,
+                  k.user_events],
+            args=[digest, "1" if subject else "0", repo_scope(repo), event or ""],
         )
         return {"tags_removed": int(removed)}
 

@@ -110,6 +110,10 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
                             events.channel(config["index"]["redis"]["key_prefix"]),
                             cache.cache.invalidate, cache.cache.events_state).start()
 
+    # A manifest GET that makes a webhook event must reach storage, which records it.
+    notify = config["notifications"]
+    uncached = {routing.MANIFEST} if notify["endpoints"] and notify["manifest_pull"] else set()
+
     local = falcon.App(media_type="application/json")
     errors.install(local)
     local.add_route("/v2", VersionResource())
@@ -132,7 +136,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
                     return forward(pool, environ, start_response, retry_after,
                                    disk if pool is storage else None, capture, as_get)
 
-                if scope_kind is None:
+                if scope_kind is None or regex.pattern in uncached:
                     return fetch(None, False)
                 scope = (events.repo_scope(m.group("name")) if scope_kind == _REPO
                          else events.CATALOG_SCOPE)

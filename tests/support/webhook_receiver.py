@@ -1,0 +1,90 @@
+"""A webhook receiver on loopback for tests: records every POST, and can be told to
+answer with an error status, to stall before answering, or to refuse connections."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    at: float  # time.time() when the body was read
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return json.loads(self.body)["events"]
+
+
+@dataclass
+class Receiver:
+    status: int = 200  # what to answer
+    stall: float = 0.0  # seconds to wait before answering
+    posts: list[Received] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, port: int = 0) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, stall = receiver.status, receiver.stall
+                with receiver._lock:
+                    receiver.posts.append(Received(time.time(), self.path,
+                                                   dict(self.headers.items()), body, status))
+                if stall:
+                    time.sleep(stall)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the dispatcher gave up on us (its timeout)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def delivered(self) -> list[dict[str, Any]]:
+        """Every event of every POST answered 2xx, in arrival order."""
+        with self._lock:
+            posts = list(self.posts)
+        return [e for p in posts if 200 <= p.answered < 300 for e in p.events]
+
+    def wait_for(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.delivered()
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise TimeoutError(f"{len(self.delivered())} of {count} events arrived in {timeout}s")
