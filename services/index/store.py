@@ -66,22 +66,35 @@ return 1
 
 # KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again, events,
 #       user events stream
-# ARGV: digest, has_subject, repo scope, user event JSON or ""
+# ARGV: digest, has_subject, repo scope, user event JSON or "", and the JSON of the
+#       tag delete event each removed tag reports (as distribution does), with
+#       __TAG__ for the tag and __ID__ for its id: a name-based UUID (SHA-1 of the
+#       manifest delete event's JSON and the tag), unique and the same on a retry
 _DELETE_MANIFEST = """
 local pairs_ = redis.call('HGETALL', KEYS[2])
-local removed = 0
+local removed = {}
 for i = 1, #pairs_, 2 do
   if pairs_[i + 1] == ARGV[1] then
     redis.call('HDEL', KEYS[2], pairs_[i])
     redis.call('ZREM', KEYS[1], pairs_[i])
-    removed = removed + 1
+    removed[#removed + 1] = pairs_[i]
   end
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
 redis.call('PUBLISH', KEYS[5], ARGV[3])
-if ARGV[4] ~= '' then redis.call('XADD', KEYS[6], '*', 'event', ARGV[4]) end
-return removed
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[6], '*', 'event', ARGV[4])
+  for _, tag in ipairs(removed) do
+    local h = redis.sha1hex(ARGV[4] .. '\\n' .. tag)
+    local variant = string.format('%x', tonumber(h:sub(17, 17), 16) % 4 + 8)
+    local id = h:sub(1, 8) .. '-' .. h:sub(9, 12) .. '-5' .. h:sub(14, 16) .. '-' ..
+               variant .. h:sub(18, 20) .. '-' .. h:sub(21, 32)
+    local event = string.gsub(string.gsub(ARGV[5], '__TAG__', tag), '__ID__', id)
+    redis.call('XADD', KEYS[6], '*', 'event', event)
+  end
+end
+return #removed
 """
 
 DESCRIPTION_ANNOTATION = "org.opencontainers.image.description"
@@ -164,8 +177,8 @@ class IndexStore:
                                    args=[tag, repo_scope(repo), event or ""])
         return {"deleted": bool(deleted)}
 
-    def delete_manifest(self, repo: str, digest: str,
-                        event: str | None = None) -> dict[str, Any]:
+    def delete_manifest(self, repo: str, digest: str, event: str | None = None,
+                        tag_event: str = "") -> dict[str, Any]:
         k = self.keys
         if event:
             self._groups.ensure()
@@ -175,7 +188,7 @@ class IndexStore:
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject) if subject else k.tagmap(repo), k.events,
                   k.user_events],
-            args=[digest, "1" if subject else "0", repo_scope(repo), event or ""],
+            args=[digest, "1" if subject else "0", repo_scope(repo), event or "", tag_event],
         )
         return {"tags_removed": int(removed)}
 

@@ -122,8 +122,12 @@ class IndexClient:
             self.cache.invalidate(repo_scope(repo))
         return bool(answer.get("deleted"))
 
-    def delete_manifest(self, repo: str, digest: str, event: str | None = None) -> None:
-        args = {"repo": repo, "digest": digest, **({"event": event} if event else {})}
+    def delete_manifest(self, repo: str, digest: str,
+                        events: tuple[str, str] | None = None) -> None:
+        """`events`: the manifest delete event and the template of its tag deletes."""
+        args: dict[str, Any] = {"repo": repo, "digest": digest}
+        if events:
+            args["event"], args["tag_event"] = events
         try:
             self._call("delete_manifest", args)
         finally:

@@ -96,10 +96,16 @@ class Notifier:
         target = self._manifest_target(req, name, digest, media_type, size, tag)
         return self._event(req, PUSH, target).to_json()
 
-    def manifest_deleted(self, req: falcon.Request, name: str, digest: str) -> str | None:
+    def manifest_deleted(self, req: falcon.Request, name: str,
+                         digest: str) -> tuple[str, str] | None:
+        """The manifest's delete event, and the template of the tag delete event the
+        index adds for each tag it removes with it (`services.index.store`)."""
         if not self.enabled:
             return None
-        return self._event(req, DELETE, Target(name, digest)).to_json()
+        tags = self._event(req, DELETE, Target(name, tag="__TAG__"))
+        return (self._event(req, DELETE, Target(name, digest)).to_json(),
+                Event(tags.action, tags.target, tags.request, tags.source, tags.actor,
+                      id="__ID__", timestamp=tags.timestamp).to_json())
 
     def tag_deleted(self, req: falcon.Request, name: str, tag: str) -> str | None:
         if not self.enabled:

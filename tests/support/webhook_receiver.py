@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -36,7 +37,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, stall = receiver.status, receiver.stall
                 with receiver._lock:
@@ -88,3 +89,20 @@ class Receiver:
                 return got
             time.sleep(0.05)
         raise TimeoutError(f"{len(self.delivered())} of {count} events arrived in {timeout}s")
+
+
+def write_config(path: Path, endpoints: list[dict[str, Any]], **notifications: Any) -> Path:
+    """A dockyard config file with these webhook endpoints and `notifications` keys."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"notifications": {"endpoints": endpoints,
+                                                      **notifications}}))
+    return path
+
+
+def metric(text: str, name: str, endpoint: str) -> float:
+    """One per-endpoint sample from a Prometheus text page (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{endpoint="{endpoint}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
