@@ -4,6 +4,8 @@ answer with an error status, to stall before answering, or to refuse connections
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,13 +14,23 @@ from pathlib import Path
 from typing import Any
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 @dataclass
 class Received:
     at: float  # time.time() when the body was read
     path: str
     headers: dict[str, str]
     body: bytes
-    answered: int
+    answered: int  # the status sent; 0 while stalling, -1 when the sender left first
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -40,17 +52,22 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, stall = receiver.status, receiver.stall
+                got = Received(time.time(), self.path, dict(self.headers.items()), body, 0)
                 with receiver._lock:
-                    receiver.posts.append(Received(time.time(), self.path,
-                                                   dict(self.headers.items()), body, status))
+                    receiver.posts.append(got)
                 if stall:
                     time.sleep(stall)
+                    if _peer_closed(self.connection):
+                        got.answered = -1  # the sender gave up (its timeout): not delivered
+                        return
                 try:
                     self.send_response(status)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    self.wfile.flush()
+                    got.answered = status
                 except OSError:
-                    pass  # the dispatcher gave up on us (its timeout)
+                    got.answered = -1
 
             def log_message(self, *args: Any) -> None:
                 pass
