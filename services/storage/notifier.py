@@ -112,6 +112,12 @@ class Notifier:
             return None
         return self._event(req, DELETE, Target(name, tag=tag)).to_json()
 
+    def repository_deleted(self, req: falcon.Request, name: str) -> str | None:
+        """For a repository delete, to be queued with it: target ``{repository}``."""
+        if not self.enabled:
+            return None
+        return self._event(req, DELETE, Target(name)).to_json()
+
     # -- events of their own -------------------------------------------------
 
     def manifest_pulled(self, req: falcon.Request, name: str, digest: str, media_type: str,

@@ -22,7 +22,7 @@ from tests.integration.helpers import wait_until
 from tests.support.processes import VENV_BIN, Dockyard, wait_http
 from tests.support.registry_client import RegistryClient
 from tests.support.webhook_receiver import Receiver
-from tests.support.webhooks import ManifestPusher, deployment, redis_url
+from tests.support.webhooks import ManifestPusher, deployment, events_cli, redis_url
 
 BURST = 500
 
@@ -149,6 +149,9 @@ def test_a_restart_of_everything_delivers_what_was_pending(tmp_path: Path) -> No
         server.start()
         counts = _all_delivered(up, pusher.repo, acked, 60)
         print("full restart:", counts)
+        # Delivered events leave the stream (trimmed every few seconds).
+        wait_until(lambda: "stream: 0 events retained" in events_cli(server, "status").stdout,
+                   20, interval=1, what="the stream trimmed")
     finally:
         server.stop()
         up.stop()
