@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class Key:
     minimum: int | None = None
     # A key whose values are structured (a list of mappings) checks itself:
     # check(path, value, environ) returns the normalized value.
-    check: Any = None
+    check: Callable[[str, Any, dict[str, str]], Any] | None = None
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")

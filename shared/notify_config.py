@@ -107,6 +107,11 @@ def _headers(where: str, value: Any) -> dict[str, list[str]]:
             if any(c in str(v) for c in "\r\n\0"):
                 raise EndpointError(f"{where}.{name}: a header value may not hold a "
                                     "line break or NUL")
+            try:
+                str(v).encode("latin-1")
+            except UnicodeEncodeError:
+                raise EndpointError(f"{where}.{name}: a header value must be Latin-1 "
+                                    "text") from None
         out[name] = [str(v) for v in values]
     return out
 

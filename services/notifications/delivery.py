@@ -72,7 +72,8 @@ def post(endpoint: dict[str, Any], body: bytes) -> Outcome:
         return Outcome(200 <= resp.status < 300, detail, time.monotonic() - started)
     except TimeoutError:
         return Outcome(False, f"timed out after {timeout:g}s", time.monotonic() - started)
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        # ValueError: what http.client raises for a URL or header it cannot send.
         reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
         return Outcome(False, str(reason).lower(), time.monotonic() - started)
     finally:

@@ -75,6 +75,14 @@ class EndpointWorker:
                             self.name, e, wait)
                 self._stop.wait(wait)
                 wait = min(wait * 2, REDIS_RETRY_MAX)
+            except Exception:
+                # A bug must not end this endpoint's deliveries for good: its events
+                # stay pending, and are taken up again after the wait.
+                log.exception("endpoint %s: unexpected error; retrying in %.1fs", self.name,
+                              wait)
+                self._own_checked = False
+                self._stop.wait(wait)
+                wait = min(wait * 2, REDIS_RETRY_MAX)
 
     def _next_batch(self) -> list[Entry]:
         size = self.endpoint["batch_size"]

@@ -62,6 +62,8 @@ def test_endpoints_from_the_environment(tmp_path: Path) -> None:
      "[a].headers: not a valid header name: 'Bad Name'"),
     ([{"name": "a", "url": "http://h/", "headers": {"X-A": "x\r\nInjected: 1"}}],
      "[a].headers.X-A: a header value may not hold a line break"),
+    ([{"name": "a", "url": "http://h/", "headers": {"X-A": "naïve ☃"}}],
+     "[a].headers.X-A: a header value must be Latin-1 text"),
     ([{"name": "a", "url": "http://h/", "headers": {"Content-Type": "x"}}],
      "headers.Content-Type: set by dockyard itself"),
     ([{"name": "a", "url": "http://h/", "timeout": "soon"}], "[a].timeout: expected a number"),
