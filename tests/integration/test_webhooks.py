@@ -42,11 +42,11 @@ def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One deployment: `all` gets everything, signed; `team` only pushes to team/*."""
     every, team = Receiver().start(), Receiver().start()
     server = deployment(tmp_path_factory.mktemp("hooks"), [
-        {"name": "all", "url": every.url, "secret": SECRET, "batch_size": 50, "timeout": 1,
+        {"name": "all", "url": every.url, "secret": SECRET, "batch_size": 50, "timeout": 2,
          "headers": {"Authorization": "Bearer t0ken"}},
         {"name": "team", "url": team.url, "actions": ["push"], "repositories": ["team/*"],
          "timeout": 1},
-    ], manifest_pull=True, claim_idle=2)
+    ], manifest_pull=True, claim_idle=4)
     server.start()
     try:
         yield {"server": server, "all": every, "team": team,
@@ -120,6 +120,7 @@ def test_filters_by_action_and_repository(hooks: dict[str, Any]) -> None:
     assert client.get_manifest(inside, "v1").status == 200
     wait_events(hooks["all"], inside, 2)  # the push and the pull
     wait_events(hooks["all"], outside, 1)
+    wait_events(hooks["team"], inside, 1)
     time.sleep(0.3)
     assert [e["action"] for e in of_repo(hooks["team"], inside)] == ["push"]
     assert of_repo(hooks["team"], outside) == []
@@ -177,7 +178,11 @@ def test_events_queued_meanwhile_go_out_together_in_order(hooks: dict[str, Any])
     finally:
         receiver.stall = 0.0
     events = wait_events(receiver, repo, 12)
-    assert [e["target"]["digest"] for e in events] == digests
+    # (A POST slower than the timeout on a loaded machine would be sent again:
+    # compare first deliveries.)
+    seen: set[str] = set()
+    firsts = [e for e in events if e["id"] not in seen and not seen.add(e["id"])]
+    assert [e["target"]["digest"] for e in firsts] == digests
     sizes = [sum(e["target"].get("repository") == repo for e in p.events)
              for p in receiver.posts]
     assert max(sizes) >= 5, sizes
