@@ -31,6 +31,9 @@ class Manifest:
     artifact_type: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     platforms: list[tuple[Digest, dict[str, Any]]] = field(default_factory=list)
+    # An image manifest's config descriptor: its digest and mediaType.
+    config: Digest | None = None
+    config_media_type: str | None = None
 
 
 def _descriptor(obj: Any, where: str) -> tuple[Digest, dict[str, Any]]:
@@ -106,12 +109,14 @@ def parse(body: bytes, content_type: str | None) -> Manifest:
         if not isinstance(layers, list):
             raise errors.ManifestInvalid(detail={"reason": "layers must be a list"})
         manifest.blobs.append(config_digest)
+        manifest.config = config_digest
         for i, layer in enumerate(layers):
             digest, desc = _descriptor(layer, f"layers[{i}]")
             # Foreign layers (with urls) live elsewhere by design.
             if not desc.get("urls"):
                 manifest.blobs.append(digest)
         config_type = config.get("mediaType")
+        manifest.config_media_type = config_type
         # An artifact's type: artifactType, else a config that is not an image config.
         manifest.artifact_type = artifact_type or (
             config_type if config_type and config_type not in (

@@ -14,8 +14,9 @@ the event reaches the queue depends on what it reports:
   event is then logged in full at WARNING and counted in
   ``dockyard_notifications_unrecorded_total``.
 
-The actor is the identity the router authenticated, passed in IDENTITY_HEADER
-(absent or empty: anonymous, ``"actor": {}``). The request record comes from
+The actor is the identity the router authenticated, passed percent-encoded in
+`shared.auth.identity.IDENTITY_HEADER` (absent or empty: anonymous,
+``"actor": {}``). The request record comes from
 the headers the router forwards: X-Request-Id, X-Forwarded-For (its last
 entry is the address the router saw, the one part a client cannot forge),
 X-Forwarded-Host and User-Agent.
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 import falcon
 
 from services.storage.index_client import IndexClient
 from shared import errors
+from shared.auth.identity import IDENTITY_HEADER
 from shared.observability import Metrics
 from shared.urls import external_url
 from shared.user_events import (
@@ -45,8 +48,6 @@ from shared.user_events import (
 )
 
 log = logging.getLogger("dockyard.storage.notifier")
-
-IDENTITY_HEADER = "X-Dockyard-Identity"
 
 
 def request_record(req: falcon.Request) -> RequestRecord:
@@ -79,7 +80,7 @@ class Notifier:
 
     def _event(self, req: falcon.Request, action: str, target: Target) -> Event:
         return Event(action, target, request_record(req), self._source,
-                     actor=req.get_header(IDENTITY_HEADER) or "")
+                     actor=unquote(req.get_header(IDENTITY_HEADER) or ""))
 
     @staticmethod
     def _manifest_target(req: falcon.Request, name: str, digest: str, media_type: str,
