@@ -342,3 +342,35 @@ def test_an_unreachable_endpoint_is_reported_and_harms_nothing(tmp_path: Path) -
         assert json.loads(direct("GET", server.url + "/readyz").data)["ready"]
     finally:
         server.stop()
+
+
+def test_the_actor_is_the_authenticated_user(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.support.secured import AuthClient, basic, write_htpasswd
+
+    receiver = Receiver().start()
+    htpasswd = tmp_path / "htpasswd"
+    write_htpasswd(htpasswd, {"alice": "alice-pw", "jörg": "bob-pw"})
+    config = tmp_path / "dockyard.yml"
+    config.write_text(yaml.safe_dump({
+        "auth": {"htpasswd": str(htpasswd), "mode": "basic"},
+        "access": [{"repositories": ["**"], "users": ["alice", "jörg"],
+                    "actions": ["pull", "push", "delete"]}],
+        "notifications": {"endpoints": [{"name": "audit", "url": receiver.url}]},
+    }))
+    server = Dockyard(tmp_path / "data", config=config).start()
+    try:
+        repo = unique_repo("authn")
+        for n, (user, password) in enumerate((("alice", "alice-pw"), ("jörg", "bob-pw"))):
+            AuthClient(server.url, basic(user, password)).push_image(repo, f"t{n}")
+        denied = RegistryClient(server.url).put_manifest(repo, "anon", b"{}")
+        assert denied.status == 401
+        alice, jorg = wait_events(receiver, repo, 2)
+        assert alice["actor"] == {"name": "alice"}
+        assert jorg["actor"] == {"name": "jörg"}  # percent-encoded between the services
+        time.sleep(0.5)
+        assert len(of_repo(receiver, repo)) == 2  # a refused push makes no event
+    finally:
+        server.stop()
+        receiver.stop()
