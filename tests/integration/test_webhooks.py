@@ -374,3 +374,37 @@ def test_the_actor_is_the_authenticated_user(tmp_path: Path) -> None:
     finally:
         server.stop()
         receiver.stop()
+
+
+def test_an_https_endpoint_with_a_private_ca(tmp_path: Path) -> None:
+    """TLS with the system's trust store, which SSL_CERT_FILE points at a private CA."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    trusted, untrusted = Receiver().start(tls=tls), Receiver().start(tls=tls)
+    server = deployment(tmp_path, [
+        {"name": "trusted", "url": trusted.url, "timeout": 2},
+        {"name": "untrusted", "url": untrusted.url.replace("127.0.0.1", "localhost"),
+         "timeout": 2},
+    ], claim_idle=4)
+    server.env = {"SSL_CERT_FILE": str(cert)}
+    server.start()
+    try:
+        repo = unique_repo("tls")
+        digest, _ = RegistryClient(server.url).push_image(repo, "v1")
+        (event,) = wait_events(trusted, repo, 1)
+        assert event["target"]["digest"] == digest
+        # The certificate names 127.0.0.1 only: "localhost" fails verification.
+        wait_until(lambda: "endpoint untrusted: 1 events not delivered" in server.log_text(),
+                   15, what="a refused certificate")
+        assert untrusted.delivered() == []
+    finally:
+        server.stop()
+        trusted.stop()
+        untrusted.stop()

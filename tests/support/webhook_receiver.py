@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,8 +45,9 @@ class Receiver:
     posts: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _tls: bool = False
 
-    def start(self, port: int = 0) -> Receiver:
+    def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,6 +76,9 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._tls = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -84,7 +89,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}/hook"
 
     def stop(self) -> None:
         if self._server is not None:
