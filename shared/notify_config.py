@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ACTIONS = ("push", "pull", "mount", "delete")
-SIGNATURE_HEADER = "X-Dockyard-Signature"
+SIGNATURE_HEADER = "X-Dockyard-Webhook-Signature"
 REDACTED = "<redacted>"
 
 ENDPOINT_DEFAULTS: dict[str, Any] = {

@@ -11,6 +11,7 @@ import redis
 
 from services.index.schema import Keys
 from shared.events import CATALOG_SCOPE, repo_scope
+from shared.redis_client import ReplicaAck
 from shared.user_events import FIELD_EVENT, UserEventGroups
 
 # Every script publishes the scopes it changed on the events channel (the
@@ -150,9 +151,13 @@ class Page:
 
 
 class IndexStore:
-    def __init__(self, client: redis.Redis, prefix: str,
+    """`ack`: every write runs in a pipeline that ends with the replicas' confirmation
+    (`shared.redis_client.ReplicaAck`); a write is answered only once confirmed."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ack: ReplicaAck | None = None,
                  event_groups: tuple[str, ...] = ()) -> None:
         self.redis = client
+        self._ack = ack or ReplicaAck()
         self.keys = Keys(prefix)
         # The webhook endpoints' consumer groups, made before this process's
         # first event so that none recorded from now on goes unread.
@@ -165,8 +170,7 @@ class IndexStore:
     # -- writes (called by storage over msgpack RPC) -------------------------
 
     def put_manifest(self, **record: Any) -> dict[str, Any]:
-        self._queue_put(self.redis, **record)
-        return {"ok": True}
+        return {"ok": bool(self.put_manifests([record])["ok"])}
 
     def record_events(self, events: list[str]) -> dict[str, Any]:
         """Queue user events that report no index change: pulls and blob events."""
@@ -174,7 +178,7 @@ class IndexStore:
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
             pipe.xadd(self.keys.user_events, {FIELD_EVENT: event})
-        pipe.execute()
+        self._ack.run(pipe)
         return {"ok": len(events)}
 
     def put_manifests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,7 +191,7 @@ class IndexStore:
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             self._queue_put(pipe, **record)
-        pipe.execute()
+        self._ack.run(pipe)
         return {"ok": len(records)}
 
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
@@ -224,9 +228,10 @@ class IndexStore:
         k = self.keys
         if event:
             self._groups.ensure()
-        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events,
-                                         k.user_events],
-                                   args=[tag, repo_scope(repo), event or ""])
+        pipe = self.redis.pipeline(transaction=False)
+        self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events, k.user_events],
+                         args=[tag, repo_scope(repo), event or ""], client=pipe)
+        (deleted,) = self._ack.run(pipe)
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str, event: str | None = None,
@@ -236,12 +241,15 @@ class IndexStore:
             self._groups.ensure()
         meta = self.manifest(repo, digest)
         subject = meta.get("subject") if meta else None
-        removed = self._delete_manifest(
+        pipe = self.redis.pipeline(transaction=False)
+        self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject) if subject else k.tagmap(repo), k.events,
                   k.user_events],
             args=[digest, "1" if subject else "0", repo_scope(repo), event or "", tag_event],
+            client=pipe,
         )
+        (removed,) = self._ack.run(pipe)
         return {"tags_removed": int(removed)}
 
     def resolve_tag(self, repo: str, tag: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """One POST of an envelope to an endpoint, and the signature that goes with it.
 
 The signature is HMAC-SHA256 of the exact body bytes with the endpoint's
-secret, sent as ``X-Dockyard-Signature: sha256=<hex>`` (the form GitHub's
+secret, sent as ``X-Dockyard-Webhook-Signature: sha256=<hex>`` (the form GitHub's
 ``X-Hub-Signature-256`` made familiar). A receiver recomputes it over the raw
 body it read and compares in constant time (docs/webhooks.md has the code).
 

@@ -20,16 +20,18 @@ import redis
 from services.notifications.metrics import DispatcherMetrics
 from services.notifications.queue import EndpointQueue, trim
 from services.notifications.worker import EndpointWorker
+from shared.redis_client import connect, from_section
 
 log = logging.getLogger("dockyard.notifications")
 
 TRIM_EVERY = 5.0
 
 
-def redis_client(url: str) -> redis.Redis:
+def redis_client(section: dict[str, Any]) -> redis.Redis:
+    """The index's Redis (``index.redis``: a URL, or the primary behind Sentinel)."""
     # Reads block for READ_BLOCK_MS; the socket timeout must outlast them.
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2,
-                                health_check_interval=10, max_connections=64)
+    return connect(from_section(section), socket_timeout=10, socket_connect_timeout=2,
+                   health_check_interval=10, max_connections=64)
 
 
 def default_consumer() -> str:
@@ -49,12 +51,12 @@ def probe(endpoint: dict[str, Any]) -> None:
 
 
 class Dispatcher:
-    def __init__(self, config: dict[str, Any], redis_url: str, consumer: str,
+    def __init__(self, config: dict[str, Any], consumer: str,
                  metrics: DispatcherMetrics | None = None) -> None:
         cfg = config["notifications"]
         self.endpoints = cfg["endpoints"]
         self.prefix = config["index"]["redis"]["key_prefix"]
-        self.client = redis_client(redis_url)
+        self.client = redis_client(config["index"]["redis"])
         self.metrics = metrics or DispatcherMetrics()
         self.stop = threading.Event()
         self.queues = [EndpointQueue(self.client, self.prefix, e["name"], consumer)

@@ -79,13 +79,13 @@ def test_a_push_sends_distributions_envelope(hooks: dict[str, Any]) -> None:
     assert post.headers["Content-Type"] == "application/vnd.docker.distribution.events.v1+json"
     assert post.headers["Authorization"] == "Bearer t0ken"
     assert post.headers["User-Agent"] == "dockyard-notifications"
-    assert verify(SECRET, post.body, post.headers["X-Dockyard-Signature"])
-    assert not verify("wrong", post.body, post.headers["X-Dockyard-Signature"])
+    assert verify(SECRET, post.body, post.headers["X-Dockyard-Webhook-Signature"])
+    assert not verify("wrong", post.body, post.headers["X-Dockyard-Webhook-Signature"])
     # No secret, no signature.
     wait_events(hooks["team"], repo, 1)
     (team_post,) = [p for p in hooks["team"].posts
                     if any(e["target"]["repository"] == repo for e in p.events)]
-    assert "X-Dockyard-Signature" not in team_post.headers
+    assert "X-Dockyard-Webhook-Signature" not in team_post.headers
 
 
 def test_the_actor_is_the_identity_the_router_passes_on(hooks: dict[str, Any]) -> None:
@@ -98,7 +98,8 @@ def test_the_actor_is_the_identity_the_router_passes_on(hooks: dict[str, Any]) -
         body = client.image_manifest(repo)
         r = direct("PUT", f"{storage}/v2/{repo}/manifests/{tag}", body=body,
                    headers={"Content-Type": OCI_MANIFEST, "X-Dockyard-Identity": identity,
-                            "X-Request-Id": f"req-{tag}", "X-Forwarded-For": "10.1.2.3"})
+                            "X-Request-Id": f"req-{tag}", "X-Forwarded-For": "10.1.2.3"},
+                   signer=hooks["server"].service_key())
         assert r.status == 201
     alice, anonymous = wait_events(hooks["all"], repo, 2)
     assert alice["actor"] == {"name": "alice"} and alice["request"]["id"] == "req-as-alice"

@@ -39,7 +39,7 @@ def _stream(client: redis.Redis, prefix: str) -> list[dict[str, Any]]:
 def test_the_index_queues_events_with_its_changes(redis_server: RedisServer,
                                                   prefix: str) -> None:
     client = _client(redis_server)
-    store = IndexStore(client, prefix, ("ep",))
+    store = IndexStore(client, prefix, event_groups=("ep",))
     _record(store, "v1", _event(tag="v1"))
     _record(store, "v2", None)  # webhooks off: nothing queued
     assert [e["target"]["tag"] for e in _stream(client, prefix)] == ["v1"]
@@ -54,7 +54,7 @@ def test_the_index_queues_events_with_its_changes(redis_server: RedisServer,
 def test_a_manifest_delete_reports_each_tag_it_removes(redis_server: RedisServer,
                                                        prefix: str) -> None:
     client = _client(redis_server)
-    store = IndexStore(client, prefix, ("ep",))
+    store = IndexStore(client, prefix, event_groups=("ep",))
     digest = "sha256:" + "ab" * 32
     for tag in ("a", "b"):
         store.put_manifest(repo="r", digest=digest, tag=tag, media_type="m", size=1,
