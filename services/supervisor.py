@@ -1,7 +1,8 @@
 """`dockyard serve`: every process on one machine, each one restarted when it dies.
 
 Children are started in dependency order (redis, index, storage, router, and
-haproxy when TLS is on: `services.tls`) and stopped in the reverse. The
+haproxy when TLS is on: `services.tls`; the webhook dispatcher when endpoints
+are configured) and stopped in the reverse. The
 secret that signs calls into storage and the index (`shared.service_auth`) is
 generated in the data directory unless configured. A child that exits is restarted with exponential
 backoff while the others go on serving. Children get SIGKILL from the kernel
@@ -248,6 +249,14 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
                  "router": public_url,
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
+    if config["notifications"]["endpoints"]:
+        # The webhook dispatcher; a stable consumer name resumes its own
+        # unfinished deliveries at once when it is restarted.
+        listen = config["notifications"]["metrics_listen"] or f"127.0.0.1:{free_port()}"
+        children.append(Child("notifications", [
+            *cli, "notifications", *common, "--redis-url", redis_url,
+            "--consumer", f"{socket.gethostname()}-serve", "--metrics-listen", listen]))
+        addresses["notifications_metrics"] = f"http://{listen}/metrics"
     return children, addresses
 
 
