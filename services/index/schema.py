@@ -14,6 +14,14 @@ key                                    type    holds
                                                annotations, subject, refs}
 ``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
                                                is <digest>
+``repo:<name>:pushed``                 HASH    tag -> when it last moved (unix ms)
+``repo:<name>:summary``                HASH    ``size``: bytes of the manifests and their
+                                               distinct blobs; ``pushed``: the latest
+                                               manifest's time (unix ms)
+``repo:<name>:counted``                HASH    manifest digest -> ``"<size> <blob> <size>
+                                               ..."``: what it added to ``size``
+``repo:<name>:blobrefs``               HASH    blob digest -> how many counted manifests
+                                               reference it (`services.index.summaries`)
 ``search:descriptions``                HASH    repository -> description, from the
                                                ``org.opencontainers.image.description``
                                                annotation of its newest tagged manifest
@@ -51,6 +59,18 @@ class Keys:
 
     def manifests(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:manifests"
+
+    def pushed(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:pushed"
+
+    def summary(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:summary"
+
+    def counted(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:counted"
+
+    def blobrefs(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:blobrefs"
 
     def referrers(self, repo: str, subject: str) -> str:
         return f"{self.prefix}repo:{repo}:referrers:{subject}"

@@ -9,6 +9,7 @@ import msgpack
 import redis
 
 from services.index.schema import Keys
+from services.index.summaries import Summaries
 from shared.events import CATALOG_SCOPE, repo_scope
 
 # Every script publishes the scopes it changed on the events channel (the
@@ -90,11 +91,12 @@ class IndexStore:
         self._put = client.register_script(_PUT_MANIFEST)
         self._delete_tag = client.register_script(_DELETE_TAG)
         self._delete_manifest = client.register_script(_DELETE_MANIFEST)
+        self.summaries = Summaries(client, self.keys)
 
     # -- writes (called by storage over msgpack RPC) -------------------------
 
     def put_manifest(self, **record: Any) -> dict[str, Any]:
-        self._queue_put(self.redis, **record)
+        self.put_manifests([record])
         return {"ok": True}
 
     def put_manifests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,11 +115,14 @@ class IndexStore:
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
                    media_type: str, size: int, artifact_type: str | None,
                    annotations: dict[str, str], subject: str | None,
-                   refs: list[str]) -> None:
+                   refs: list[str], blob_sizes: dict[str, int] | None = None,
+                   platforms: list[str] | None = None) -> None:
         k = self.keys
+        blob_sizes = blob_sizes or {}
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
             "annotations": annotations or {}, "subject": subject, "refs": refs,
+            "content_size": size + sum(blob_sizes.values()), "platforms": platforms or [],
         })
         description = (annotations or {}).get(DESCRIPTION_ANNOTATION, "")
         self._put(
@@ -128,22 +133,29 @@ class IndexStore:
                   "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE],
             client=client,
         )
+        self.summaries.queue_record(client, repo, digest, tag, size, blob_sizes)
 
     def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
         k = self.keys
-        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
-                                   args=[tag, repo_scope(repo)])
+        pipe = self.redis.pipeline(transaction=False)
+        self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
+                         args=[tag, repo_scope(repo)], client=pipe)
+        self.summaries.queue_forget_tag(pipe, repo, tag)
+        deleted = pipe.execute()[0]
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
         k = self.keys
         meta = self.manifest(repo, digest)
         subject = meta.get("subject") if meta else None
-        removed = self._delete_manifest(
+        pipe = self.redis.pipeline(transaction=False)
+        self.summaries.queue_forget(pipe, repo, digest)
+        self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject) if subject else k.tagmap(repo), k.events],
-            args=[digest, "1" if subject else "0", repo_scope(repo)],
+            args=[digest, "1" if subject else "0", repo_scope(repo)], client=pipe,
         )
+        removed = pipe.execute()[1]
         return {"tags_removed": int(removed)}
 
     def resolve_tag(self, repo: str, tag: str) -> dict[str, Any]:

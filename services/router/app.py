@@ -15,6 +15,7 @@ from typing import Any
 
 import falcon
 
+from services.router import ui
 from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
 from services.router.response_cache import Capture, ResponseCache
@@ -36,6 +37,8 @@ _ROUTES = [(re.compile(pattern), pool, scope) for pattern, pool, scope in (
     (routing.REFERRERS, "index", _REPO),
     (routing.CATALOG, "index", _CATALOG),
     (routing.SEARCH, "index", _CATALOG),
+    (routing.REPOSITORY_SUMMARIES, "index", None),
+    (routing.TAG_SUMMARIES, "index", _REPO),
 )]
 
 
@@ -118,6 +121,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     local.add_route("/healthz", HealthResource())
     local.add_route("/readyz", ReadyResource([storage, index]))
     local.add_route("/openapi.yaml", OpenApiResource())
+    # The web UI reads through `app`, the same public API (and checks) as any client.
+    ui.install(local, lambda environ, start_response: app(environ, start_response))
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
