@@ -14,7 +14,7 @@ key                                    type    holds
                                                annotations, subject, refs}
 ``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
                                                is <digest>
-``repo:<name>:pushed``                 HASH    tag -> when it last moved (unix ms)
+``repo:<name>:pushed``                 ZSET    tag, scored by when it last moved (unix ms)
 ``repo:<name>:summary``                HASH    ``size``: bytes of the manifests and their
                                                distinct blobs; ``pushed``: the latest
                                                manifest's time (unix ms)

@@ -149,13 +149,13 @@ class IndexStore:
         meta = self.manifest(repo, digest)
         subject = meta.get("subject") if meta else None
         pipe = self.redis.pipeline(transaction=False)
-        self.summaries.queue_forget(pipe, repo, digest)
         self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject) if subject else k.tagmap(repo), k.events],
             args=[digest, "1" if subject else "0", repo_scope(repo)], client=pipe,
         )
-        removed = pipe.execute()[1]
+        self.summaries.queue_forget(pipe, repo, digest)
+        removed = pipe.execute()[0]
         return {"tags_removed": int(removed)}
 
     def resolve_tag(self, repo: str, tag: str) -> dict[str, Any]:

@@ -45,8 +45,23 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'size', size)
 end
 redis.call('HSET', KEYS[3], 'pushed', ARGV[3])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[4], ARGV[2], ARGV[3]) end
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) end
 return 1
+"""
+
+# Drops the push times of tags that no longer exist, checking each against the
+# tag map in the same step, so a tag pushed again meanwhile keeps its time.
+# KEYS: pushed, tagmap   ARGV: tags to check, or none to check every one
+_FORGET_TAGS = """
+local tags = ARGV
+if #tags == 0 then tags = redis.call('ZRANGE', KEYS[1], 0, -1) end
+local removed = 0
+for _, tag in ipairs(tags) do
+  if redis.call('HEXISTS', KEYS[2], tag) == 0 then
+    removed = removed + redis.call('ZREM', KEYS[1], tag)
+  end
+end
+return removed
 """
 
 # KEYS: counted, blobrefs, summary   ARGV: digest
@@ -106,6 +121,7 @@ class Summaries:
         self.keys = keys
         self._record = client.register_script(_RECORD)
         self._forget = client.register_script(_FORGET)
+        self._forget_tags = client.register_script(_FORGET_TAGS)
 
     # -- writes --------------------------------------------------------------
 
@@ -120,12 +136,16 @@ class Summaries:
                      args=args, client=client)
 
     def queue_forget(self, client: Any, repo: str, digest: str) -> None:
+        """After a manifest's delete: its bytes leave the size, its tags their times."""
         k = self.keys
         self._forget(keys=[k.counted(repo), k.blobrefs(repo), k.summary(repo)], args=[digest],
                      client=client)
+        self._forget_tags(keys=[k.pushed(repo), k.tagmap(repo)], client=client)
 
     def queue_forget_tag(self, client: Any, repo: str, tag: str) -> None:
-        client.hdel(self.keys.pushed(repo), tag)
+        """After a tag's delete."""
+        self._forget_tags(keys=[self.keys.pushed(repo), self.keys.tagmap(repo)], args=[tag],
+                          client=client)
 
     # -- reads ---------------------------------------------------------------
 
@@ -152,36 +172,61 @@ class Summaries:
     def tags(self, repo: str, sort: str, offset: int, n: int) -> TagPage | None:
         """A page of the repository's tags in `sort` order, or None when it is unknown.
 
-        Sorting needs every tag's name and push time (two hash reads); the
-        manifests' metadata is read for the page only.
+        Both orders are sorted sets (the tags by name, their push times by
+        time), so a page costs the same at 10 or 10,000 tags. Should the push
+        times not cover every tag (tags pushed before they were kept), the
+        page is sorted from the whole tag map instead.
         """
         k = self.keys
+        newest_first = sort == "pushed"
         pipe = self.redis.pipeline(transaction=False)
         pipe.zscore(k.repos, repo)
-        pipe.hgetall(k.tagmap(repo))
-        pipe.hgetall(k.pushed(repo))
-        known, tagmap, pushed_raw = pipe.execute()
-        if known is None and not tagmap:
-            return None
-        pushed = {t.decode(): int(ms) / 1000 for t, ms in pushed_raw.items()}
-        names = [t.decode() for t in tagmap]
-        if sort.lstrip("-") == "pushed":
-            names.sort(key=lambda t: (pushed.get(t, 0.0), t), reverse=sort == "pushed")
+        pipe.zcard(k.tags(repo))
+        if sort.lstrip("-") == "name":
+            getattr(pipe, "zrevrange" if sort == "-name" else "zrange")(
+                k.tags(repo), offset, offset + n - 1)
         else:
-            names.sort(reverse=sort == "-name")
-        page = names[offset:offset + n]
-        digests = [tagmap[t.encode()].decode() for t in page]
-        metas = self._metas(repo, sorted(set(digests)))
+            pipe.zcard(k.pushed(repo))
+            getattr(pipe, "zrevrange" if newest_first else "zrange")(
+                k.pushed(repo), offset, offset + n - 1, withscores=True)
+        known, total, *rest = pipe.execute()
+        if known is None and not total:
+            return None
+        if sort.lstrip("-") == "name":
+            page = [t.decode() for t in rest[0]]
+            pushed = dict(zip(page, self.redis.zmscore(k.pushed(repo), page) if page else [],
+                              strict=True))
+        elif rest[0] == total:
+            page = [t.decode() for t, _ in rest[1]]
+            pushed = {t.decode(): ms for t, ms in rest[1]}
+        else:
+            page, pushed = self._sorted_by_time(repo, newest_first, offset, n)
+        digests = self.redis.hmget(k.tagmap(repo), page) if page else []
+        found = [(tag, d.decode()) for tag, d in zip(page, digests, strict=True) if d]
+        metas = self._metas(repo, sorted({d for _, d in found}))
         children = sorted({c for m in metas.values() if m.get("media_type") in INDEX_TYPES
                            for c in m.get("refs", [])} - metas.keys())
         metas.update(self._metas(repo, children))
         out = []
-        for tag, digest in zip(page, digests, strict=True):
+        for tag, digest in found:
             meta = metas.get(digest, {})
+            ms = pushed.get(tag)
             out.append(TagDetail(tag, digest, meta.get("media_type", ""),
                                  meta.get("artifact_type"), _total_size(meta, metas),
-                                 list(meta.get("platforms") or []), pushed.get(tag)))
-        return TagPage(len(names), out)
+                                 list(meta.get("platforms") or []),
+                                 ms / 1000 if ms is not None else None))
+        return TagPage(int(total), out)
+
+    def _sorted_by_time(self, repo: str, newest_first: bool, offset: int,
+                        n: int) -> tuple[list[str], dict[str, float]]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hkeys(self.keys.tagmap(repo))
+        pipe.zrange(self.keys.pushed(repo), 0, -1, withscores=True)
+        names, times = pipe.execute()
+        pushed = {t.decode(): ms for t, ms in times}
+        tags = sorted((t.decode() for t in names), key=lambda t: (pushed.get(t, 0.0), t),
+                      reverse=newest_first)
+        return tags[offset:offset + n], pushed
 
     def _metas(self, repo: str, digests: list[str]) -> dict[str, dict[str, Any]]:
         if not digests:

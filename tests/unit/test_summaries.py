@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import time
 
+import redis
+
+from services.index.schema import Keys
 from tests.unit.conftest import Api
 from tests.unit.test_index_app import OCI_INDEX, digest, put, rpc
 
@@ -89,3 +92,20 @@ def test_bad_parameters_get_registry_errors(index_api: Api) -> None:
     assert index_api("GET", "/v2/_dockyard/repositories?name=A").status_code == 400
     too_many = "&".join(f"name=r{i}" for i in range(101))
     assert index_api("GET", f"/v2/_dockyard/repositories?{too_many}").status_code == 400
+
+
+def test_tags_without_push_times_still_sort_and_deletes_drop_times(
+        index_api: Api, index_config: dict) -> None:
+    """Tags recorded before push times were kept sort as oldest; a manifest's delete
+    drops its tags' times, so the sorted set and the tags never disagree for long."""
+    d = put(index_api, "sum/old", "first")
+    put(index_api, "sum/old", "second")
+    put(index_api, "sum/old", "third", digest=d)
+    prefix = index_config["index"]["redis"]["key_prefix"]
+    client = redis.Redis.from_url(index_config["index"]["redis"]["url"])
+    client.zrem(Keys(prefix).pushed("sum/old"), "first")
+    assert [t["tag"] for t in tags(index_api, "sum/old", "sort=pushed")["tags"]] == [
+        "third", "second", "first"]
+    rpc(index_api, "delete_manifest", repo="sum/old", digest=d)
+    assert client.zrange(Keys(prefix).pushed("sum/old"), 0, -1) == [b"second"]
+    assert [t["tag"] for t in tags(index_api, "sum/old", "sort=-pushed")["tags"]] == ["second"]
