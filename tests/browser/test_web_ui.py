@@ -9,6 +9,7 @@ share its pushes and run in order: the deleting ones come last.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -50,10 +51,19 @@ class Browser:
         return self.driver.find_elements("css selector", css)
 
     def texts(self, css: str) -> list[str]:
-        return [e.text for e in self.all(css)]
+        """The elements' text, read in one script: a list being replaced cannot go stale."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])]"
+            ".map(e => e.innerText.trim())", css)
 
     def shot(self, name: str) -> None:
-        self.driver.save_screenshot(str(self.screenshots / f"{name}.png"))
+        """The whole page, not only the window."""
+        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        image = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
+                     "scale": 1}})
+        (self.screenshots / f"{name}.png").write_bytes(base64.b64decode(image["data"]))
 
     def assert_inert(self) -> None:
         """No payload ran: nothing set window.__xss, no alert, no injected element."""
@@ -142,17 +152,15 @@ def test_the_filter_narrows_the_list_as_one_types(browser: Browser, pushed: Seed
     browser.open("/ui/")
     box = browser.find("#q")
     box.send_keys(f"{pushed.prefix}/findme")
-    browser.wait(lambda d: sorted(e.text for e in d.find_elements(
-        "css selector", "#repos tbody th")) == sorted(pushed.others[:2]))
+    browser.wait(lambda d: sorted(browser.texts("#repos tbody th")) == sorted(pushed.others[:2]))
     assert browser.find("#count").text == "2 repositories match"
     assert browser.driver.current_url.endswith(f"/ui/?q={pushed.prefix}%2Ffindme")
     box.send_keys("-two")
-    browser.wait(lambda d: [e.text for e in d.find_elements(
-        "css selector", "#repos tbody th")] == [pushed.others[1]])
+    browser.wait(lambda d: browser.texts("#repos tbody th") == [pushed.others[1]])
     browser.shot("home-filtered")
     for _ in range(len(f"{pushed.prefix}/findme-two")):
         box.send_keys("\ue003")  # backspace
-    browser.wait(lambda d: not d.find_elements("css selector", "#count"))
+    browser.wait(lambda d: not browser.texts("#count"))
     browser.assert_inert()
 
 
@@ -186,7 +194,7 @@ def test_repository_page_shows_tags_sorted_and_copies_the_pull_command(
                                                 "clipboardSanitizedWrite"]})
     command = f"docker pull {dockyard.addr}/{pushed.app}:zeta"
     browser.find(f'#tags tr[data-tag="zeta"] button.copy[data-copy="{command}"]').click()
-    browser.wait(lambda d: d.find_element("id", "status").text == f"Copied: {command}")
+    browser.wait(lambda d: browser.texts("#status") == [f"Copied: {command}"])
     assert browser.driver.execute_async_script(
         "navigator.clipboard.readText().then(arguments[0])") == command
     podman = browser.all("section .command code")[1].text
@@ -255,8 +263,7 @@ def test_deleting_a_tag_asks_first_then_removes_it(browser: Browser, pushed: See
     button.click()
     browser.wait(lambda d: dialog.is_displayed())
     browser.find("#confirm-delete").click()
-    browser.wait(lambda d: "zeta" not in [e.text for e in d.find_elements(
-        "css selector", "#tags tbody th")])
+    browser.wait(lambda d: "zeta" not in browser.texts("#tags tbody th"))
     assert browser.find("#status").text == f"Deleted tag zeta from {pushed.app}."
     tags = client.json("GET", f"/v2/{pushed.app}/tags/list")[2]["tags"]
     assert tags == ["alpha", "multi"]
@@ -274,7 +281,7 @@ def test_deleting_a_manifest_names_it_and_removes_it(browser: Browser, pushed: S
     assert f"the manifest {digest} of {pushed.app}, which tag alpha points to" in dialog.text
     browser.find("#confirm-delete").click()
     browser.wait(lambda d: d.current_url.endswith(f"/ui/r/{pushed.app}"))
-    browser.wait(lambda d: d.find_element("id", "status").text ==
-                 f"Deleted manifest {digest} from {pushed.app}.")
+    browser.wait(lambda d: browser.texts("#status") == [
+        f"Deleted manifest {digest} from {pushed.app}."])
     assert browser.texts("#tags tbody th") == ["multi"]
     assert client.get_manifest(pushed.app, digest).status == 404
