@@ -254,6 +254,7 @@ def test_deleting_a_tag_asks_first_then_removes_it(browser: Browser, pushed: See
     button.click()
     dialog = browser.find("#confirm")
     browser.wait(lambda d: dialog.is_displayed())
+    assert browser.texts("#confirm-title") == ["Delete tag zeta?"]
     assert f"removes the tag “zeta” from {pushed.app}" in dialog.text
     browser.shot("confirm-delete-tag")
     dialog.find_element("css selector", "button[value=cancel]").click()

@@ -96,6 +96,7 @@ function askCredentials(failed) {
   document.getElementById("login-error").textContent =
     failed ? "Those credentials were not accepted." : "";
   form.reset();
+  dialog.returnValue = "";
   dialog.showModal();
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => {
@@ -231,8 +232,9 @@ function setUpFilter() {
 
 // -- deleting -------------------------------------------------------------------
 
-function confirmDelete(text) {
+function confirmDelete(title, text) {
   const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-title").textContent = title;
   document.getElementById("confirm-text").textContent = text;
   dialog.returnValue = "";
   dialog.showModal();
@@ -260,7 +262,8 @@ async function remove(button) {
     ? `This removes the tag “${reference}” from ${repo}. The manifest it points to stays, `
       + "as do other tags."
     : `This removes ${button.dataset.describe}.`;
-  if (!(await confirmDelete(text))) return;
+  const title = kind === "tag" ? `Delete tag ${reference}?` : "Delete manifest?";
+  if (!(await confirmDelete(title, text))) return;
   try {
     await request("DELETE", `/v2/${repo}/manifests/${reference}`,
                   { scopes: [`repository:${repo}:pull,delete`] });
