@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import WAIT
-from tests.browser.seed import COSIGN, XSS, Seed, seed
+from tests.browser.seed import COSIGN, XSS, Seed, push_image, seed
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
 
@@ -134,6 +135,29 @@ def test_every_page_is_reachable_by_links_without_javascript(
     assert repo_link in links(signature)
 
 
+def test_the_repository_list_pages_by_cursor(client: RegistryClient) -> None:
+    """60 repositories: 50 on the page from `last`, the rest after its Next link."""
+    prefix = f"webui-pages-{uuid.uuid4().hex[:8]}"
+    names = [f"{prefix}/r{i:02d}" for i in range(60)]
+    for name in names:
+        push_image(client, name, "latest", layer_size=16)
+
+    def page(path: str) -> tuple[list[str], str | None]:
+        r = client.request("GET", path)
+        assert r.status == 200, r.status
+        text = r.data.decode()
+        listed = re.findall(r'<th scope="row"><a href="/ui/r/([^"]+)">', text)
+        following = re.search(r'<a rel="next" href="([^"]+)">', text)
+        return listed, following and following.group(1).replace("&amp;", "&")
+
+    first, following = page(f"/ui/?last={prefix}/")
+    assert first == names[:50]
+    assert following == f"/ui/?last={prefix}%2Fr49"
+    second, _ = page(following)
+    assert second[:10] == names[50:]
+    assert client.request("HEAD", following).status == 200
+
+
 def test_home_lists_repositories_with_their_summary(browser: Browser, pushed: Seed) -> None:
     browser.open(f"/ui/?q={pushed.prefix}")
     rows = {r.find_element("css selector", "th").text: r.text
@@ -237,6 +261,22 @@ def test_index_page_shows_platforms_and_referrers_grouped(browser: Browser,
     browser.assert_inert()
 
 
+def test_keyboard_reaches_the_skip_link_and_the_filter(browser: Browser) -> None:
+    from selenium.webdriver.common.keys import Keys
+    browser.open("/ui/")
+    browser.find("body").send_keys(Keys.TAB)
+    active = browser.driver.switch_to.active_element
+    assert active.text == "Skip to content"
+    active.send_keys(Keys.ENTER)
+    for _ in range(10):
+        browser.driver.switch_to.active_element.send_keys(Keys.TAB)
+        if browser.driver.switch_to.active_element.get_attribute("id") == "q":
+            break
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "q"
+    label = browser.find('label[for="q"]').text
+    assert label == "Filter repositories by name or description"
+
+
 def test_pages_fit_a_phone(browser: Browser, pushed: Seed) -> None:
     browser.driver.set_window_size(390, 844)
     for path, name in ((f"/ui/r/{pushed.app}", "repository-phone"),
@@ -258,6 +298,16 @@ def test_deleting_a_tag_asks_first_then_removes_it(browser: Browser, pushed: See
     assert f"removes the tag “zeta” from {pushed.app}" in dialog.text
     browser.shot("confirm-delete-tag")
     dialog.find_element("css selector", "button[value=cancel]").click()
+    browser.wait(lambda d: not dialog.is_displayed())
+    assert "zeta" in browser.texts("#tags tbody th")
+
+    # From the keyboard: Enter on the button opens it, Escape cancels.
+    from selenium.webdriver.common.keys import Keys
+    browser.driver.execute_script("arguments[0].focus()", button)
+    button.send_keys(Keys.ENTER)
+    browser.wait(lambda d: dialog.is_displayed())
+    assert browser.driver.switch_to.active_element.get_attribute("value") == "cancel"
+    browser.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     browser.wait(lambda d: not dialog.is_displayed())
     assert "zeta" in browser.texts("#tags tbody th")
 

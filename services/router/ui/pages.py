@@ -29,6 +29,10 @@ class Page:
     def __init__(self, app: Wsgi) -> None:
         self._app = app
 
+    def on_head(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        # Falcon sends no body for HEAD; the headers are GET's.
+        self.on_get(req, resp, **params)  # type: ignore[attr-defined]
+
     def api(self, req: falcon.Request) -> Api:
         return Api(self._app, req.env)
 
