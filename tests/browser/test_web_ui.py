@@ -156,6 +156,8 @@ def test_the_repository_list_pages_by_cursor(client: RegistryClient) -> None:
     second, _ = page(following)
     assert second[:10] == names[50:]
     assert client.request("HEAD", following).status == 200
+    assert client.request("GET", f"/ui/?q={prefix}&page=x").status == 200
+    assert client.request("GET", f"/ui/r/{names[0]}?page=-1&sort=<b>").status == 200
 
 
 def test_home_lists_repositories_with_their_summary(browser: Browser, pushed: Seed) -> None:

@@ -68,6 +68,13 @@ class Page:
             answer.status, falcon.HTTP_502)
 
 
+def page_param(req: falcon.Request) -> int:
+    """``page``, from 1; anything else (a typo in a shared link) is the first page."""
+    raw = req.get_param("page") or ""
+    return max(1, min(int(raw), 1 << 20)) if raw.isascii() and raw.isdigit() and \
+        len(raw) < 9 else 1
+
+
 def _repo_rows(repos: list[dict[str, Any]]) -> list[str]:
     return [
         f'<tr><th scope="row"><a href="{h(t.repo_url(r["name"]))}">{h(r["name"])}</a></th>'
@@ -89,8 +96,7 @@ class HomePage(Page):
         api = self.api(req)
         query = (req.get_param("q") or "").strip()[:256]
         last = req.get_param("last") or ""
-        page_number = req.get_param_as_int("page", min_value=1, max_value=1 << 20,
-                                           default=1) if query else 1
+        page_number = page_param(req) if query else 1
         status = falcon.HTTP_200
         pager = ""
         if query:
@@ -103,7 +109,7 @@ class HomePage(Page):
             if data and page_number < data.get("num_pages", 0):
                 url = t.query_url("/ui/", q=query, page=page_number + 1)
                 pager = f'<a rel="next" href="{h(url)}">Next page</a>'
-            counted = (f'<p class="count" id="count">{int(data["num_results"]):,} '
+            counted = (f'<p class="count" id="count" role="status">{int(data["num_results"]):,} '
                        f'repositor{"y" if data["num_results"] == 1 else "ies"} match</p>'
                        if data else "")
         else:
@@ -130,7 +136,7 @@ class HomePage(Page):
 <div class="row"><input type="search" id="q" name="q" value="{h(query)}"
  autocomplete="off" spellcheck="false"><button type="submit">Search</button></div>
 </form>
-<div id="listing" aria-live="polite">{listing}</div>
+<div id="listing">{listing}</div>
 <nav class="pager" id="pager" aria-label="Pages">{pager}</nav>"""
         self.send(resp, t.layout("Repositories", body, page="home", host=api.host), status)
 
@@ -144,7 +150,7 @@ class RepositoryPage(Page):
         api = self.api(req)
         sort = req.get_param("sort") or "name"
         sort = sort if sort in SORTS else "name"
-        page_number = req.get_param_as_int("page", min_value=1, max_value=1 << 20, default=1)
+        page_number = page_param(req)
         answer = api.get(f"/v2/{name}/_dockyard/tags",
                          {"sort": sort, "n": TAGS_PAGE_SIZE, "page": page_number})
         crumbs = [("Repositories", "/ui/")]

@@ -196,7 +196,7 @@ function setUpFilter() {
     if (mine !== sequence) return; // a newer keystroke's answer wins
     const parts = [];
     if (total !== null) {
-      parts.push(el("p", { class: "count", id: "count" },
+      parts.push(el("p", { class: "count", id: "count", role: "status" },
         `${total.toLocaleString("en")} repositor${total === 1 ? "y" : "ies"} match`));
     }
     if (repositories.length) {
