@@ -1,13 +1,17 @@
-"""A stand-in for registry token auth, in front of the test's `dockyard serve`.
+"""A stand-in for registry token auth, in front of the test's `dockyard serve`,
+and the web UI reading through it.
 
-It speaks what Docker's token flow specifies, and what the UI's script must
+The gate speaks what Docker's token flow specifies, and what the UI must
 handle: an API request without a token that covers it gets 401 with
 ``WWW-Authenticate: Bearer realm=...,service=...,scope=...``; ``GET
 /auth/token`` with HTTP Basic credentials answers ``{"token", "access_token"}``,
 a JWT whose ``access`` claim lists what was granted of what was asked. The
-tokens are not signed (the gate trusts only the tokens it keeps), which is
-enough for a browser test of the client side. Everything else (the UI's
-pages and files) goes through to dockyard untouched.
+tokens are not signed (the gate trusts only the tokens it keeps). Requests
+that pass are proxied to dockyard.
+
+`serving` puts the UI (`services.router.ui`, installed exactly as the router
+installs it) in front, reading through the gate as its public API: so the
+pages' own reads are refused or allowed as a browser's are.
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
+import falcon
 import urllib3
 from waitress.server import create_server
 
-USERS = {"alice": ("secret", {"pull", "delete"}), "bob": ("secret", {"pull"})}
+from services.router import ui
+from shared import errors
+
+USERS = {"alice": ("secret", {"pull", "delete"}), "bob": ("secret", {"pull"}),
+         "carol": ("secret", set())}
 SERVICE = "dockyard-test"
 _REPO = re.compile(r"^/v2/(?P<name>.+?)/(manifests|blobs|tags|referrers|_dockyard)/")
 
@@ -40,6 +49,8 @@ class TokenGate:
         self.http = urllib3.PoolManager(retries=False, timeout=30)
         self.tokens: dict[str, list[dict[str, Any]]] = {}
         self.base = ""
+        # Whether anyone may pull without a token, as many registries allow.
+        self.anonymous_pull = False
 
     @staticmethod
     def _needed(method: str, path: str) -> tuple[str, str, str] | None:
@@ -87,8 +98,10 @@ class TokenGate:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         access = self.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
         if access is None:
-            return False
+            return self.anonymous_pull and action in ("pull", "*")
         if kind == "registry" and not name:
+            return True
+        if self.anonymous_pull and action in ("pull", "*"):
             return True
         return any(a["type"] == kind and a["name"] == name and
                    (action in a["actions"] or "*" in a["actions"]) for a in access)
@@ -121,10 +134,25 @@ class TokenGate:
         return [r.data]
 
 
+def site(gate: TokenGate) -> Any:
+    """The gate's API and token paths, and the UI for every other path."""
+    pages = falcon.App(media_type="application/json")
+    errors.install(pages)
+    ui.install(pages, gate)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "").startswith(("/v2", "/v1/", "/auth/")):
+            return gate(environ, start_response)
+        return pages(environ, start_response)
+
+    return app
+
+
 @contextmanager
 def serving(upstream: str) -> Iterator[TokenGate]:
     gate = TokenGate(upstream)
-    server = create_server(gate, host="127.0.0.1", port=0, threads=4, ident="token-gate")
+    server = create_server(site(gate), host="127.0.0.1", port=0, threads=4,
+                           ident="token-gate")
     gate.base = f"http://127.0.0.1:{server.effective_port}"
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

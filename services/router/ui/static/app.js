@@ -11,6 +11,7 @@ import {
 const body = document.body;
 const repo = body.dataset.repo || "";
 const FLASH = "dockyard.flash";
+const RETRIED = "dockyard.retried";
 
 function say(text, kind = "info") {
   const status = document.getElementById("status");
@@ -138,12 +139,19 @@ async function setUpSession() {
 
 async function handleAuthRequired() {
   const section = document.getElementById("auth-required");
-  if (!section) return;
-  const challenge = section.dataset.challenge;
-  // One silent try with the stored sign-in per page, then ask.
-  const tried = sessionStorage.getItem("dockyard.retried") === location.href;
-  sessionStorage.setItem("dockyard.retried", location.href);
-  if (await signInFor(challenge, pageScopes(), tried || !signedInUser())) {
+  if (!section) {
+    sessionStorage.removeItem(RETRIED);
+    return;
+  }
+  // One silent try with the stored sign-in per page: if the page still says
+  // 401 after it, that sign-in does not reach it, and reloading would loop.
+  if (sessionStorage.getItem(RETRIED) === location.href && signedInUser()) {
+    sessionStorage.removeItem(RETRIED);
+    say(`Signed in as ${signedInUser()}, you may not see this page.`, "warn");
+    return;
+  }
+  sessionStorage.setItem(RETRIED, location.href);
+  if (await signInFor(section.dataset.challenge, pageScopes(), !signedInUser())) {
     location.reload();
   }
 }
@@ -306,8 +314,9 @@ if (flash) {
 }
 setUpCopy();
 setUpFilter();
-Promise.all([setUpSession(), handleAuthRequired(), setUpDeletes()]).catch((e) => {
-  say(`Something failed: ${e.message}`, "error");
-}).finally(() => {
+const failed = (e) => say(`Something failed: ${e.message}`, "error");
+// Ready (for people and tests alike) once set up; a sign-in form may still be open.
+Promise.all([setUpSession(), setUpDeletes()]).catch(failed).finally(() => {
   body.dataset.ready = "1";
 });
+handleAuthRequired().catch(failed);
