@@ -70,6 +70,12 @@ def test_with_anonymous_pull_a_refused_delete_asks_to_sign_in_then_hides_delete(
     assert delete_buttons_shown(browser) == 3  # nobody signed in: the API decides
     browser.find('tr[data-tag="two"] button.delete').click()
     browser.find("#confirm-delete").click()
+    browser.find("#login button[value=cancel]").click()
+    browser.wait(lambda d: browser.texts("#status") == [
+        f"Deleting in {repo} needs you to sign in."])
+    assert delete_buttons_shown(browser) == 3
+    browser.find('tr[data-tag="two"] button.delete').click()
+    browser.find("#confirm-delete").click()
     sign_in(browser, "bob", "wrong")
     browser.wait(lambda d: browser.texts("#login-error") == [
         "Those credentials were not accepted."])

@@ -276,7 +276,9 @@ async function remove(button) {
     await request("DELETE", `/v2/${repo}/manifests/${reference}`,
                   { scopes: [`repository:${repo}:pull,delete`] });
   } catch (e) {
-    if (e instanceof ApiError && (e.status === 403 || e.status === 401)) {
+    if (e instanceof ApiError && e.status === 401 && !signedInUser()) {
+      say(`Deleting in ${repo} needs you to sign in.`, "warn");
+    } else if (e instanceof ApiError && (e.status === 403 || e.status === 401)) {
       hideDeletes(`You may not delete in ${repo}.`);
     } else if (e instanceof ApiError && e.status === 405) {
       hideDeletes("This registry does not allow deleting.");
