@@ -338,3 +338,20 @@ def test_deleting_a_manifest_names_it_and_removes_it(browser: Browser, pushed: S
         f"Deleted manifest {digest} from {pushed.app}."])
     assert browser.texts("#tags tbody th") == ["multi"]
     assert client.get_manifest(pushed.app, digest).status == 404
+
+
+def test_with_deletes_turned_off_a_delete_says_so_and_hides_the_buttons(
+        driver: Any, fresh_dockyard: Dockyard, screenshots: Path) -> None:
+    fresh_dockyard.env["DOCKYARD_STORAGE_DELETE_ENABLED"] = "false"
+    fresh_dockyard.start()
+    client = RegistryClient(fresh_dockyard.url)
+    push_image(client, "fixed/app", "v1")
+    browser = Browser(driver, fresh_dockyard.url, screenshots)
+    browser.open("/ui/r/fixed/app")
+    browser.find('tr[data-tag="v1"] button.delete').click()
+    browser.find("#confirm-delete").click()
+    browser.wait(lambda d: browser.texts("#status") == [
+        "This registry does not allow deleting."])
+    assert not browser.driver.execute_script(
+        "return [...document.querySelectorAll('button.delete')].some(b => !b.hidden)")
+    assert client.json("GET", "/v2/fixed/app/tags/list")[2]["tags"] == ["v1"]
