@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import machine, report, search, servers
+from bench import curves, machine, report, search, servers, wrk
 from bench.client import ProtocolError
 from bench.rss import RssSampler
 from bench.settings import FULL, QUICK, MiB, Settings
@@ -70,6 +70,7 @@ class Run:
         self.sides: dict[str, Side] = {}
         self.samples: dict[str, dict[str, list[Sample]]] = defaultdict(lambda: defaultdict(list))
         self.search_samples: list[Sample] = []
+        self.search_wrk: dict[str, list[Sample]] = defaultdict(list)
         self.populate: dict[str, Any] = {}
         self.errors: list[ProtocolError] = []
         self.sampler: RssSampler | None = None
@@ -124,7 +125,7 @@ class Run:
             # Alternate who goes first so warm caches and background work
             # (page-cache writeback of the last big push) do not favour one side.
             order = labels if round_no % 2 == 0 else labels[::-1]
-            for name, workload in WORKLOADS:
+            for name, workload in [*WORKLOADS, ("wrk curves", curves.curves)]:
                 parts = []
                 for label in order:
                     side = self.sides[label]
@@ -186,6 +187,21 @@ class Run:
                 f"round {round_no + 1}/{self.settings.rounds} search: p99 {sample.value:.2f} ms, "
                 f"p50 {sample.detail['p50_ms']} ms, {sample.detail['rate']} req/s"
             )
+            if not wrk.available():
+                continue
+            out = self.attempt("dockyard", "search (wrk)", search.measure_search_wrk, side,
+                               self.settings, pop.created, round_no)
+            if out is None:
+                return
+            for key, sample in out.items():
+                self.search_wrk[key].append(sample)
+            paced, closed = out["search_paced_p99"].detail, out["search_closed_rate"].detail
+            self.log(
+                f"round {round_no + 1}/{self.settings.rounds} search (wrk, 64 connections): "
+                f"paced {paced['rate']:,.0f} q/s p99 {paced['p99_ms']:.2f} ms; closed loop "
+                f"{closed['rate']:,.0f} q/s p99 {closed['p99_ms']:.2f} ms; wrk CPU "
+                f"{max(paced['generator_cpu'], closed['generator_cpu']):.0%} of the machine"
+            )
 
     def stop(self) -> None:
         """Stop every server (idempotent); storage stays until ``cleanup``."""
@@ -214,8 +230,10 @@ class Run:
         if self.sampler is not None:
             for label in rss_mib:
                 rss_mib[label] = self.sampler.peak("compare", label).total_bytes / MiB
-        metrics = titled(METRICS, self.settings)
-        return report.build_rows(metrics, self.samples, self.search_samples, rss_mib)
+        metrics = titled([*METRICS, *curves.metrics(self.settings)], self.settings)
+        rows = report.build_rows(metrics, self.samples, self.search_samples, rss_mib)
+        return [*rows[:-1], *curves.check_rows(self.samples, self.settings),
+                *report.search_wrk_rows(self.search_wrk, self.settings), rows[-1]]
 
     def document(self, rows: list[report.Row]) -> dict[str, Any]:
         rss: dict[str, Any] = {}
@@ -261,6 +279,7 @@ class Run:
             "search": {
                 "populate": self.populate,
                 "samples": [dataclasses.asdict(s) for s in self.search_samples],
+                "wrk": {k: [dataclasses.asdict(s) for s in v] for k, v in self.search_wrk.items()},
             },
             "rss": rss,
             "notes": notes,

@@ -56,8 +56,11 @@ def push_chunked(client: Client, repo: str, blob: Blob, chunks: int) -> None:
     finish_upload(client, path, blob.digest)
 
 
-def push_streamed(client: Client, repo: str, blob: Blob, piece: int = 1 << 20) -> None:
-    """What the docker CLI does: one PATCH with a chunked-encoded body, then an empty PUT."""
+def push_streamed(client: Client, repo: str, blob: Blob, piece: int = 32 << 10) -> None:
+    """What the docker CLI does: one PATCH with a chunked-encoded body, then an empty PUT.
+
+    Chunks of 32 KiB, as docker sends them (Go's net/http writes one chunk per
+    write of io.Copy's 32 KiB buffer)."""
     path = start_upload(client, repo)
     view = memoryview(blob.data)
 

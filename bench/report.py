@@ -106,6 +106,25 @@ def build_rows(
     return rows
 
 
+SEARCH_WRK_P99_TARGET_MS = 10.0
+SEARCH_WRK_RATE_TARGET = 1000.0
+
+
+def search_wrk_rows(samples: dict[str, list[Sample]], settings: Any) -> list[Row]:
+    paced = Stats.of([s.value for s in samples.get("search_paced_p99", [])])
+    closed = Stats.of([s.value for s in samples.get("search_closed_rate", [])])
+    clients = settings.search_wrk_clients
+    return [
+        Row("search_paced_p99", f"search p99, {settings.search_wrk_rate:g} q/s offered over "
+            f"{clients} connections (wrk, dockyard only)", "ms", paced, None, None,
+            f"< {SEARCH_WRK_P99_TARGET_MS:g} ms", None,
+            None if paced is None else paced.median < SEARCH_WRK_P99_TARGET_MS),
+        Row("search_closed_rate", f"search, {clients} connections closed loop (wrk, "
+            "dockyard only)", "q/s", closed, None, None, f">= {SEARCH_WRK_RATE_TARGET:g}",
+            None, None if closed is None else closed.median >= SEARCH_WRK_RATE_TARGET),
+    ]
+
+
 def _num(x: float) -> str:
     if math.isnan(x):
         return "nan"

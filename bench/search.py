@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from bench import wrk
 from bench.client import Client, ProtocolError
 from bench.loadgen import run_concurrent
 from bench.settings import Settings
@@ -138,3 +140,43 @@ def measure_search(dockyard: Side, settings: Settings, created: int, round_no: i
             "truncated": result.truncated,
         },
     )
+
+
+def _wrk_queries(created: int, settings: Settings, round_no: int) -> list[str]:
+    """This round's slice of a fixed shuffle of every repository name, leaving out
+    the names `measure_search` asks for: no query repeats within a run while the
+    repositories last."""
+    python_asked = {
+        (i * 104_729) % created
+        for r in range(settings.rounds)
+        for i in range(r * settings.search_queries, (r + 1) * settings.search_queries)
+        if i % 2
+    }
+    order = [i for i in random.Random(12).sample(range(created), created)
+             if i not in python_asked]
+    per_round = len(order) // max(1, settings.rounds)
+    chosen = order[round_no * per_round:(round_no + 1) * per_round]
+    return [f"/v1/search?q={quote(search_repo_name(i), safe='')}&n={settings.search_page}"
+            for i in chosen]
+
+
+def measure_search_wrk(dockyard: Side, settings: Settings, created: int,
+                       round_no: int) -> dict[str, Sample]:
+    """Search from wrk, a separate process: p99 at an offered rate (each of the
+    connections paced by Lua `delay()`), then the closed-loop rate; each request a
+    full repository name not asked before in this run."""
+    queries = _wrk_queries(created, settings, round_no)
+    half = len(queries) // 2
+    clients = settings.search_wrk_clients
+    pace_ms = clients / settings.search_wrk_rate * 1000
+    paced = wrk.run(dockyard.url, queries[:half], clients, settings.search_wrk_seconds,
+                    pace_ms=pace_ms)
+    closed = wrk.run(dockyard.url, queries[half:], clients, settings.search_wrk_seconds)
+    out = {}
+    for key, result, value, count in (("search_paced_p99", paced, paced.p99_ms, half),
+                                      ("search_closed_rate", closed, closed.rate,
+                                       len(queries) - half)):
+        detail = {**result.to_dict(), "distinct_queries": count,
+                  "repeated": result.rate * settings.search_wrk_seconds > count}
+        out[key] = Sample(value, detail)
+    return out

@@ -32,6 +32,16 @@ class Settings:
     search_queries: int = 5000
     search_clients: int = 16
     search_page: int = 25
+    # wrk curves of small requests (bench/wrk.py): clients per point, seconds per point.
+    curve_clients: tuple[int, ...] = (1, 16, 64, 256)
+    # Quick mode measures the other curves at fewer points than GET by tag.
+    curve_clients_other: tuple[int, ...] = (1, 16, 64, 256)
+    curve_seconds: float = 5.0
+    # Search through wrk from its own process: paced (offered q/s over connections)
+    # and closed loop; each round asks for names no earlier round asked for.
+    search_wrk_rate: float = 500.0
+    search_wrk_clients: int = 64
+    search_wrk_seconds: float = 10.0
     # Upper bound on any single timed load loop; a slower server reports
     # fewer operations (marked truncated) instead of stalling the run.
     time_limit: float = 60.0
@@ -59,6 +69,9 @@ QUICK = replace(
     catalog_requests=40,
     search_repos=2000,
     search_queries=1000,
+    curve_clients_other=(16, 256),
+    curve_seconds=1.0,
+    search_wrk_seconds=3.0,
     time_limit=10.0,
     populate_time_limit=30.0,
 )

@@ -110,15 +110,26 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
 @click.option("--storage-root", help="Shared storage root to send blobs from "
               "(router.storage_root).")
 @click.option("--events-url", help="Redis URL for index events (router.events_url).")
+@click.option("--listen-fd", help="Serve on these inherited listening sockets (comma-"
+              "separated descriptors) instead of binding --listen; set by `serve`.")
+@click.option("--write-fence", help="File the router processes of one `serve` share to "
+              "read their own writes from each other; set by `serve`.")
+@click.option("--metrics-fd", type=int, help="Serve /metrics on this inherited listening "
+              "socket, adding up every router process's samples; set by `serve`.")
+@click.option("--token-key", type=click.Path(dir_okay=False),
+              help="PEM key that signs tokens and upload URLs (auth.token.key).")
 def router(config_path: str | None, listen: str | None, storage_urls: tuple[str, ...],
            index_urls: tuple[str, ...], metrics_listen: str | None,
-           storage_root: str | None, events_url: str | None) -> None:
+           storage_root: str | None, events_url: str | None, listen_fd: str | None,
+           write_fence: str | None, metrics_fd: int | None, token_key: str | None) -> None:
     """Run one router: the public endpoint."""
+    import socket
+
     from prometheus_client import start_http_server
 
     from services.router.app import create_app
     from shared.config import parse_listen
-    from shared.observability import Metrics
+    from shared.observability import Metrics, serve_multiprocess_metrics
     from shared.server import serve as serve_app
 
     cfg = _load(config_path)
@@ -134,9 +145,13 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         section["storage_root"] = storage_root
     if events_url is not None:
         section["events_url"] = events_url
+    if token_key:
+        cfg["auth"]["token"]["key"] = token_key
     _setup("router", cfg)
     metrics = Metrics("router")
-    if section["metrics_listen"]:
+    if metrics_fd is not None:
+        serve_multiprocess_metrics(socket.socket(fileno=metrics_fd))
+    elif section["metrics_listen"]:
         # The public port must not expose metrics, so they get their own listener.
         host, port = parse_listen(section["metrics_listen"])
         start_http_server(port, host, registry=metrics.registry)
@@ -144,8 +159,42 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         from services.router.shared_disk import SharedDisk
 
         SharedDisk(section["storage_root"]).install_spool()
+    if write_fence:
+        from services.router.response_cache import use_write_fence
+
+        use_write_fence(write_fence)
     app = create_app(cfg, metrics=metrics, start_background=True)
-    serve_app(app, section["listen"], cfg, section["threads"], "router")
+    sockets = [socket.socket(fileno=int(fd)) for fd in listen_fd.split(",")] if listen_fd else []
+    serve_app(app, section["listen"], cfg, section["threads"], "router", sockets)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("user")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input instead of a prompt.")
+def passwd(file: str, user: str, password_stdin: bool) -> None:
+    """Add USER to the htpasswd FILE, or change their password (bcrypt).
+
+    The password is never taken from the command line, where other users
+    and the shell history would see it. A running registry picks the change
+    up within a second.
+    """
+    from shared.auth.htpasswd import set_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.ClickException("the password must not be empty")
+    try:
+        new = set_password(file, user, password)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{file}: {e.strerror}") from None
+    click.echo(f"{'added' if new else 'changed'} user {user} in {file}")
 
 
 @main.group(name="config")
@@ -162,8 +211,13 @@ def check(file: str) -> None:
 
 
 @config_group.command(name="reference")
-def reference() -> None:
+@click.option("--markdown", is_flag=True,
+              help="The table of docs/configuration.md (see scripts/config-docs).")
+def reference(markdown: bool) -> None:
     """Print every key with its environment variable and default."""
+    if markdown:
+        click.echo(config_mod.reference_markdown(), nl=False)
+        return
     for path, env, default, help_ in config_mod.reference():
         click.echo(f"{path}\t{env}\t{default!r}\t{help_}")
 

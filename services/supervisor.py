@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -63,10 +64,14 @@ class Child:
     backoff: float = BACKOFF_START
     restart_at: float | None = None
     restarts: int = field(default=0)
+    # Listening sockets the supervisor holds for the child (see `listen_sockets`).
+    sockets: tuple[socket.socket, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, preexec_fn=_die_with_parent,
-                                        stdin=subprocess.DEVNULL, env=_child_env())
+                                        stdin=subprocess.DEVNULL, env=_child_env(self.env),
+                                        pass_fds=[s.fileno() for s in self.sockets])
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.process.pid)
@@ -104,8 +109,8 @@ class Child:
             self.process.wait()
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **(extra or {})}
     # glibc gives every thread that allocates its own malloc arena and keeps
     # freed memory in each; with 16 server threads that is most of a Python
     # service's RSS. Two arenas cost no measurable throughput here.
@@ -124,6 +129,37 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
+
+
+def router_processes(config: dict[str, Any]) -> int:
+    """How many router processes share the public port: one Python process
+    serves on one core at a time (the GIL), and the router is the one door
+    every request passes through (bench/README.md has the measurements)."""
+    return config["router"]["processes"] or os.cpu_count() or 1
+
+
+def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Bound, listening sockets for every address of `host` (as waitress binds
+    them), made here once so that several router processes accept from the same
+    queue, and a router restarting loses no queued connection."""
+    sockets: list[socket.socket] = []
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                               socket.IPPROTO_TCP, socket.AI_PASSIVE)
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            s = socket.socket(family, kind, proto)
+            sockets.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((address[0], port, *address[2:]))
+            s.listen(backlog)
+            port = s.getsockname()[1]  # port 0: every address on the one the first got
+    except OSError:
+        for s in sockets:
+            s.close()
+        raise
+    return sockets
 
 
 def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
@@ -152,16 +188,51 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     children.append(Child("storage", [*cli, "storage", *common, "--listen",
                                       storage_url[len("http://"):], "--root", storage_root,
                                       "--index", index_url, "--events-url", redis_url]))
-    children.append(Child("router", [*cli, "router", *common, "--listen", f"{host}:{port}",
-                                     "--storage", storage_url, "--index", index_url,
-                                     "--metrics-listen", f"127.0.0.1:{metrics_port}",
-                                     # One machine, one disk: the router sends blobs itself.
-                                     "--storage-root", storage_root,
-                                     "--events-url", redis_url]))
+    public = listen_sockets(host, port, config["http"]["backlog"])
+    router = [*cli, "router", *common, *_token_key_args(config, data_dir),
+              "--listen", f"{host}:{port}",
+              "--listen-fd", ",".join(str(s.fileno()) for s in public),
+              "--storage", storage_url, "--index", index_url,
+              "--metrics-listen", f"127.0.0.1:{metrics_port}",
+              # One machine, one disk: the router sends blobs itself.
+              "--storage-root", storage_root,
+              "--events-url", redis_url]
+    count = router_processes(config)
+    env: dict[str, str] = {}
+    if count > 1:
+        # One /metrics for all router processes: each writes its samples to
+        # files in this directory (prometheus_client's multiprocess mode), and
+        # whichever process accepts a scrape adds them all up.
+        metrics_dir = data_dir / "router-metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        metrics = listen_sockets("127.0.0.1", metrics_port, 64)
+        router += ["--metrics-fd", str(metrics[0].fileno()),
+                   "--write-fence", str(data_dir / "router-write-fence")]
+        public += metrics
+    for i in range(count):
+        children.append(Child("router" if count == 1 else f"router-{i + 1}", router,
+                              sockets=tuple(public), env=env))
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
                  "router": f"http://{host}:{port}",
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     return children, addresses
+
+
+def _token_key_args(config: dict[str, Any], data_dir: Path) -> list[str]:
+    """With access control on and no key configured, one generated in the data directory
+    (kept across restarts, so issued tokens and upload URLs stay valid)."""
+    from shared.auth import settings
+    from shared.auth.tokens import generate_key
+
+    if not settings.enabled(config) or config["auth"]["token"]["key"]:
+        return []
+    key = data_dir / "auth" / "token-key.pem"
+    if not key.exists():
+        generate_key(key)
+        log.info("generated the token signing key %s", key)
+    return ["--token-key", str(key)]
 
 
 def run(children: list[Child]) -> int:
@@ -191,4 +262,4 @@ def run(children: list[Child]) -> int:
     return 0
 
 
-__all__ = ["Child", "free_port", "free_ports", "plan", "run"]
+__all__ = ["Child", "free_port", "free_ports", "listen_sockets", "plan", "router_processes", "run"]

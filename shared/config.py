@@ -30,6 +30,8 @@ class Key:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
+    # A list of mappings (rules, issuers) instead of strings, checked by `check`.
+    items: type = str
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
@@ -48,12 +50,17 @@ SCHEMA: dict[str, Any] = {
                             minimum=1),
         "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
         "backlog": Key(int, 1024, "listen backlog", minimum=1),
+        "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
+                             "the oldest has waited longer, new requests get 503 with "
+                             "Retry-After at once; 0: no limit", minimum=0),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
         "storage_urls": Key(list, ["http://127.0.0.1:5100"], "storage backends"),
         "index_urls": Key(list, ["http://127.0.0.1:5200"], "index backends"),
         "threads": Key(int, 16, "worker threads", minimum=1),
+        "processes": Key(int, 0, "router processes `serve` runs on the public port, sharing "
+                         "one listening socket; 0: one per CPU", minimum=0),
         "backend_timeout": Key(int, 300, "seconds to wait for a backend's response", minimum=1),
         "retry_after": Key(int, 2, "Retry-After seconds sent with 503", minimum=0),
         "metrics_listen": Key(str, "", "host:port for the router's /metrics; empty: off"),
@@ -102,6 +109,48 @@ SCHEMA: dict[str, Any] = {
         "search_refresh": Key(float, 1.0, "seconds between rebuilds of the search snapshot "
                               "of a large catalog"),
     },
+    # Who may do what: see docs/access-control.md. Nothing here: no authentication.
+    "auth": {
+        "htpasswd": Key(str, "", "htpasswd file of users (bcrypt entries, `htpasswd -B` or "
+                        "`dockyard passwd`); re-read when it changes; empty: no users"),
+        "mode": Key(str, "token", "the challenge sent with 401: `token` (Docker token "
+                    "authentication via the token endpoint) or `basic`; both schemes are "
+                    "accepted either way", choices=("token", "basic")),
+        "realm": Key(str, "dockyard", "the Basic challenge's realm"),
+        "groups": Key(dict, {}, "group name -> list of user names, for `access` rules"),
+        "credential_cache_ttl": Key(float, 300.0, "seconds a verified password (by its "
+                                    "hash) is trusted without another bcrypt check; an "
+                                    "edit of the htpasswd file drops them all; 0: never"),
+        "credential_cache_size": Key(int, 10000, "verified credentials and tokens kept",
+                                     minimum=1),
+        "failed_login_limit": Key(int, 10, "failed logins per user, and per client address, "
+                                  "before 429", minimum=1),
+        "failed_login_window": Key(int, 60, "seconds over which failed logins are counted, "
+                                   "and the longest Retry-After", minimum=1),
+        "trusted_proxies": Key(list, ["127.0.0.1", "::1"], "addresses of proxies (a TLS "
+                               "terminator) whose X-Forwarded-For names the client, for "
+                               "the per-address login limit"),
+        "token": {
+            "realm": Key(str, "", "URL of the token endpoint sent in the challenge; empty: "
+                         "/auth/token on the host the client used"),
+            "service": Key(str, "dockyard", "the service (audience) of issued tokens"),
+            "issuer": Key(str, "dockyard", "the issuer of issued tokens"),
+            "key": Key(str, "", "PEM private key (EC P-256: ES256, RSA: RS256) that signs "
+                       "tokens and upload URLs; empty under `dockyard serve`: generated "
+                       "in the data directory"),
+            "lifetime": Key(int, 300, "seconds an issued access token is valid", minimum=10),
+            "refresh_lifetime": Key(int, 7 * 86400, "seconds a refresh token (grant_type="
+                                    "password with access_type=offline) is valid",
+                                    minimum=60),
+        },
+        "external": Key(list, [], "tokens of other issuers accepted: a list of {issuer, "
+                        "audience, keys: PEM file of public keys or certificates, or a JWKS "
+                        "file}", items=dict),
+    },
+    "access": Key(list, [], "rules: a list of {repositories: [glob], users, groups, "
+                  "anonymous: [actions], actions: [pull|push|delete]}; once any "
+                  "authentication is configured, what no rule grants is denied",
+                  items=dict),
 }
 
 
@@ -158,14 +207,17 @@ def _coerce(path: str, key: Key, value: Any) -> Any:
         raise ConfigError(f"{path}: must be one of {', '.join(map(str, key.choices))}")
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"{path}: must be at least {key.minimum}")
-    if expected is list and not all(isinstance(v, str) and v for v in value):
+    if expected is list and key.items is str and not all(isinstance(v, str) and v
+                                                         for v in value):
         raise ConfigError(f"{path}: expected a list of non-empty strings")
+    if expected is list and key.items is dict and not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{path}: expected a list of mappings")
     return value
 
 
 def _type_name(t: Any) -> str:
     return {str: "string", int: "integer", float: "number", bool: "boolean",
-            list: "list"}.get(t, str(t))
+            list: "list", dict: "mapping"}.get(t, str(t))
 
 
 def _check_values(cfg: dict[str, Any]) -> None:
@@ -186,6 +238,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
         url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
+    # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
+    from shared.auth import settings
+
+    try:
+        settings.check(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _valid_listen(value: str) -> bool:
@@ -255,3 +314,23 @@ def dump(cfg: dict[str, Any]) -> str:
 def reference() -> list[tuple[str, str, Any, str]]:
     """(key path, environment variable, default, help) of every key, for the docs."""
     return [(".".join(p), env_name(p), k.default, k.help) for p, k in _leaves(SCHEMA)]
+
+
+def _markdown_value(value: Any) -> str:
+    if value == "" or value == []:
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return "`[" + ", ".join(value) + "]`"
+    return f"`{value}`"
+
+
+def reference_markdown() -> str:
+    """`reference()` as the Markdown table of docs/configuration.md, which a test keeps
+    equal to this (regenerate it with ``scripts/config-docs``)."""
+    rows = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for path, env, default, help_ in reference():
+        meaning = help_.replace("|", "\\|")
+        rows.append(f"| `{path}` | `{env}` | {_markdown_value(default)} | {meaning} |")
+    return "\n".join(rows) + "\n"

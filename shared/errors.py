@@ -76,8 +76,13 @@ PaginationNumberInvalid = _error(
 # A chunk that does not continue the upload where it stands.
 RangeInvalid = _error("RangeInvalid", 416, "BLOB_UPLOAD_INVALID", "invalid content range")
 NotFound = _error("NotFound", 404, "NOT_FOUND", "not found")
+# A search query refused (/v1/search is Docker's API, outside the spec's table).
+SearchQueryInvalid = _error("SearchQueryInvalid", 400, "UNSUPPORTED", "invalid search query")
 MethodNotAllowed = _error("MethodNotAllowed", 405, "UNSUPPORTED", "method not allowed")
 StorageFull = _error("StorageFull", 507, "UNKNOWN", "insufficient storage on the registry")
+# Access control (shared/auth): no or bad credentials, and a caller without the permission.
+Unauthorized = _error("Unauthorized", 401, "UNAUTHORIZED", "authentication required")
+Denied = _error("Denied", 403, "DENIED", "requested access to the resource is denied")
 
 
 class RangeNotSatisfiable(RegistryError):
@@ -125,6 +130,66 @@ def respond(resp: falcon.Response, ex: RegistryError) -> None:
         resp.set_header(name, value)
 
 
+# The URL segments after a repository name, in the shapes of `shared.routing`, and
+# what the thing each one names is called when the rest of the URL is no valid id.
+_UNROUTED_KINDS = ("/blobs/uploads/", "/blobs/", "/manifests/", "/referrers/", "/tags/")
+
+
+def unrouted(method: str, path: str) -> RegistryError:
+    """The error for a request whose path matches no route.
+
+    Under /v2/ such a path names a repository's blob, upload, manifest or
+    referrers with an id no valid one looks like: a percent-encoded "/" or
+    "../" in a digest or upload id, a raw non-ASCII byte. The answer is the
+    spec's code for that thing: an invalid repository name is NAME_INVALID;
+    an upload id, BLOB_UPLOAD_UNKNOWN (no such session can exist); a digest,
+    DIGEST_INVALID; a manifest reference, MANIFEST_UNKNOWN, except for a PUT,
+    whose invalid tag is refused as such. Anything else is NOT_FOUND: no code
+    of the spec's table names a URL outside its API.
+    """
+    from shared.validation import is_valid_name  # validation imports this module
+
+    if not path.startswith("/v2/"):
+        return NotFound(detail={"path": path[:200]})
+    rest = path[4:]
+    found = [(i, kind) for kind in _UNROUTED_KINDS[:-1] if (i := rest.find(kind)) > 0]
+    # "/tags/" may be a component of a name ("a/tags/b"); it counts only alone.
+    found = found or [(i, "/tags/") for i in [rest.find("/tags/")] if i > 0]
+    if not found:
+        return NotFound(detail={"path": path[:200]})
+    # The first segment ends the name; at one position "/blobs/uploads/" wins.
+    at, kind = min(found, key=lambda f: (f[0], _UNROUTED_KINDS.index(f[1])))
+    name, ref = rest[:at], rest[at + len(kind):][:200]
+    if not is_valid_name(name):
+        return NameInvalid(detail={"name": name[:200]})
+    if kind == "/blobs/uploads/":
+        return BlobUploadUnknown(detail={"uuid": ref})
+    if kind in ("/blobs/", "/referrers/"):
+        return DigestInvalid("invalid digest", detail={"digest": ref})
+    if kind == "/manifests/":
+        if method == "PUT":
+            return TagInvalid(detail={"tag": ref})
+        return ManifestUnknown(detail={"reference": ref})
+    return NotFound(detail={"path": path[:200]})
+
+
+def allowed_methods(resource: object) -> set[str]:
+    """The methods `resource` answers (RFC 9110: HEAD wherever GET), for an Allow header."""
+    methods = {m for m in falcon.COMBINED_METHODS if hasattr(resource, f"on_{m.lower()}")}
+    return methods | ({"HEAD"} if "GET" in methods else set())
+
+
+class _UnknownMethods:
+    """Falcon answers a method it has never heard of (``BREW /v2/``) with a 400 of
+    its own; the spec's answer is 405 UNSUPPORTED, and RFC 9110 wants an Allow."""
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         params: dict[str, Any]) -> None:
+        if req.method not in falcon.COMBINED_METHODS:
+            raise MethodNotAllowed(detail={"method": req.method[:50]}, headers={
+                "Allow": ", ".join(sorted(allowed_methods(resource)))})
+
+
 def _handle_registry_error(req: falcon.Request, resp: falcon.Response, ex: RegistryError,
                            params: dict[str, Any]) -> None:
     respond(resp, ex)
@@ -132,7 +197,6 @@ def _handle_registry_error(req: falcon.Request, resp: falcon.Response, ex: Regis
 
 # Falcon's own errors (unmatched routes, bad query strings) mapped to our codes.
 _FALCON_STATUS_CODES = {
-    404: NotFound,
     405: MethodNotAllowed,
     413: SizeInvalid,
 }
@@ -141,6 +205,9 @@ _FALCON_STATUS_CODES = {
 def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError,
                          params: dict[str, Any]) -> None:
     status = int(ex.status_code)
+    if status == 404:
+        _handle_registry_error(req, resp, unrouted(req.method, req.path), params)
+        return
     cls = _FALCON_STATUS_CODES.get(status)
     err = cls() if cls else RegistryError(ex.title or "error")
     err.status = status
@@ -166,3 +233,4 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Exception, _handle_unexpected)
     app.add_error_handler(falcon.HTTPError, _handle_falcon_error)
     app.add_error_handler(RegistryError, _handle_registry_error)
+    app.add_middleware(_UnknownMethods())

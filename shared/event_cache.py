@@ -69,6 +69,11 @@ class EventCache(Generic[V]):
             self._epoch += 1
             self._live = live
 
+    def forget_all(self) -> None:
+        """Make every entry stale, and every answer in flight unstorable."""
+        with self._lock:
+            self._epoch += 1
+
     def invalidate(self, scope: str) -> None:
         with self._lock:
             if len(self._generation) >= MAX_SCOPES:

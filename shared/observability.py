@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -46,6 +48,27 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def serve_multiprocess_metrics(sock: socket.socket) -> None:
+    """Serve /metrics on a listening socket that several processes share, in a
+    thread: each answer adds up the samples every process of the group wrote to
+    `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode), so a
+    scrape sees the whole group whichever process accepts it."""
+    from prometheus_client import make_wsgi_app, multiprocess
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    server = ThreadingWSGIServer(sock.getsockname()[:2], _SilentHandler,
+                                 bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.server_address = sock.getsockname()[:2]
+    server.server_name, server.server_port = "localhost", server.server_address[1]
+    server.setup_environ()
+    server.set_app(make_wsgi_app(registry))
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
 
 
 class MetricsResource:

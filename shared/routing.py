@@ -22,6 +22,7 @@ class _RegexRoute:
         self.methods = {
             m for m in falcon.COMBINED_METHODS if hasattr(resource, f"on_{m.lower()}")
         }
+        self.allowed = errors.allowed_methods(resource)
 
 
 class RegexRouter:
@@ -43,12 +44,12 @@ class RegexRouter:
                 method = "GET"
             if method not in route.methods:
                 # RFC 9110 15.5.6: a 405 must list the allowed methods.
-                allowed = route.methods | ({"HEAD"} if "GET" in route.methods else set())
-                raise errors.MethodNotAllowed(detail={"method": req.method},
-                                              headers={"Allow": ", ".join(sorted(allowed))})
+                raise errors.MethodNotAllowed(
+                    detail={"method": req.method[:50]},
+                    headers={"Allow": ", ".join(sorted(route.allowed))})
             getattr(route.resource, f"on_{method.lower()}")(req, resp, **m.groupdict())
             return
-        raise errors.NotFound(detail={"path": req.path[:200]})
+        raise errors.unrouted(req.method, req.path)
 
     def install(self, app: falcon.App, prefix: str) -> None:
         app.add_sink(self, prefix)

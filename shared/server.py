@@ -7,8 +7,11 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, NamedTuple
+from urllib.parse import unquote_to_bytes
 
+import falcon
 import waitress
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
@@ -16,8 +19,10 @@ from waitress.server import create_server
 from waitress.task import ErrorTask
 from waitress.wasyncore import _DISCONNECTED
 
-from shared import errors
+from shared import errors, event_loop
+from shared.chunked import FastChunkedParser
 from shared.config import parse_listen
+from shared.overload import SheddingDispatcher
 
 log = logging.getLogger("dockyard.server")
 
@@ -54,17 +59,43 @@ def waitress_options(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
     }
 
 
+def _refusal(request: Any) -> errors.RegistryError:
+    """The OCI error for a request waitress refused before the app saw it.
+
+    - a body over the size limit (413) and an unreadable body length, a
+      malformed Content-Length or chunk (400): SIZE_INVALID, the length is wrong;
+    - a URI waitress cannot split, which is one with raw non-ASCII bytes: the
+      code of the part that holds them (`errors.unrouted`), so NAME_INVALID in a
+      repository name;
+    - headers over the limit (431), an unknown transfer coding (501) and any
+      other malformed request (400): UNSUPPORTED, the spec's code for "an
+      invalid set of parameters"; the status stays waitress's.
+    """
+    e = request.error
+    reason = str(e.body)
+    if e.code == 400 and reason == "Bad URI":
+        uri = getattr(request, "request_uri", "").partition("?")[0]
+        err = errors.unrouted(getattr(request, "command", ""),
+                              unquote_to_bytes(uri.encode("latin-1")).decode("utf-8", "replace"))
+        if not isinstance(err, errors.NotFound):
+            return err
+    if e.code == 413 or (e.code == 400 and ("Content-Length" in reason or "hunk" in reason)):
+        err = errors.SizeInvalid()
+    else:
+        err = errors.Unsupported(e.reason.lower())
+    err.status = e.code
+    err.detail = {"reason": reason[:200]}
+    return err
+
+
 class OciErrorTask(ErrorTask):
     """waitress's own error answers (malformed request, headers over the limit) as the
     registry's JSON error body instead of waitress's plain text."""
 
     def execute(self) -> None:
-        e = self.request.error
-        cls = {413: errors.SizeInvalid, 501: errors.Unsupported}.get(e.code)
-        err = cls() if cls else errors.RegistryError(e.reason.lower())
-        err.detail = {"reason": str(e.body)[:200]}
+        err = _refusal(self.request)
         body = errors.render(err)
-        self.status = f"{e.code} {e.reason}"
+        self.status = falcon.code_to_http_status(err.status)
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
         self.content_length = len(body)
@@ -114,6 +145,7 @@ def enable_sendfile() -> None:
 
 class OciChannel(HTTPChannel):
     error_task_class = OciErrorTask
+    parser_class = FastChunkedParser  # docker push's chunked bodies (shared/chunked.py)
     _first_bytes = True
 
     def send(self, data: Any, do_close: bool = True) -> int:
@@ -130,7 +162,38 @@ class OciChannel(HTTPChannel):
                 return 0
             raise
 
+    def service(self) -> None:
+        # Lets the event loop's wake-up name this connection (shared/event_loop.py).
+        event_loop.current.channel = self
+        started = time.perf_counter()
+        try:
+            super().service()
+        finally:
+            event_loop.current.channel = None
+            self.server.task_dispatcher.observe(time.perf_counter() - started)
+
+    # Set while the main thread queues a connection's first request; see shared/overload.py.
+    sheddable = False
+
+    def shed(self, answer: bytes) -> None:
+        """Answer the request just received with `answer` and close (main thread,
+        under `requests_lock`, as `received` calls it)."""
+        for request in self.requests:
+            request.close()
+        self.requests = []
+        with self.outbuf_lock:
+            self.outbufs[-1].append(answer)
+            self.total_outbufs_len += len(answer)
+        self.close_when_flushed = True
+
     def received(self, data: bytes) -> bool:
+        self.sheddable = True
+        try:
+            return self._received(data)
+        finally:
+            self.sheddable = False
+
+    def _received(self, data: bytes) -> bool:
         if self._first_bytes and data:
             self._first_bytes = False
             if data[0] == 0x16:
@@ -145,15 +208,32 @@ class OciChannel(HTTPChannel):
         return super().received(data)
 
 
-def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -> None:
-    """Serve `app` until SIGTERM or SIGINT."""
-    host, port = parse_listen(listen)
-    enable_sendfile()
-    server = create_server(app, host=host, port=port, **waitress_options(cfg, threads))
+def make_server(app: Any, host: str, port: int, cfg: dict[str, Any], threads: int,
+                **extra: Any) -> Any:
+    """A waitress server with dockyard's channel, on the epoll loop where there is one."""
+    options = {**waitress_options(cfg, threads), **extra}
+    if "sockets" not in options:
+        options.update(host=host, port=port)
+    channel_map = event_loop.ChannelMap() if event_loop.supported() else {}
+    dispatcher = SheddingDispatcher(cfg["http"]["queue_timeout"])
+    dispatcher.set_thread_count(threads)
+    server = create_server(app, map=channel_map, _dispatcher=dispatcher, **options)
     # One listener is a server; several (a name with v4 and v6 addresses) are in its map.
-    for listener in [server, *getattr(server, "map", {}).values()]:
+    for listener in [server, *channel_map.values()]:
         if hasattr(listener, "channel_class"):
             listener.channel_class = OciChannel
+    if isinstance(channel_map, event_loop.ChannelMap):
+        event_loop.install(server, channel_map)
+    return server
+
+
+def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str,
+          sockets: list[Any] | None = None) -> None:
+    """Serve `app` until SIGTERM or SIGINT, on `listen`, or on already listening
+    `sockets` (which other processes may share) when given."""
+    host, port = parse_listen(listen)
+    enable_sendfile()
+    server = make_server(app, host, port, cfg, threads, **({"sockets": sockets} if sockets else {}))
 
     def stop(signum: int, frame: Any) -> None:
         log.info("%s stopping on signal %d", name, signum)
@@ -171,4 +251,4 @@ def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str) -
         server.close()
 
 
-__all__ = ["serve", "waitress", "waitress_options"]
+__all__ = ["make_server", "serve", "waitress", "waitress_options"]

@@ -11,7 +11,10 @@ key                                    type    holds
 ``repo:<name>:tagmap``                 HASH    tag -> manifest digest
 ``repo:<name>:manifests``              HASH    manifest digest -> msgpack metadata:
                                                {media_type, size, artifact_type,
-                                               annotations, subject, refs}
+                                               annotations, subject, refs,
+                                               config_media_type, content_size,
+                                               platforms (each absent in records
+                                               written before it was)}
 ``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
                                                is <digest>
 ``repo:<name>:pushed``                 ZSET    tag, scored by when it last moved (unix ms)
@@ -22,12 +25,18 @@ key                                    type    holds
                                                ..."``: what it added to ``size``
 ``repo:<name>:blobrefs``               HASH    blob digest -> how many counted manifests
                                                reference it (`services.index.summaries`)
-``search:descriptions``                HASH    repository -> description, from the
+``search:descriptions``                HASH    repository -> what search finds besides the
+                                               name, from its newest tagged manifest: the
                                                ``org.opencontainers.image.description``
-                                               annotation of its newest tagged manifest
-``search:version``                     STRING  counter bumped when a repository appears or a
-                                               description changes; the search snapshots in
-                                               the index processes rebuild when it moves
+                                               annotation, else that config label; plain
+                                               text, or with a title or other labels a
+                                               msgpack map (`store.search_entry`)
+``search:pushed``                      ZSET    repository -> time of its last tagged push;
+                                               orders search results within a rank
+``search:version``                     STRING  counter bumped when a repository appears, a
+                                               description changes or a tag is pushed; the
+                                               search snapshots in the index processes
+                                               rebuild when it moves
 ``events``                             PUBSUB  channel: the scope of each change,
                                                ``repo:<name>`` or ``catalog``; storage and
                                                the router drop what they cached of it
@@ -49,6 +58,7 @@ class Keys:
         self.repos = f"{prefix}repos"
         self.descriptions = f"{prefix}search:descriptions"
         self.search_version = f"{prefix}search:version"
+        self.search_pushed = f"{prefix}search:pushed"
         self.events = events.channel(prefix)
 
     def tags(self, repo: str) -> str:

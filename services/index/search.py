@@ -15,7 +15,27 @@ stalled every other request of the process meanwhile.
 
 Block boundaries are chosen by a hash of the name that ends a block, not by
 position, so a new repository changes only the block it lands in; a rebuild
-reuses the filters of unchanged blocks.
+reuses the filters of unchanged blocks. (Name order also keeps the filters
+selective: neighbouring names share most of their trigrams.)
+
+A line holds what a repository is found by: its name, its description, and
+its title and other config labels (`services.index.store.search_entry`).
+Matching is case-insensitive; a query of several words finds the
+repositories whose line holds every word, found by scanning for the longest
+word and checking the others in each line it hits. Results are ranked:
+
+1. the exact repository name;
+2. a last path component equal to the query;
+3. a name that starts with the query;
+4. a name that contains it (for several words: all of them);
+5. a match in the description, title or labels;
+
+and within each rank the most recently pushed first (``search:pushed``).
+Ranking splits the matches into ranks by stable passes, and puts a rank in
+recency order (by a place computed once per snapshot) only as far as the page
+asked for reaches into it. An empty query lists every
+repository in name order. The ranked matches of a query are cached with the
+snapshot, so a repeated query costs a slice.
 
 The snapshot is rebuilt when ``search:version`` in Redis moves: at once for
 catalogs under `EAGER_LIMIT` repositories, and at most every `refresh`
@@ -26,15 +46,21 @@ that long to show up in search.
 from __future__ import annotations
 
 import bisect
+import heapq
 import threading
 import time
+from array import array
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.index.store import IndexStore
+from services.index.store import IndexStore, read_search_entry
 from shared.events import CATALOG_SCOPE
 
 EAGER_LIMIT = 10_000
+# More distinct words than this in one query is refused: each one costs a check
+# of every line the longest word hits.
+MAX_QUERY_WORDS = 10
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 25
 BLOCK_LINES = 256
@@ -89,6 +115,23 @@ def _blocks(lines: list[str], names: list[str],
 QUERY_CACHE_SIZE = 512
 
 
+class QueryInvalid(ValueError):
+    """A query search refuses, with the reason for the client."""
+
+
+def query_words(query: str) -> tuple[str, ...]:
+    """The distinct lowercased words of `query`, longest first, without those another
+    word contains (a line holding "nginx" holds "gin"). Raises QueryInvalid."""
+    words = sorted(set(_clean(query).lower().split()), key=lambda w: (-len(w), w))
+    kept: list[str] = []
+    for word in words:
+        if not any(word in longer for longer in kept):
+            kept.append(word)
+    if len(kept) > MAX_QUERY_WORDS:
+        raise QueryInvalid(f"a search query may have at most {MAX_QUERY_WORDS} words")
+    return tuple(kept)
+
+
 @dataclass
 class _Snapshot:
     version: int = -1
@@ -96,18 +139,27 @@ class _Snapshot:
     descriptions: list[str] = field(default_factory=list)
     blocks: list[_Block] = field(default_factory=list)
     built_at: float = 0.0
-    cache: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
+    # The names lowercased, as the lines hold them (the same strings when they are).
+    lower_names: list[str] = field(default_factory=list)
+    # Each line's place when the lines are ordered most recently pushed first.
+    recency: Sequence[int] = field(default_factory=list)
+    cache: OrderedDict[tuple[str, ...], _Ranked] = field(default_factory=OrderedDict)
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def matches(self, q: str) -> list[int]:
-        """Indexes of the lines that contain `q`, in name order."""
-        with self.cache_lock:
-            found = self.cache.get(q)
-            if found is not None:
-                self.cache.move_to_end(q)
-                return found
-        found = []
+    def matches(self, q: str, others: tuple[str, ...] = ()) -> list[int]:
+        """Indexes of the lines that contain `q` and every word of `others`, in line order."""
+        return self._scan(q, others, split=False)[0]
+
+    def _scan(self, q: str, others: tuple[str, ...],
+              split: bool) -> tuple[list[int], list[int]]:
+        """The lines holding `q` and every word of `others`, in line order; with
+        `split`, those whose name holds `q` apart from the rest."""
+        found: list[int] = []
+        elsewhere = found if not split else []
         wanted = _filter(q) if len(q) >= 3 else 0
+        for word in others:
+            if len(word) >= 3:
+                wanted |= _filter(word)
         for block in self.blocks:
             if block.trigrams & wanted != wanted:
                 continue
@@ -115,15 +167,113 @@ class _Snapshot:
             pos = text.find(q)
             while pos != -1:
                 line = bisect.bisect_right(starts, pos) - 1
-                found.append(block.first + line)
-                if line + 1 >= len(starts):
+                end = starts[line + 1] if line + 1 < len(starts) else len(text)
+                if not others or all(w in text[starts[line]:end] for w in others):
+                    # The first hit in a line; the name ends at the line's first tab.
+                    if split and pos > text.find("\t", starts[line], end) >= 0:
+                        elsewhere.append(block.first + line)
+                    else:
+                        found.append(block.first + line)
+                if end >= len(text):
                     break
-                pos = text.find(q, starts[line + 1])
+                pos = text.find(q, end)
+        return found, elsewhere
+
+    def ranked(self, words: tuple[str, ...]) -> _Ranked:
+        """The lines that hold every word, by rank (see the module docstring)."""
         with self.cache_lock:
-            self.cache[q] = found
+            found = self.cache.get(words)
+            if found is not None:
+                self.cache.move_to_end(words)
+                return found
+        if not words:
+            found = _Ranked([list(range(len(self.names)))], by_name=True)
+        else:
+            found = _Ranked(self._parts(words))
+        with self.cache_lock:
+            self.cache[words] = found
             if len(self.cache) > QUERY_CACHE_SIZE:
                 self.cache.popitem(last=False)
         return found
+
+    def _parts(self, words: tuple[str, ...]) -> list[list[int]]:
+        """The lines that hold every word, split into ranks, best first, each in line
+        order. One scan, then bisection in the sorted names and a scan for "/q<TAB>"."""
+        names = self.lower_names if len(self.lower_names) == len(self.names) else [
+            n.lower() for n in self.names]
+        q = words[0]
+        if len(words) > 1:
+            hits = self.matches(q, words[1:])
+            in_name = [i for i in hits if all(w in names[i] for w in words)]
+            return [in_name, _without(hits, in_name)]
+        in_name, elsewhere = self._scan(q, (), split=True)
+        if not in_name:
+            return [elsewhere]
+        # Names are in sorted order (Redis sorts them; the grammar makes them
+        # lowercase): those starting with q are one run of them.
+        lo = bisect.bisect_left(names, q)
+        hi = bisect.bisect_left(names, q + "\U0010ffff", lo)
+        exact = [lo] if lo < hi and names[lo] == q else []
+        # Few name hits: check each. Many: scan for "/q<TAB>" (a tab also separates a
+        # description from the title and labels, hence the check of what it finds).
+        if "/" in q:  # no path component holds a "/"
+            candidates = []
+        elif len(in_name) <= 64:
+            candidates = in_name
+        else:
+            candidates = self._scan(f"/{q}\t", (), False)[0]
+        last = [i for i in candidates if names[i].endswith("/" + q)]
+        prefix = _without(list(range(lo, hi)), exact + last)
+        return [exact, last, prefix, _without(in_name, exact + last + prefix), elsewhere]
+
+    def newest_first(self, part: list[int], count: int) -> list[int]:
+        """The first `count` lines of `part` (or all), most recently pushed first."""
+        if len(self.recency) != len(self.names):
+            return part[:count]
+        key = self.recency.__getitem__
+        if count * 4 >= len(part) or len(part) <= 256:
+            return sorted(part, key=key)
+        return heapq.nsmallest(count, part, key=key)
+
+
+class _Ranked:
+    """A query's matches by rank. Each rank is put in recency order only as far as a
+    page asks: page 1 of 10,000 matches costs a partial selection, not a sort."""
+
+    def __init__(self, parts: list[list[int]], by_name: bool = False) -> None:
+        self.parts = [p for p in parts if p]
+        self.total = sum(len(p) for p in self.parts)
+        # Part index -> its first lines in recency order (all of them when as long).
+        self._ordered: dict[int, list[int]] = {}
+        self._by_name = by_name
+
+    def page(self, snap: _Snapshot, first: int, count: int) -> list[int]:
+        out: list[int] = []
+        pos = 0
+        for n, part in enumerate(self.parts):
+            end = first + count - pos  # how far into this part the page reaches
+            if end <= 0:
+                break
+            if first < pos + len(part):
+                if self._by_name:
+                    ordered = part
+                else:
+                    ordered = self._ordered.get(n, [])
+                    if len(ordered) < min(end, len(part)):
+                        # Racing threads compute the same list; either may stay.
+                        ordered = snap.newest_first(part, max(end, 2 * len(ordered)))
+                        self._ordered[n] = ordered
+                out.extend(ordered[max(0, first - pos):end])
+            pos += len(part)
+        return out
+
+
+def _without(items: list[int], drop: list[int]) -> list[int]:
+    """`items` in order, less those in `drop`."""
+    if not drop:
+        return items
+    gone = set(drop)
+    return [i for i in items if i not in gone]
 
 
 def _clean(s: str) -> str:
@@ -199,23 +349,37 @@ class SearchIndex:
         pipe.get(keys.search_version)
         pipe.zrange(keys.repos, 0, -1)
         pipe.hgetall(keys.descriptions)
-        raw_version, raw_names, raw_desc = pipe.execute()
+        pipe.zrange(keys.search_pushed, 0, -1, withscores=True)
+        raw_version, raw_names, raw_desc, raw_pushed = pipe.execute()
         names = [n.decode() for n in raw_names]
-        desc_map = {k.decode(): v.decode(errors="replace") for k, v in raw_desc.items()}
-        descriptions = [desc_map.get(n, "") for n in names]
-        lines = [f"{n}\t{_clean(d)}".lower() for n, d in zip(names, descriptions, strict=True)]
+        pushed_at = {k.decode(): t for k, t in raw_pushed}
+        by_recency = sorted(range(len(names)), key=lambda i: -pushed_at.get(names[i], 0.0))
+        recency = array("q", bytes(8 * len(names)))  # 8 bytes a line, not a list of ints
+        for place, i in enumerate(by_recency):
+            recency[i] = place
+        entries = {k.decode(): read_search_entry(v) for k, v in raw_desc.items()}
+        descriptions, lines = [], []
+        for n in names:
+            description, rest = entries.get(n, ("", ""))
+            descriptions.append(description)
+            line = f"{n}\t{_clean(description)}\t{_clean(rest)}" if rest else (
+                f"{n}\t{_clean(description)}")
+            lines.append(line.lower())
         previous = {b.text: b.trigrams for b in self._snapshot.blocks}
         return _Snapshot(version=int(raw_version or 0), names=names, descriptions=descriptions,
-                         blocks=_blocks(lines, names, previous), built_at=time.monotonic())
+                         blocks=_blocks(lines, names, previous), built_at=time.monotonic(),
+                         lower_names=[n if n.islower() else n.lower() for n in names],
+                         recency=recency)
 
     def search(self, query: str, page: int, page_size: int) -> SearchResult:
+        """One page of the ranked matches of `query`; raises QueryInvalid."""
+        words = query_words(query)
         snap, version = self._current()
-        q = _clean(query).lower()
-        matches = snap.matches(q) if q else range(len(snap.names))
+        matches = snap.ranked(words)
         first = (page - 1) * page_size
-        chosen = matches[first:first + page_size]
+        chosen = matches.page(snap, first, page_size)
         return SearchResult(
-            total=len(matches), page=page, page_size=page_size,
+            total=matches.total, page=page, page_size=page_size,
             results=[(snap.names[i], snap.descriptions[i]) for i in chosen],
             current=snap.version >= version,
         )

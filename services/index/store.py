@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +76,49 @@ redis.call('PUBLISH', KEYS[5], ARGV[3])
 return removed
 """
 
+# KEYS: pushed, search_version, events   ARGV: repo, time, catalog scope
+# A tagged push makes its repository the most recently pushed, which orders
+# search results: the snapshots rebuild and cached answers are dropped.
+_TOUCH_PUSHED = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', KEYS[3], ARGV[3])
+"""
+
 DESCRIPTION_ANNOTATION = "org.opencontainers.image.description"
+TITLE_ANNOTATION = "org.opencontainers.image.title"
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_LABEL_TEXT = 2000
+
+
+def search_entry(annotations: dict[str, str], labels: dict[str, str]) -> bytes:
+    """A repository's value in ``search:descriptions``.
+
+    The description and title are the manifest's annotations, else the config's
+    labels of the same names (`services.storage.image_labels`); the other
+    labels' values are searched too. With nothing but a description the value
+    is that text, as it always was; otherwise a msgpack map {d, t, l}, whose
+    first byte (0x80-0x8f) no UTF-8 text starts with (see `read_search_entry`).
+    """
+    description = (annotations.get(DESCRIPTION_ANNOTATION)
+                   or labels.get(DESCRIPTION_ANNOTATION, ""))[:MAX_DESCRIPTION_LENGTH]
+    title = (annotations.get(TITLE_ANNOTATION) or labels.get(TITLE_ANNOTATION, ""))[:256]
+    others = "\t".join(v for k, v in sorted(labels.items())
+                       if k not in (DESCRIPTION_ANNOTATION, TITLE_ANNOTATION))
+    if not (title or others):
+        return description.encode()
+    return msgpack.packb({"d": description, "t": title, "l": others[:MAX_LABEL_TEXT]})
+
+
+def read_search_entry(raw: bytes) -> tuple[str, str]:
+    """(description, the rest of the searchable text) from a ``search:descriptions`` value."""
+    if raw[:1] and 0x80 <= raw[0] <= 0x8F:
+        try:
+            entry = msgpack.unpackb(raw)
+            return str(entry.get("d", "")), f"{entry.get('t', '')}\t{entry.get('l', '')}"
+        except (ValueError, AttributeError, msgpack.UnpackException):
+            pass
+    return raw.decode(errors="replace"), ""
 
 
 @dataclass(frozen=True)
@@ -91,7 +134,9 @@ class IndexStore:
         self._put = client.register_script(_PUT_MANIFEST)
         self._delete_tag = client.register_script(_DELETE_TAG)
         self._delete_manifest = client.register_script(_DELETE_MANIFEST)
-        self.summaries = Summaries(client, self.keys)
+        self._touch_pushed = client.register_script(_TOUCH_PUSHED)
+        self.summaries = Summaries(client, self.keys,
+                                   lambda raw: read_search_entry(raw)[0])
 
     # -- writes (called by storage over msgpack RPC) -------------------------
 
@@ -115,16 +160,21 @@ class IndexStore:
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
                    media_type: str, size: int, artifact_type: str | None,
                    annotations: dict[str, str], subject: str | None,
-                   refs: list[str], blob_sizes: dict[str, int] | None = None,
-                   platforms: list[str] | None = None) -> None:
+                   refs: list[str], config_media_type: str | None = None,
+                   labels: dict[str, str] | None = None,
+                   blob_sizes: dict[str, int] | None = None,
+                   platforms: list[str] | None = None, **newer: Any) -> None:
+        # `newer`: fields a newer storage sends that this index does not know yet,
+        # so storage may be upgraded before the index.
         k = self.keys
         blob_sizes = blob_sizes or {}
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
             "annotations": annotations or {}, "subject": subject, "refs": refs,
+            "config_media_type": config_media_type,
             "content_size": size + sum(blob_sizes.values()), "platforms": platforms or [],
         })
-        description = (annotations or {}).get(DESCRIPTION_ANNOTATION, "")
+        description = search_entry(annotations or {}, labels or {})
         self._put(
             keys=[k.repos, k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject or ""), k.descriptions, k.search_version,
@@ -133,6 +183,9 @@ class IndexStore:
                   "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE],
             client=client,
         )
+        if tag:
+            self._touch_pushed(keys=[k.search_pushed, k.search_version, k.events],
+                               args=[repo, repr(time.time()), CATALOG_SCOPE], client=client)
         self.summaries.queue_record(client, repo, digest, tag, size, blob_sizes)
 
     def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:

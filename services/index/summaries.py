@@ -24,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,9 +117,12 @@ class TagPage:
 class Summaries:
     """Keeps and reads the summaries; `IndexStore` calls the writes in its own pipelines."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys,
+                 description: Callable[[bytes], str]) -> None:
+        """`description` reads a ``search:descriptions`` value (`store.read_search_entry`)."""
         self.redis = client
         self.keys = keys
+        self._description = description
         self._record = client.register_script(_RECORD)
         self._forget = client.register_script(_FORGET)
         self._forget_tags = client.register_script(_FORGET_TAGS)
@@ -165,7 +169,7 @@ class Summaries:
             if known is None:
                 continue
             out.append(RepositorySummary(
-                name, description.decode() if description else "", int(tags),
+                name, self._description(description) if description else "", int(tags),
                 int(size or 0), int(pushed) / 1000 if pushed else None))
         return out
 

@@ -1,14 +1,26 @@
 """The router: the registry's single public endpoint, in front of the service pools.
 
-It answers the version check, the legacy ping, its health endpoints and the
-API description itself; it forwards blob and manifest requests to storage,
-and listing, referrers and search requests to the index; everything else,
-the services' internal endpoints included, is a 404.
+It answers the version check, the legacy ping, its health endpoints, the
+token endpoint and the API description itself; it forwards blob and manifest
+requests to storage, and listing, referrers and search requests to the
+index; everything else, the services' internal endpoints included, is a 404.
+
+Each request goes through four steps, in this order:
+1. match: the route, and from it the repository name;
+2. authorize (when access control is configured, `services.router.auth`):
+   who the caller is and whether the route's access is granted; nothing
+   after this step runs for a refused request, so no cache and no backend
+   can answer it;
+3. cache: answers derived from index state, shared by every caller allowed
+   to see them (catalog and search answers, which differ per caller, are
+   filtered by `auth.listing` instead and never cached);
+4. forward, with the caller's identity in ``X-Dockyard-Identity``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from importlib import resources
 from typing import Any
@@ -16,30 +28,40 @@ from typing import Any
 import falcon
 
 from services.router import ui
+from services.router.auth import audit, listing
+from services.router.auth.controller import LISTINGS, AccessController, error_response
+from services.router.auth.token_endpoint import TokenResource
 from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
 from services.router.response_cache import Capture, ResponseCache
 from services.router.shared_disk import SharedDisk
 from shared import errors, events, routing
+from shared.auth import identity as identity_mod
+from shared.auth import settings as auth_settings
+from shared.auth.tokens import SigningKey
 from shared.event_cache import EventCache
 from shared.health import HealthResource
 from shared.observability import AccessLog, Metrics
 
-# Forwarded routes: the pool that answers each, and the scope of index state
-# its answers derive from, for the response cache (None: never cached).
+log = logging.getLogger("dockyard.router")
+
+# Forwarded routes: their kind (for access control and audit), the pool that
+# answers each, and the scope of index state its answers derive from, for the
+# response cache (None: never cached).
 _REPO, _CATALOG = "repo", "catalog"
-_ROUTES = [(re.compile(pattern), pool, scope) for pattern, pool, scope in (
-    (routing.UPLOADS, "storage", None),
-    (routing.UPLOAD, "storage", None),
-    (routing.BLOB, "storage", None),
-    (routing.MANIFEST, "storage", _REPO),
-    (routing.TAGS, "index", _REPO),
-    (routing.REFERRERS, "index", _REPO),
-    (routing.CATALOG, "index", _CATALOG),
-    (routing.SEARCH, "index", _CATALOG),
-    (routing.REPOSITORY_SUMMARIES, "index", None),
-    (routing.TAG_SUMMARIES, "index", _REPO),
+_ROUTES = [(re.compile(pattern), kind, pool, scope) for pattern, kind, pool, scope in (
+    (routing.UPLOADS, "uploads", "storage", None),
+    (routing.UPLOAD, "upload", "storage", None),
+    (routing.BLOB, "blob", "storage", None),
+    (routing.MANIFEST, "manifest", "storage", _REPO),
+    (routing.TAGS, "tags", "index", _REPO),
+    (routing.REFERRERS, "referrers", "index", _REPO),
+    (routing.CATALOG, "catalog", "index", _CATALOG),
+    (routing.SEARCH, "search", "index", _CATALOG),
+    (routing.REPOSITORY_SUMMARIES, "summaries", "index", None),
+    (routing.TAG_SUMMARIES, "tag_summaries", "index", _REPO),
 )]
+_BASE_PATHS = ("/v2", "/v2/")
 
 
 class VersionResource:
@@ -113,6 +135,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
                             events.channel(config["index"]["redis"]["key_prefix"]),
                             cache.cache.invalidate, cache.cache.events_state).start()
 
+    access = _access_controller(config)
     local = falcon.App(media_type="application/json")
     errors.install(local)
     local.add_route("/v2", VersionResource())
@@ -121,30 +144,108 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     local.add_route("/healthz", HealthResource())
     local.add_route("/readyz", ReadyResource([storage, index]))
     local.add_route("/openapi.yaml", OpenApiResource())
+    if access is not None:
+        local.add_route("/auth/token", TokenResource(access))
     # The web UI reads through `app`, the same public API (and checks) as any client.
     ui.install(local, lambda environ, start_response: app(environ, start_response))
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
-        if path.startswith(("/v2/", "/v1/search")):
-            for regex, pool_name, scope_kind in _ROUTES:
-                m = regex.fullmatch(path)
-                if m is None:
-                    continue
-                pool = pools[pool_name]
+        # 1. match
+        kind, pool_name, scope_kind, groups = _match(path)
+        # 2. authorize
+        identity = None
+        if access is not None and kind is not None:
+            try:
+                identity = access.authorize(environ, kind, groups.get("name"),
+                                            groups.get("upload_id"))
+            except errors.RegistryError as e:
+                return error_response(environ, start_response, e, API_VERSION)
+            environ[identity_mod.ENVIRON_KEY] = identity
+        if pool_name is None:
+            return local(environ, _with_api_version(start_response))
+        pool = pools[pool_name]
+        method = environ["REQUEST_METHOD"]
+        if identity is not None and kind in LISTINGS and method in ("GET", "HEAD"):
+            return _filtered_listing(access, identity, kind, pool, environ, start_response,
+                                     retry_after)
+        if identity is not None and kind in ("uploads", "upload"):
+            start_response = _bind_uploads(access, identity, groups["name"], start_response)
+        if method not in ("GET", "HEAD"):
+            start_response = audit.wrap(start_response, kind, method,
+                                        identity.name if identity else "", groups)
 
-                def fetch(capture: Capture | None, as_get: bool, pool: Pool = pool) -> Any:
-                    return forward(pool, environ, start_response, retry_after,
-                                   disk if pool is storage else None, capture, as_get)
+        def fetch(capture: Capture | None, as_get: bool) -> Any:
+            # 4. forward
+            return forward(pool, environ, start_response, retry_after,
+                           disk if pool is storage else None, capture, as_get)
 
-                if scope_kind is None:
-                    return fetch(None, False)
-                scope = (events.repo_scope(m.group("name")) if scope_kind == _REPO
-                         else events.CATALOG_SCOPE)
-                return cache.handle(environ, start_response, scope, fetch)
-        return local(environ, _with_api_version(start_response))
+        if scope_kind is None:
+            return fetch(None, False)
+        # 3. cache
+        scope = (events.repo_scope(groups["name"]) if scope_kind == _REPO
+                 else events.CATALOG_SCOPE)
+        return cache.handle(environ, start_response, scope, fetch)
 
     return AccessLog(app, metrics, enabled=config["log"]["access"])
+
+
+def _match(path: str) -> tuple[str | None, str | None, str | None, dict[str, str]]:
+    """(kind, pool, cache scope kind, the route's groups) of a path; kind None: not ours."""
+    if path.startswith(("/v2/", "/v1/search")):
+        for regex, kind, pool_name, scope_kind in _ROUTES:
+            m = regex.fullmatch(path)
+            if m is not None:
+                return kind, pool_name, scope_kind, m.groupdict()
+    if path in _BASE_PATHS:
+        return "base", None, None, {}
+    return None, None, None, {}
+
+
+def _access_controller(config: dict[str, Any]) -> AccessController | None:
+    if not auth_settings.enabled(config):
+        return None
+    path = config["auth"]["token"]["key"]
+    if path:
+        key = SigningKey.load(path)
+    else:
+        import tempfile
+
+        from shared.auth.tokens import generate_key
+
+        # Without a configured key (a router started on its own), tokens and
+        # upload URLs are good at this router process only.
+        log.warning("auth.token.key is not set: signing tokens with a key of this "
+                    "process; other routers will not accept them")
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_key(f"{tmp}/key.pem")
+            key = SigningKey.load(f"{tmp}/key.pem")
+    return AccessController(config, key)
+
+
+def _filtered_listing(access: Any, identity: Any, kind: str, pool: Pool,
+                      environ: dict[str, Any], start_response: Any, retry_after: int) -> Any:
+    answer = {"catalog": listing.catalog, "search": listing.search,
+              "summaries": listing.summaries}[kind]
+    try:
+        headers, body = answer(pool, environ, lambda name: access.may_list(identity, name),
+                               retry_after)
+    except errors.RegistryError as e:
+        return error_response(environ, start_response, e, API_VERSION)
+    start_response("200 OK", [*headers, ("Content-Length", str(len(body))), API_VERSION])
+    return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+
+def _bind_uploads(access: Any, identity: Any, name: str, start_response: Any) -> Any:
+    """Add the caller's `_state` to every upload-session Location it is handed."""
+
+    def bound(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if status[:3] in ("202", "204"):
+            headers = [(k, access.uploads.bind(v, identity.name, name)
+                        if k.lower() == "location" else v) for k, v in headers]
+        return start_response(status, headers, exc_info)
+
+    return bound
 
 
 def _with_api_version(start_response: Any) -> Any:

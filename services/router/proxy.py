@@ -16,6 +16,8 @@ from services.router.backends import Pool
 from services.router.response_cache import Answer, Capture, replayable
 from services.router.shared_disk import SharedDisk
 from shared import errors
+from shared.auth.identity import ENVIRON_KEY as IDENTITY_ENVIRON
+from shared.auth.identity import IDENTITY_HEADER
 from shared.events import CACHE_WANTED_HEADER, CACHEABLE_HEADER
 from shared.http_client import ConnectFailed, RequestFailed, Response
 from shared.shared_disk_headers import ACCEL_FILE, ACCEL_REQUEST
@@ -27,7 +29,9 @@ HOP_BY_HOP = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 # Answered by the router's own server already; a backend must not send 100 Continue.
-NOT_FORWARDED = HOP_BY_HOP | {"expect", "content-length", "content-type"}
+NOT_FORWARDED = HOP_BY_HOP | {"expect", "content-length", "content-type",
+                              # Credentials stay at the router, which checked them.
+                              "authorization"}
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 READ_SIZE = 1024 * 1024
@@ -43,6 +47,10 @@ def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
             # Internal headers never come from a client.
             if name.lower() not in NOT_FORWARDED and not name.lower().startswith("x-dockyard-"):
                 headers[name] = value
+    identity = environ.get(IDENTITY_ENVIRON)
+    if identity is not None:
+        # Who the router authenticated ("" for anonymous); see shared.auth.identity.
+        headers[IDENTITY_HEADER] = identity.header_value()
     if environ.get("CONTENT_TYPE"):
         headers["Content-Type"] = environ["CONTENT_TYPE"]
     headers["Content-Length"] = environ.get("CONTENT_LENGTH") or "0"

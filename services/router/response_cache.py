@@ -14,8 +14,10 @@ for that scope and serves nothing while the events subscription is down.
 
 Read-your-writes: every write through this router (a manifest PUT or
 DELETE) drops its repository's scope and the catalog's here as soon as its
-answer arrives, without waiting for the event. Another router learns of it
-from the event, within milliseconds.
+answer arrives, without waiting for the event. The other router processes
+of the same `serve` learn of it before the answer leaves, through the write
+fence (`services/router/write_fence.py`); another machine's routers learn
+of it from the event, within milliseconds.
 
 A miss asks the service with `shared.events.CACHE_WANTED_HEADER`, so that
 the answer comes from the index itself rather than from storage's own tag
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.router.write_fence import WriteFence
 from shared.event_cache import EventCache
 from shared.events import CATALOG_SCOPE
 from shared.observability import Metrics
@@ -63,6 +66,16 @@ def replayable(headers: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in headers if k.lower() not in _NOT_REPLAYED)
 
 
+# The write fence the router processes of this machine share, when `serve`
+# runs several (`use_write_fence`); process-wide, like the cache it guards.
+_fence: WriteFence | None = None
+
+
+def use_write_fence(path: str) -> None:
+    global _fence
+    _fence = WriteFence(path)
+
+
 class ResponseCache:
     def __init__(self, cache: EventCache[Answer], metrics: Metrics) -> None:
         self.cache = cache
@@ -80,6 +93,10 @@ class ResponseCache:
                 # its description, which search shows.
                 self.cache.invalidate(scope)
                 self.cache.invalidate(CATALOG_SCOPE)
+                if _fence is not None:
+                    _fence.announce((scope, CATALOG_SCOPE))
+        if _fence is not None:
+            _fence.catch_up(self.cache.invalidate, self.cache.forget_all)
         if not self.cache.live or any(h in environ for h in _BYPASS):
             self._lookups.labels("bypass").inc()
             return fetch(None, False)

@@ -34,6 +34,9 @@ class Manifest:
     # Each blob's size as its descriptor declares it, for the index's size
     # summaries (what `docker images` and registry UIs report too).
     blob_sizes: dict[str, int] = field(default_factory=dict)
+    # An image manifest's config descriptor: its digest and mediaType.
+    config: Digest | None = None
+    config_media_type: str | None = None
 
 
 def _descriptor(obj: Any, where: str) -> tuple[Digest, dict[str, Any]]:
@@ -110,6 +113,7 @@ def parse(body: bytes, content_type: str | None) -> Manifest:
             raise errors.ManifestInvalid(detail={"reason": "layers must be a list"})
         manifest.blobs.append(config_digest)
         manifest.blob_sizes[str(config_digest)] = config["size"]
+        manifest.config = config_digest
         for i, layer in enumerate(layers):
             digest, desc = _descriptor(layer, f"layers[{i}]")
             # Foreign layers (with urls) live elsewhere by design.
@@ -117,6 +121,7 @@ def parse(body: bytes, content_type: str | None) -> Manifest:
                 manifest.blobs.append(digest)
                 manifest.blob_sizes[str(digest)] = desc["size"]
         config_type = config.get("mediaType")
+        manifest.config_media_type = config_type
         # An artifact's type: artifactType, else a config that is not an image config.
         manifest.artifact_type = artifact_type or (
             config_type if config_type and config_type not in (

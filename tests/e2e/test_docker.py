@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pytest
 
 from .conftest import BIG_LAYER_BYTES
@@ -112,3 +115,24 @@ def test_search_lists_repositories_and_honours_limit(
 
     limited = docker.docker("search", "--limit", "2", "--format", "{{.Name}}", term).stdout.split()
     assert len(limited) == 2, limited
+
+
+def test_search_shows_the_description_docker_build_labelled(
+    registry: Registry, docker: DockerDaemon, tmp_path: Path
+) -> None:
+    """`docker build --label` puts the description in the image config, not in an
+    annotation; `docker search` must show it all the same."""
+    token = uuid.uuid4().hex[:10]
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "hello.txt").write_text(f"hello {token}\n")
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    description = f"Labelled by docker build {token}"
+    ref = registry.ref(f"e2e/labelled-{token}", "v1")
+    docker.docker("build", "--label", f"org.opencontainers.image.description={description}",
+                  "--label", "org.opencontainers.image.title=Labelled", "-t", ref, str(context))
+    push(docker, ref)
+    remove(docker, ref)
+    found = docker.docker("search", "--no-trunc", "--format", "{{.Name}}|{{.Description}}",
+                          f"{registry.addr}/labelled-{token}").stdout.splitlines()
+    assert any(line.endswith(f"e2e/labelled-{token}|{description}") for line in found), found

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from shared.config import SCHEMA
 from tests.support.processes import VENV_BIN
 
 
@@ -35,7 +36,7 @@ def test_valid_file_prints_the_effective_config(tmp_path: Path) -> None:
     assert cfg["index"]["redis"]["key_prefix"] == "x:"
     # Defaults fill in everything the file leaves out.
     assert cfg["router"]["listen"] == "127.0.0.1:5000"
-    assert set(cfg) == {"log", "http", "router", "storage", "index"}
+    assert set(cfg) == set(SCHEMA)
 
 
 def test_empty_file_is_the_defaults(tmp_path: Path) -> None:

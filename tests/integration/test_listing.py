@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
 from tests.integration.conftest import Pusher
-from tests.integration.helpers import OCI_INDEX, OCI_MANIFEST, public_location
+from tests.integration.helpers import (
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    public_location,
+)
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, error_code, sha256
 
@@ -207,6 +214,27 @@ def test_referrers_of_an_index_with_subject_and_of_a_config_artifact(
     }]
 
 
+def test_referrers_of_image_manifests_without_artifact_type_name_their_config_type(
+        client: RegistryClient, pusher: Pusher, repo: str) -> None:
+    """The spec: "If the artifactType is empty or missing in an image manifest, the value of
+    artifactType MUST be set to the config descriptor mediaType value"; the filter too."""
+    subject_digest, subject = pusher.push(repo, "v1", pusher.image(repo))
+    subject_desc = {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(subject)}
+    oci = pusher.image(repo, subject=subject_desc)
+    docker = pusher.image(repo, media_type=DOCKER_MANIFEST, config_type=DOCKER_CONFIG,
+                          subject=subject_desc)
+    pusher.push(repo, sha256(oci), oci)
+    pusher.push(repo, sha256(docker), docker, DOCKER_MANIFEST)
+    _, _, index = client.json("GET", f"/v2/{repo}/referrers/{subject_digest}")
+    kinds = {d["digest"]: d.get("artifactType") for d in index["manifests"]}
+    assert kinds == {sha256(oci): OCI_CONFIG, sha256(docker): DOCKER_CONFIG}
+    for wanted, digest in ((OCI_CONFIG, sha256(oci)), (DOCKER_CONFIG, sha256(docker))):
+        status, headers, index = client.json(
+            "GET", f"/v2/{repo}/referrers/{subject_digest}?artifactType={quote(wanted)}")
+        assert status == 200 and headers["OCI-Filters-Applied"] == "artifactType"
+        assert [d["digest"] for d in index["manifests"]] == [digest]
+
+
 def test_referrers_of_unknown_digest_is_an_empty_index(client: RegistryClient, pusher: Pusher,
                                                        repo: str) -> None:
     pusher.push(repo, "v1", pusher.image(repo))
@@ -314,7 +342,8 @@ def test_search_pages(client: RegistryClient, pusher: Pusher) -> None:
     pages = [search(client, token, n=2, page=p) for p in (1, 2, 3, 4)]
     assert [p["num_pages"] for p in pages] == [3] * 4
     assert [p["page"] for p in pages] == [1, 2, 3, 4]
-    assert [r["name"] for p in pages for r in p["results"]] == names
+    # All contain the token: the most recently pushed first.
+    assert [r["name"] for p in pages for r in p["results"]] == names[::-1]
 
 
 @pytest.mark.parametrize("metachar", [".*", "[a-z]", "(", "\\d+", "^", "$", "a|b", "+?"])

@@ -266,12 +266,16 @@ def test_unknown_repository_is_name_unknown(client: RegistryClient, repo: str) -
 
 @pytest.mark.parametrize("reference", ["-dash", "a" * 129, "sha256:abc", "sha256:",
                                        "md5:" + "0" * 32, "tag%20space", "%00"])
-def test_pull_with_malformed_reference_is_400(client: RegistryClient, pusher: Pusher,
+def test_pull_with_malformed_reference_is_404(client: RegistryClient, pusher: Pusher,
                                               repo: str, reference: str) -> None:
+    """No manifest can have such a reference: reads and deletes are the spec's 404 (only a
+    PUT refuses it with a 400, see test_put_with_malformed_reference_is_400)."""
     pusher.push(repo, "v1", pusher.image(repo))
     for method in ("GET", "HEAD", "DELETE"):
         r = client.request(method, f"/v2/{repo}/manifests/{reference}")
-        assert r.status == 400, (method, reference, r.status, r.data)
+        assert r.status == 404, (method, reference, r.status, r.data)
+        if method != "HEAD":
+            assert error_code(json.loads(r.data)) == "MANIFEST_UNKNOWN"
 
 
 def accept_cases() -> list[list[tuple[str, str]]]:

@@ -86,25 +86,115 @@ def test_registry_errors(dockyard: Dockyard) -> None:
 
 
 def test_http_server_errors_are_oci_bodies(limited_dockyard: Dockyard) -> None:
-    """Errors waitress raises before the app runs: they must not be plain text."""
+    """Errors waitress raises before the app runs: they must not be plain text, and each
+    carries the spec code docs/architecture.md names for it."""
     d = limited_dockyard
     head = b"Host: x\r\nConnection: close\r\n"
-    for request, status in [
+    for request, status, code in [
         # Headers over http.max_header_size.
         (b"GET /v2/ HTTP/1.1\r\n" + head + b"X-Pad: " + b"a" * (2 * MAX_HEADER_SIZE)
-         + b"\r\n\r\n", 431),
+         + b"\r\n\r\n", 431, "UNSUPPORTED"),
         # A Content-Length that is not a number.
-        (b"POST /v2/a/blobs/uploads/ HTTP/1.1\r\n" + head + b"Content-Length: abc\r\n\r\n", 400),
+        (b"POST /v2/a/blobs/uploads/ HTTP/1.1\r\n" + head + b"Content-Length: abc\r\n\r\n", 400,
+         "SIZE_INVALID"),
         # A broken chunked body.
         (b"POST /v2/a/blobs/uploads/ HTTP/1.1\r\n" + head + b"Transfer-Encoding: chunked\r\n"
-         b"\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+         b"\r\nzz\r\nabc\r\n0\r\n\r\n", 400, "SIZE_INVALID"),
         # A transfer coding nobody supports.
         (b"POST /v2/a/blobs/uploads/ HTTP/1.1\r\n" + head + b"Transfer-Encoding: gzip\r\n"
-         b"\r\n", 501),
+         b"\r\n", 501, "UNSUPPORTED"),
+        # A header line that is no header.
+        (b"GET /v2/ HTTP/1.1\r\n" + head + b"X-A: a\rb\r\n\r\n", 400, "UNSUPPORTED"),
+        # Raw non-ASCII bytes in the URL: the code of the part that holds them.
+        (b"GET /v2/na\xc3\xafve/tags/list HTTP/1.1\r\n" + head + b"\r\n", 400, "NAME_INVALID"),
+        (b"GET /v2/a/b\xff/manifests/v1 HTTP/1.1\r\n" + head + b"\r\n", 400, "NAME_INVALID"),
+        (b"GET /v2/a/manifests/v\xc3\xa9 HTTP/1.1\r\n" + head + b"\r\n", 404,
+         "MANIFEST_UNKNOWN"),
+        (b"GET /v2/a/blobs/sha256:\xff HTTP/1.1\r\n" + head + b"\r\n", 400, "DIGEST_INVALID"),
+        (b"PATCH /v2/a/blobs/uploads/\xff HTTP/1.1\r\n" + head + b"Content-Length: 0\r\n\r\n",
+         404, "BLOB_UPLOAD_UNKNOWN"),
     ]:
         resp = raw_bytes_request(d.url, request)
         assert resp.status == status, (request[:60], resp.status, resp.body[:200])
-        expect(resp, status, {"UNKNOWN", "SIZE_INVALID", "UNSUPPORTED"}, d)
+        expect(resp, status, code, d)
+
+
+def test_spec_codes_for_references_no_valid_one_looks_like(dockyard: Dockyard) -> None:
+    """Manifest reads by an invalid tag are 404 (conformance tools probe it), a PUT with
+    one is 400; ids and digests that cannot be valid get the spec's code of what they
+    name, never NOT_FOUND; an unknown method is 405 UNSUPPORTED with an Allow."""
+    d = dockyard
+    client = RegistryClient(d.url)
+    name = f"reliability/spec-codes-{os.getpid()}"
+    _, manifest = client.push_image(name, "v1")
+    url = d.url
+    bad_tag = f"/v2/{name}/manifests/.INVALID_MANIFEST_NAME"
+    cases: list[tuple[Raw, int, str]] = [
+        (raw_request(url, "GET", bad_tag), 404, "MANIFEST_UNKNOWN"),
+        (raw_request(url, "GET", f"/v2/{name}/manifests/{'x' * 200}"), 404, "MANIFEST_UNKNOWN"),
+        (raw_request(url, "GET", f"/v2/{name}/manifests/sha256:nothex"), 404,
+         "MANIFEST_UNKNOWN"),
+        (raw_request(url, "DELETE", bad_tag), 404, "MANIFEST_UNKNOWN"),
+        (raw_request(url, "PUT", bad_tag, manifest, {"Content-Type": OCI_MANIFEST}), 400,
+         "MANIFEST_INVALID"),
+        (raw_request(url, "PUT", f"/v2/{name}/manifests/a%2Fb", manifest,
+                     {"Content-Type": OCI_MANIFEST}), 400, "MANIFEST_INVALID"),
+        (raw_request(url, "GET", f"/v2/{name}/manifests/a%2F..%2Fb"), 404, "MANIFEST_UNKNOWN"),
+        (raw_request(url, "GET", f"/v2/{name}/blobs/uploads/%2e%2e%2f%2e%2e%2fetc"), 404,
+         "BLOB_UPLOAD_UNKNOWN"),
+        (raw_request(url, "PATCH", f"/v2/{name}/blobs/uploads/..%2F..%2Fetc", b"x"), 404,
+         "BLOB_UPLOAD_UNKNOWN"),
+        (raw_request(url, "PUT", f"/v2/{name}/blobs/uploads/not-an-id?digest={ZERO}"), 404,
+         "BLOB_UPLOAD_UNKNOWN"),
+        (raw_request(url, "GET", f"/v2/{name}/blobs/sha256:../../etc/passwd"), 400,
+         "DIGEST_INVALID"),
+        (raw_request(url, "HEAD", f"/v2/{name}/blobs/sha256:..%2F..%2Fetc%2Fpasswd"), 400, ""),
+        (raw_request(url, "DELETE", f"/v2/{name}/blobs/sha256:..%2F..%2Fetc%2Fpasswd"), 400,
+         "DIGEST_INVALID"),
+        (raw_request(url, "DELETE", f"/v2/{name}/blobs/sha256:xyz"), 400, "DIGEST_INVALID"),
+        (raw_request(url, "GET", f"/v2/{name}/referrers/sha256:..%2Fx"), 400, "DIGEST_INVALID"),
+        (raw_request(url, "GET", "/v2/BAD%2FNAME/blobs/uploads/..%2Fx"), 400, "NAME_INVALID"),
+    ]
+    for resp, status, code in cases:
+        if code:
+            expect(resp, status, code, d)
+        else:
+            assert resp.status == status and resp.body == b"", resp
+    for path, allowed in (("/v2/", "GET, HEAD"), (f"/v2/{name}/manifests/v1",
+                                                  "DELETE, GET, HEAD, PUT")):
+        resp = raw_request(url, "BREW", path)
+        expect(resp, 405, "UNSUPPORTED", d)
+        assert resp.headers["allow"] == allowed
+    # Nothing of the repository was harmed.
+    assert client.get_manifest(name, "v1").status == 200
+
+
+def test_out_of_order_chunks_are_416_and_leave_the_session_as_it_was(dockyard: Dockyard) -> None:
+    d = dockyard
+    client = RegistryClient(d.url)
+    name = f"reliability/chunks-{os.getpid()}"
+    path = client.start_upload(name).split(d.addr, 1)[1]
+    data = os.urandom(300_000)
+    first, second = data[:100_000], data[100_000:]
+    # The second chunk first (as the conformance suite does), then one that overlaps.
+    for chunk, content_range in ((second, "100000-299999"), (first[:10], "5-14")):
+        resp = raw_request(d.url, "PATCH", path, chunk, {
+            "Content-Range": content_range, "Content-Type": "application/octet-stream"})
+        expect(resp, 416, "BLOB_UPLOAD_INVALID", d)
+        assert resp.headers["range"] == "0-0"
+    resp = raw_request(d.url, "PATCH", path, first, {"Content-Range": "0-99999"})
+    assert resp.status == 202 and resp.headers["range"] == "0-99999"
+    resp = raw_request(d.url, "PATCH", path, second[:5], {"Content-Range": "100001-100005"})
+    expect(resp, 416, "BLOB_UPLOAD_INVALID", d)
+    assert resp.headers["range"] == "0-99999"
+    status = raw_request(d.url, "GET", path)
+    assert status.status == 204 and status.headers["range"] == "0-99999"
+    resp = raw_request(d.url, "PATCH", path, second, {"Content-Range": "100000-299999"})
+    assert resp.status == 202 and resp.headers["range"] == "0-299999"
+    done = raw_request(d.url, "PUT", path + "?digest=" + sha256(data))
+    assert done.status == 201, done
+    blob = client.request("GET", f"/v2/{name}/blobs/{sha256(data)}")
+    assert blob.status == 200 and blob.data == data
 
 
 @pytest.fixture

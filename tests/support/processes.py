@@ -83,18 +83,26 @@ class Dockyard:
             self.process.wait()
 
     def child(self, service: str) -> psutil.Process:
-        """The running child process of `serve` for 'router', 'storage', 'index' or 'redis'."""
+        """The running child process of `serve` for 'router', 'storage', 'index' or 'redis'
+        (the first router, when `serve` runs several)."""
+        found = self.children(service)
+        if not found:
+            raise LookupError(f"no {service} child")
+        return found[0]
+
+    def children(self, service: str) -> list[psutil.Process]:
+        """Every running child process of `serve` for one service."""
         assert self.process is not None
+        found = []
         for proc in psutil.Process(self.process.pid).children():
             try:
                 cmd = proc.cmdline()
             except psutil.NoSuchProcess:
                 continue
-            if service == "redis" and cmd and "server" in Path(cmd[0]).name:
-                return proc
-            if len(cmd) > 3 and cmd[2] == "services.cli" and cmd[3] == service:
-                return proc
-        raise LookupError(f"no {service} child")
+            if (service == "redis" and cmd and "server" in Path(cmd[0]).name) or (
+                    len(cmd) > 3 and cmd[2] == "services.cli" and cmd[3] == service):
+                found.append(proc)
+        return found
 
     def kill(self, service: str) -> int:
         """SIGKILL one child; returns its pid."""

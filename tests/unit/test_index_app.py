@@ -140,3 +140,25 @@ def test_while_redis_is_down(prefix: str, dead_url: str) -> None:
         assert r.status_code == 503, path
         assert r.headers["Retry-After"] == "2"
         assert r.json["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_referrers_artifact_type_falls_back_to_the_config_type_also_for_old_records(
+        index_api: Api) -> None:
+    """Records written before the config's mediaType was stored have neither field; the
+    image config type of the manifest's kind is what they carried (see manifest_format)."""
+    subject = put(index_api, "r/refs-old", "v1")
+    docker = "application/vnd.docker.distribution.manifest.v2+json"
+    old_oci = put(index_api, "r/refs-old", subject=subject)
+    old_docker = put(index_api, "r/refs-old", subject=subject, media_type=docker)
+    new = put(index_api, "r/refs-old", subject=subject,
+              config_media_type="application/vnd.example.cfg+json")
+    typed = put(index_api, "r/refs-old", subject=subject, artifact_type="application/x.sig",
+                config_media_type="application/vnd.oci.image.config.v1+json")
+    kinds = {m["digest"]: m["artifactType"] for m in
+             index_api("GET", f"/v2/r/refs-old/referrers/{subject}").json["manifests"]}
+    assert kinds == {old_oci: "application/vnd.oci.image.config.v1+json",
+                     old_docker: "application/vnd.docker.container.image.v1+json",
+                     new: "application/vnd.example.cfg+json", typed: "application/x.sig"}
+    r = index_api("GET", f"/v2/r/refs-old/referrers/{subject}"
+                         "?artifactType=application/vnd.oci.image.config.v1%2Bjson")
+    assert [m["digest"] for m in r.json["manifests"]] == [old_oci]

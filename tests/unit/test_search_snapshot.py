@@ -92,10 +92,61 @@ def test_with_live_events_a_query_asks_redis_only_after_a_catalog_event(
     index.changed(events.repo_scope("ev/second"))  # not a catalog event: still trusted
     assert len(gets) == 1
     index.changed(events.CATALOG_SCOPE)
-    assert [n for n, _ in index.search("ev/", 1, 25).results] == ["ev/first", "ev/second"]
+    # Both start with the query: the more recently pushed first.
+    assert [n for n, _ in index.search("ev/", 1, 25).results] == ["ev/second", "ev/first"]
     assert len(gets) == 2
 
     index.events_state(False)  # without events every query asks
     index.search("ev/", 1, 25)
     index.search("ev/", 1, 25)
     assert len(gets) == 4
+
+
+def _naive_ranked(names: list[str], descriptions: list[str], pushed: list[float],
+                  words: tuple[str, ...]) -> list[int]:
+    """The ranking rules of the module docstring, written the slow, obvious way."""
+    def rank(i: int) -> int:
+        name = names[i]
+        if len(words) > 1:
+            return 3 if all(w in name for w in words) else 4
+        q = words[0]
+        if name == q:
+            return 0
+        if name.rpartition("/")[2] == q:
+            return 1
+        if name.startswith(q):
+            return 2
+        return 3 if q in name else 4
+
+    hits = [i for i in range(len(names))
+            if all(w in f"{names[i]}\t{descriptions[i]}".lower() for w in words)]
+    return sorted(hits, key=lambda i: (rank(i), -pushed[i], i))
+
+
+_NAME = st.text("ab/-", min_size=1, max_size=6).filter(lambda n: not n.startswith("/"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.dictionaries(_NAME, st.tuples(st.text("ab /", max_size=6),
+                                                st.integers(0, 5)), max_size=150),
+       query=st.text("ab/- ", min_size=1, max_size=6), page_size=st.integers(1, 7))
+def test_ranked_pages_follow_the_ranking_rules(entries: dict[str, tuple[str, int]], query: str,
+                                               page_size: int) -> None:
+    names = sorted(entries)
+    descriptions = [entries[n][0] for n in names]
+    pushed = [float(entries[n][1]) for n in names]
+    words = search.query_words(query)
+    snap = _snapshot(names, descriptions)
+    snap.lower_names = list(names)
+    order = sorted(range(len(names)), key=lambda i: -pushed[i])
+    snap.recency = [0] * len(names)
+    for place, i in enumerate(order):
+        snap.recency[i] = place
+    if not words:
+        return
+    ranked = snap.ranked(words)
+    expected = _naive_ranked(names, descriptions, pushed, words)
+    assert ranked.total == len(expected)
+    pages = [ranked.page(snap, first, page_size)
+             for first in range(0, len(expected) + page_size, page_size)]
+    assert [i for page in pages for i in page] == expected

@@ -1,8 +1,14 @@
-"""GET /v2/<name>/referrers/<digest>: the manifests whose subject is <digest>."""
+"""GET /v2/<name>/referrers/<digest>: the manifests whose subject is <digest>.
+
+A descriptor's ``artifactType`` follows the spec: the manifest's own
+``artifactType``, else, for an image manifest, its config's ``mediaType``.
+The ``artifactType`` filter compares against that same value.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import falcon
 
@@ -11,6 +17,21 @@ from shared.events import CACHEABLE_HEADER
 from shared.validation import check_name, parse_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+# The config type an image manifest of each kind carries, for records stored
+# before the config's mediaType was: their artifact_type is empty only when the
+# config was an image config (see `services.storage.manifest_format`).
+_IMAGE_CONFIG = {
+    "application/vnd.oci.image.manifest.v1+json": "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json":
+        "application/vnd.docker.container.image.v1+json",
+}
+
+
+def artifact_type(meta: dict[str, Any]) -> str | None:
+    """The artifactType the referrers API reports for a manifest's metadata."""
+    return (meta.get("artifact_type") or meta.get("config_media_type")
+            or _IMAGE_CONFIG.get(meta.get("media_type", "")))
 
 
 class ReferrersResource:
@@ -24,12 +45,13 @@ class ReferrersResource:
         wanted = req.get_param("artifactType")
         descriptors = []
         for ref_digest, meta in self._store.referrers(name, subject):
-            if wanted and meta.get("artifact_type") != wanted:
+            kind = artifact_type(meta)
+            if wanted and kind != wanted:
                 continue
             descriptor = {"mediaType": meta["media_type"], "digest": ref_digest,
                           "size": meta["size"]}
-            if meta.get("artifact_type"):
-                descriptor["artifactType"] = meta["artifact_type"]
+            if kind:
+                descriptor["artifactType"] = kind
             if meta.get("annotations"):
                 descriptor["annotations"] = meta["annotations"]
             descriptors.append(descriptor)

@@ -1,4 +1,8 @@
-"""GET /v1/search: the legacy search API behind `docker search` and `podman search`."""
+"""GET /v1/search: the legacy search API behind `docker search` and `podman search`.
+
+Matching and ranking are `services.index.search`'s; a query it refuses (more
+than `MAX_QUERY_WORDS` words) is a 400 with the reason as its message.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import math
 
 import falcon
 
-from services.index.search import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SearchIndex
+from services.index.search import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueryInvalid, SearchIndex
+from shared import errors
 from shared.events import CACHEABLE_HEADER
 
 
@@ -28,7 +33,10 @@ class SearchResource:
         query = req.get_param("q") or ""
         page_size = min(max(_int_param(req, "n", DEFAULT_PAGE_SIZE), 1), MAX_PAGE_SIZE)
         page = max(_int_param(req, "page", 1), 1)
-        found = self._search.search(query[:256], page, page_size)
+        try:
+            found = self._search.search(query, page, page_size)
+        except QueryInvalid as e:
+            raise errors.SearchQueryInvalid(str(e), detail={"query": query[:200]}) from None
         if found.current:
             resp.set_header(CACHEABLE_HEADER, "1")
         resp.content_type = "application/json"

@@ -11,6 +11,7 @@ import hashlib
 
 import falcon
 
+from services.storage import image_labels
 from services.storage import manifest_format as mf
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
@@ -23,6 +24,7 @@ from shared.validation import (
     check_name,
     check_tag,
     is_digest_reference,
+    is_valid_tag,
     parse_digest,
 )
 
@@ -56,10 +58,12 @@ class ManifestResource:
             raise errors.DigestInvalid(detail={"expected": str(expected),
                                                "computed": str(digest)})
         self._check_references(name, manifest)
+        # Search indexes a tagged image's labels; a push by digest sets no description.
+        labels = image_labels.labels(self._blobs, name, manifest) if tag else {}
 
         self._blobs.ingest_bytes(body, digest)
         with self._blobs.manifest_lock(name, digest):
-            self._link_and_record(name, digest, tag, manifest, len(body))
+            self._link_and_record(name, digest, tag, manifest, len(body), labels)
         resp.status = falcon.HTTP_201
         resp.location = external_url(req, f"/v2/{name}/manifests/{digest}")
         resp.set_header("Docker-Content-Digest", str(digest))
@@ -68,7 +72,7 @@ class ManifestResource:
         resp.content_length = 0
 
     def _link_and_record(self, name: str, digest: Digest, tag: str | None,
-                         manifest: mf.Manifest, size: int) -> None:
+                         manifest: mf.Manifest, size: int, labels: dict[str, str]) -> None:
         """Link the manifest into the repository, then record it in the index.
 
         Called under the manifest's lock, so a DELETE of the same digest runs
@@ -82,11 +86,13 @@ class ManifestResource:
             "media_type": manifest.media_type,
             "size": size,
             "artifact_type": manifest.artifact_type,
+            "config_media_type": manifest.config_media_type,
             "annotations": manifest.annotations,
             "subject": str(manifest.subject) if manifest.subject else None,
             "refs": [str(d) for d in manifest.blobs + manifest.manifests],
             "blob_sizes": manifest.blob_sizes,
             "platforms": [mf.platform_name(p) for _, p in manifest.platforms],
+            "labels": labels,
         }
         try:
             self._index.put_manifest(record)
@@ -120,11 +126,11 @@ class ManifestResource:
         bytes are unlinked (see `on_delete`).
         """
         check_name(name)
+        _check_read_reference(reference)
         if is_digest_reference(reference):
             digest = parse_digest(reference)
             vouched = True
         else:
-            check_tag(reference)
             resolved = self._index.resolve_tag(name, reference, ask_index=cache_wanted)
             digest, vouched = parse_digest(resolved.digest), resolved.from_index
         media_type = self._blobs.manifest_media_type(name, digest)
@@ -176,6 +182,7 @@ class ManifestResource:
                   reference: str) -> None:
         check_deletes(self._delete_enabled)
         check_name(name)
+        _check_read_reference(reference)
         if is_digest_reference(reference):
             digest = parse_digest(reference)
             with self._blobs.manifest_lock(name, digest):
@@ -187,11 +194,25 @@ class ManifestResource:
                 # the manifest in between learns of the change from this one.
                 self._index.repository_changed(name)
         else:
-            check_tag(reference)
             if not self._index.delete_tag(name, reference):
                 raise errors.ManifestUnknown(detail={"tag": reference})
         resp.status = falcon.HTTP_202
         resp.content_length = 0
+
+
+def _check_read_reference(reference: str) -> None:
+    """A reference that is no valid tag or digest names no manifest: the spec's 404.
+
+    Only a PUT refuses an invalid tag with a 400; a GET, HEAD or DELETE asks
+    for something that cannot exist (conformance tools probe exactly this).
+    """
+    if is_digest_reference(reference):
+        try:
+            parse_digest(reference)
+        except errors.DigestInvalid:
+            raise errors.ManifestUnknown(detail={"reference": reference[:300]}) from None
+    elif not is_valid_tag(reference):
+        raise errors.ManifestUnknown(detail={"reference": reference[:300]})
 
 
 def _wants_single_image(accept: set[str]) -> bool:

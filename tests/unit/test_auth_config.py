@@ -1,0 +1,86 @@
+"""The `auth` and `access` configuration: shapes refused with the key named, globs, policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared import config
+from shared.auth.htpasswd import Htpasswd, set_password
+from shared.auth.policy import Policy, glob_regex
+
+
+def load(tmp_path: Path, text: str) -> dict:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return config.load(path, environ={})
+
+
+@pytest.mark.parametrize("text, where", [
+    ("access: [{users: [a], actions: [pull]}]", "access[0].repositories"),
+    ("access: [{repositories: [x], actions: [fly]}]", "access[0].actions"),
+    ("access: [{repositories: [x], users: [a]}]", "access[0].actions"),
+    ("access: [{repositories: [x], anonymous: [pull], colour: red}]", "access[0].colour"),
+    ("access: [x]", "access"),
+    ("auth: {groups: {g: a}}", "auth.groups.g"),
+    ("auth: {external: [{issuer: corp}]}", "auth.external[0].keys"),
+    ("auth: {mode: digest}", "auth.mode"),
+])
+def test_malformed_rules_name_their_key(tmp_path: Path, text: str, where: str) -> None:
+    with pytest.raises(config.ConfigError, match=rf"^{__import__('re').escape(where)}"):
+        load(tmp_path, text)
+
+
+def test_defaults_leave_access_control_off(tmp_path: Path) -> None:
+    from shared.auth import settings
+
+    assert not settings.enabled(load(tmp_path, ""))
+    assert settings.enabled(load(tmp_path, "access: [{repositories: ['**'], "
+                                           "anonymous: [pull]}]"))
+    keys = {path for path, *_ in config.reference()}
+    assert {"auth.htpasswd", "auth.token.key", "auth.external", "access"} <= keys
+
+
+@pytest.mark.parametrize("pattern, name, matches", [
+    ("team-a/**", "team-a/x", True), ("team-a/**", "team-a/x/y", True),
+    ("team-a/**", "team-a", False), ("team-a/**", "team-ab/x", False),
+    ("*/x", "a/x", True), ("*/x", "a/b/x", False), ("a/?", "a/b", True),
+    ("a/?", "a/bc", False), ("**", "anything/at/all", True), ("a.b", "axb", False),
+    ("lib/[x]", "lib/[x]", True), ("lib/[x]", "lib/x", False),
+])
+def test_globs(pattern: str, name: str, matches: bool) -> None:
+    assert (glob_regex(pattern).fullmatch(name) is not None) is matches
+
+
+def test_rules_add_up_and_groups_count() -> None:
+    cfg = {"auth": {"groups": {"devs": ["bob"]}}, "access": [
+        {"repositories": ["pub/**"], "anonymous": ["pull"]},
+        {"repositories": ["app/**"], "authenticated": ["pull"]},
+        {"repositories": ["app/**"], "groups": ["devs"], "actions": ["push"]},
+        {"repositories": ["**"], "users": ["root"], "actions": ["*"]},
+    ]}
+    policy = Policy.from_config(cfg)
+    assert policy.actions("", "pub/x") == {"pull"}
+    assert policy.actions("", "app/x") == set()
+    assert policy.actions("eve", "app/x") == {"pull"}
+    assert policy.actions("eve", "pub/x") == {"pull"}
+    assert policy.actions("bob", "app/x") == {"pull", "push"}
+    assert policy.actions("root", "zzz") == {"pull", "push", "delete"}
+
+
+def test_htpasswd_reads_bcrypt_only_and_reloads(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    set_password(path, "alice", "pw", rounds=4)
+    with path.open("a") as fh:
+        fh.write("md5user:$apr1$abc$defghijklmnopqrstuvwx\n")
+    users = Htpasswd(str(path))
+    assert users.verify("alice", "pw")
+    assert not users.verify("alice", "nope")
+    assert not users.verify("md5user", "anything")
+    assert not users.verify("nobody", "pw")
+    generation = users.generation
+    set_password(path, "alice", "new", rounds=4)
+    users._checked = 0.0  # skip the once-a-second throttle
+    assert users.verify("alice", "new") and users.generation > generation
+    assert (path.stat().st_mode & 0o777) == 0o600
