@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.driving import WAIT
 from tests.e2e.tools import require, require_python_module
 
 CHROMIUM = "/usr/bin/chromium"
@@ -23,7 +24,6 @@ ARGUMENTS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-s
              "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--no-first-run", "--disable-default-apps",
              "--disable-extensions", "--window-size=1280,900")
-WAIT = 10.0
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ share its pushes and run in order: the deleting ones come last.
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import WAIT
+from tests.browser.driving import Browser, browsing
 from tests.browser.seed import COSIGN, XSS, Seed, push_image, seed
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
@@ -32,52 +31,10 @@ def pushed(client: RegistryClient) -> Seed:
     return seed(client)
 
 
-class Browser:
-    def __init__(self, driver: Any, base: str, screenshots: Path) -> None:
-        self.driver, self.base, self.screenshots = driver, base, screenshots
-
-    def open(self, path: str) -> None:
-        self.driver.get(self.base + path)
-        self.wait(lambda d: d.find_element("css selector", "body").get_attribute(
-            "data-ready") == "1")
-
-    def wait(self, condition: Any, timeout: float = WAIT) -> Any:
-        from selenium.webdriver.support.ui import WebDriverWait
-        return WebDriverWait(self.driver, timeout).until(condition)
-
-    def find(self, css: str) -> Any:
-        return self.driver.find_element("css selector", css)
-
-    def all(self, css: str) -> list[Any]:
-        return self.driver.find_elements("css selector", css)
-
-    def texts(self, css: str) -> list[str]:
-        """The elements' text, read in one script: a list being replaced cannot go stale."""
-        return self.driver.execute_script(
-            "return [...document.querySelectorAll(arguments[0])]"
-            ".map(e => e.innerText.trim())", css)
-
-    def shot(self, name: str) -> None:
-        """The whole page, not only the window."""
-        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        image = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
-                     "scale": 1}})
-        (self.screenshots / f"{name}.png").write_bytes(base64.b64decode(image["data"]))
-
-    def assert_inert(self) -> None:
-        """No payload ran: nothing set window.__xss, no alert, no injected element."""
-        assert self.driver.execute_script("return window.__xss === undefined")
-        assert not self.all("main script, main img"), "markup from the registry was rendered"
-        assert self.driver.execute_script(
-            "return document.querySelectorAll('script').length") == 1
-
-
 @pytest.fixture
 def browser(driver: Any, dockyard: Dockyard, screenshots: Path) -> Iterator[Browser]:
-    driver.set_window_size(1280, 900)
-    yield Browser(driver, dockyard.url, screenshots)
+    with browsing(driver, dockyard.url, screenshots) as b:
+        yield b
 
 
 def test_root_sends_browsers_to_the_ui_and_api_clients_get_the_api(

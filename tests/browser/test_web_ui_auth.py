@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.driving import Browser, browsing, delete_buttons_shown, sign_in
 from tests.browser.seed import push_image
-from tests.browser.test_web_ui import Browser
 from tests.browser.token_gate import TokenGate, serving
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
@@ -41,24 +41,8 @@ def repo(client: RegistryClient) -> str:
 
 @pytest.fixture
 def browser(driver: Any, gate: TokenGate, screenshots: Path) -> Iterator[Browser]:
-    driver.set_window_size(1280, 900)
-    yield Browser(driver, gate.base, screenshots)
-    driver.execute_script("sessionStorage.clear()")
-    driver.delete_all_cookies()
-
-
-def sign_in(browser: Browser, user: str, password: str) -> None:
-    dialog = browser.find("#login")
-    browser.wait(lambda d: dialog.is_displayed())
-    for field, value in (("#login-user", user), ("#login-password", password)):
-        browser.find(field).clear()
-        browser.find(field).send_keys(value)
-    dialog.find_element("css selector", "button[value=login]").click()
-
-
-def delete_buttons_shown(browser: Browser) -> int:
-    return browser.driver.execute_script(
-        "return [...document.querySelectorAll('button.delete')].filter(b => !b.hidden).length")
+    with browsing(driver, gate.base, screenshots) as b:
+        yield b
 
 
 def test_with_anonymous_pull_a_refused_delete_asks_to_sign_in_then_hides_delete(

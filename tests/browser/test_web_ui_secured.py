@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.driving import Browser, browsing, delete_buttons_shown, sign_in
 from tests.browser.seed import push_image
-from tests.browser.test_web_ui import Browser
-from tests.browser.test_web_ui_auth import delete_buttons_shown, sign_in
 from tests.support.processes import Dockyard
 from tests.support.secured import PASSWORDS, AuthClient, basic, start_secured
 
@@ -39,10 +38,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
 
 @pytest.fixture
 def browser(driver: Any, secured: Dockyard, screenshots: Path) -> Iterator[Browser]:
-    driver.set_window_size(1280, 900)
-    yield Browser(driver, secured.url, screenshots)
-    driver.execute_script("sessionStorage.clear()")
-    driver.delete_all_cookies()
+    with browsing(driver, secured.url, screenshots) as b:
+        yield b
 
 
 def listed(browser: Browser) -> list[str]:
