@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,14 @@ log = logging.getLogger("dockyard")
 def _load(path: str | None) -> dict[str, Any]:
     try:
         return config_mod.load(path)
+    except config_mod.ConfigError as e:
+        raise click.ClickException(f"configuration error: {e}") from None
+
+
+def _create(factory: Any, *args: Any, **kwargs: Any) -> Any:
+    """An app from its factory; a configuration problem found there ends the command."""
+    try:
+        return factory(*args, **kwargs)
     except config_mod.ConfigError as e:
         raise click.ClickException(f"configuration error: {e}") from None
 
@@ -41,17 +50,29 @@ def main() -> None:
 @click.option("--port", default=5000, show_default=True, type=int, help="Port to listen on.")
 @click.option("--data-dir", default="./dockyard-data", show_default=True,
               type=click.Path(file_okay=False), help="Where blobs and Redis data live.")
-def serve(config_path: str | None, host: str, port: int, data_dir: str) -> None:
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True),
+              help="Serve HTTPS with this PEM certificate chain (tls.cert).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True),
+              help="The certificate's PEM private key (tls.key).")
+def serve(config_path: str | None, host: str, port: int, data_dir: str,
+          tls_cert: str | None, tls_key: str | None) -> None:
     """Run the whole registry on one machine: router, storage, index and Redis."""
-    from services import supervisor
+    from services import exposure, supervisor
 
     cfg = _load(config_path)
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise click.ClickException("--tls-cert and --tls-key go together")
+        cfg["tls"]["cert"], cfg["tls"]["key"] = tls_cert, tls_key
     _setup("serve", cfg)
+    exposure.warn(cfg, host)
     try:
         children, addresses = supervisor.plan(cfg, config_path, host, port,
                                               Path(data_dir).resolve())
-    except FileNotFoundError as e:
+    except (FileNotFoundError, config_mod.ConfigError) as e:
         raise click.ClickException(str(e)) from None
+    except (OSError, ssl.SSLError) as e:
+        raise click.ClickException(f"TLS certificate and key: {e}") from None
     for name, address in addresses.items():
         log.info("%s: %s", name, address)
     sys.exit(supervisor.run(children))
@@ -78,7 +99,7 @@ def storage(config_path: str | None, listen: str | None, root: str | None,
     if events_url is not None:
         section["events_url"] = events_url
     _setup("storage", cfg)
-    app = create_app(cfg, start_background=True)
+    app = _create(create_app, cfg, start_background=True)
     serve_app(app, section["listen"], cfg, section["threads"], "storage")
 
 
@@ -97,7 +118,7 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
     if redis_url:
         section["redis"]["url"] = redis_url
     _setup("index", cfg)
-    app = create_app(cfg, start_background=True)
+    app = _create(create_app, cfg, start_background=True)
     serve_app(app, section["listen"], cfg, section["threads"], "index")
 
 
@@ -118,10 +139,13 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
               "socket, adding up every router process's samples; set by `serve`.")
 @click.option("--token-key", type=click.Path(dir_okay=False),
               help="PEM key that signs tokens and upload URLs (auth.token.key).")
+@click.option("--trusted-proxy", help="Address of a TLS terminator in front whose "
+              "X-Forwarded-For/Proto are believed (router.trusted_proxy).")
 def router(config_path: str | None, listen: str | None, storage_urls: tuple[str, ...],
            index_urls: tuple[str, ...], metrics_listen: str | None,
            storage_root: str | None, events_url: str | None, listen_fd: str | None,
-           write_fence: str | None, metrics_fd: int | None, token_key: str | None) -> None:
+           write_fence: str | None, metrics_fd: int | None, token_key: str | None,
+           trusted_proxy: str | None) -> None:
     """Run one router: the public endpoint."""
     import socket
 
@@ -147,6 +171,8 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         section["events_url"] = events_url
     if token_key:
         cfg["auth"]["token"]["key"] = token_key
+    if trusted_proxy is not None:
+        section["trusted_proxy"] = trusted_proxy
     _setup("router", cfg)
     metrics = Metrics("router")
     if metrics_fd is not None:
@@ -163,7 +189,14 @@ def router(config_path: str | None, listen: str | None, storage_urls: tuple[str,
         from services.router.response_cache import use_write_fence
 
         use_write_fence(write_fence)
-    app = create_app(cfg, metrics=metrics, start_background=True)
+    app = _create(create_app, cfg, metrics=metrics, start_background=True)
+    if section["trusted_proxy"]:
+        from waitress.proxy_headers import proxy_headers_middleware
+
+        # The client's address and scheme, as the terminator in front saw them.
+        app = proxy_headers_middleware(
+            app, trusted_proxy=section["trusted_proxy"], trusted_proxy_count=1,
+            trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
     sockets = [socket.socket(fileno=int(fd)) for fd in listen_fd.split(",")] if listen_fd else []
     serve_app(app, section["listen"], cfg, section["threads"], "router", sockets)
 

@@ -1,7 +1,9 @@
 """`dockyard serve`: every process on one machine, each one restarted when it dies.
 
-Children are started in dependency order (redis, index, storage, router) and
-stopped in the reverse. A child that exits is restarted with exponential
+Children are started in dependency order (redis, index, storage, router, and
+haproxy when TLS is on: `services.tls`) and stopped in the reverse. The
+secret that signs calls into storage and the index (`shared.service_auth`) is
+generated in the data directory unless configured. A child that exits is restarted with exponential
 backoff while the others go on serving. Children get SIGKILL from the kernel
 if the supervisor itself is killed, so nothing is orphaned.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from services import redis_server
+from shared import redis_client, service_auth
 
 log = logging.getLogger("dockyard.supervisor")
 
@@ -162,14 +165,29 @@ def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     return sockets
 
 
+def _share_internal_secret(config: dict[str, Any], data_dir: Path) -> None:
+    """Unless one is configured, generate the secret that signs internal calls
+    (`shared.service_auth`) in the data directory; children inherit its name."""
+    section = config["internal"]
+    if not section["secret"] and not section["secret_file"]:
+        path = service_auth.ensure_secret_file(data_dir / service_auth.SECRET_FILE_NAME)
+        section["secret_file"] = os.environ["DOCKYARD_INTERNAL_SECRET_FILE"] = str(path)
+    service_auth.key_from_config(config)  # a bad secret stops `serve` before any child
+
+
 def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
          data_dir: Path) -> tuple[list[Child], dict[str, Any]]:
     """The children of `serve` and the addresses they were given."""
+    from services import tls
+
     data_dir.mkdir(parents=True, exist_ok=True)
+    _share_internal_secret(config, data_dir)
     cli = [sys.executable, "-m", "services.cli"]
     common = ["--config", config_path] if config_path else []
     children: list[Child] = []
     redis_url = config["index"]["redis"]["url"]
+    if config["index"]["redis"]["sentinels"]:
+        redis_url = redis_client.to_url(redis_client.from_section(config["index"]["redis"]))
     redis_port, index_port, storage_port, metrics_port = free_ports(4)
     if not redis_url:
         redis_dir = data_dir / "redis"
@@ -188,9 +206,15 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     children.append(Child("storage", [*cli, "storage", *common, "--listen",
                                       storage_url[len("http://"):], "--root", storage_root,
                                       "--index", index_url, "--events-url", redis_url]))
-    public = listen_sockets(host, port, config["http"]["backlog"])
-    router = [*cli, "router", *common, *_token_key_args(config, data_dir),
-              "--listen", f"{host}:{port}",
+    # With TLS, haproxy takes the public address and the routers a private one behind it.
+    router_host, router_port, public_url, behind = host, port, f"http://{host}:{port}", []
+    if tls.enabled(config):
+        router_host, router_port, public_url = "127.0.0.1", 0, f"https://{host}:{port}"
+        behind = ["--trusted-proxy", "127.0.0.1"]
+    public = listen_sockets(router_host, router_port, config["http"]["backlog"])
+    router_listen = f"{router_host}:{public[0].getsockname()[1]}"
+    router = [*cli, "router", *common, *_token_key_args(config, data_dir), *behind,
+              "--listen", router_listen,
               "--listen-fd", ",".join(str(s.fileno()) for s in public),
               "--storage", storage_url, "--index", index_url,
               "--metrics-listen", f"127.0.0.1:{metrics_port}",
@@ -214,8 +238,11 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     for i in range(count):
         children.append(Child("router" if count == 1 else f"router-{i + 1}", router,
                               sockets=tuple(public), env=env))
+    if tls.enabled(config):
+        children.append(tls.terminator_child(config, data_dir, f"{host}:{port}",
+                                             router_listen))
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
-                 "router": f"http://{host}:{port}",
+                 "router": public_url,
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     return children, addresses
 

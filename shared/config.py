@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from shared.redis_client import from_url as redis_source_from_url
+from shared.redis_client import parse_address as parse_redis_address
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key's full path."""
@@ -35,7 +38,7 @@ class Key:
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
-_URL_RE = re.compile(r"(?:redis|rediss|unix)://\S*")
+_URL_RE = re.compile(r"(?:redis|rediss|unix|redis\+sentinel)://\S*")
 
 # section -> key -> Key; a nested dict is a nested section.
 SCHEMA: dict[str, Any] = {
@@ -53,6 +56,15 @@ SCHEMA: dict[str, Any] = {
         "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
                              "the oldest has waited longer, new requests get 503 with "
                              "Retry-After at once; 0: no limit", minimum=0),
+        "drain_timeout": Key(float, 30.0, "on SIGTERM, seconds to finish the requests in "
+                             "flight after the listener closes; 0: exit at once"),
+    },
+    "discovery": {
+        "interval": Key(float, 5.0, "seconds between lookups of the backend URLs' names; "
+                        "every address a name resolves to is a backend (a headless "
+                        "service, compose --scale); 0: resolve once at start"),
+        "health_interval": Key(float, 2.0, "seconds between /readyz checks of each backend; "
+                               "a failing one is tried last until it passes; 0: off"),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
@@ -67,13 +79,17 @@ SCHEMA: dict[str, Any] = {
         "storage_root": Key(str, "", "the storage root, when this router's machine shares "
                             "it: blob bodies are then sent from disk by the router itself "
                             "instead of streamed through storage; empty: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached answers; empty: no response cache"),
         "cache_ttl": Key(float, 60.0, "seconds a manifest, tags list, referrers list, catalog "
                          "page or search answer is served from the router's cache, while "
                          "index events keep it honest; 0: off"),
         "cache_max_bytes": Key(int, 64 * 1024 * 1024, "memory for the router's response "
                                "cache, bytes; one answer may take a sixteenth", minimum=0),
+        "trusted_proxy": Key(str, "", "address of the TLS terminator or load balancer in "
+                             "front of the router, whose X-Forwarded-For/Proto are believed "
+                             "(`serve` with TLS sets it); empty: none"),
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
@@ -90,7 +106,8 @@ SCHEMA: dict[str, Any] = {
         "threads": Key(int, 16, "worker threads", minimum=1),
         "tag_cache_ttl": Key(float, 60.0, "seconds a resolved tag is served without asking "
                              "the index, while index events keep the cache honest; 0: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached tags; empty: no fresh cache hits"),
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
                               "is unreachable", minimum=0),
@@ -102,6 +119,20 @@ SCHEMA: dict[str, Any] = {
         "redis": {
             "url": Key(str, "", "redis URL; empty under `dockyard serve` starts a private "
                        "redis-server, and means redis://127.0.0.1:6379/0 otherwise"),
+            "sentinels": Key(list, [], "host:port of each Redis Sentinel; when set, the "
+                             "primary is found through them and url is not used"),
+            "master_name": Key(str, "dockyard", "the name the sentinels monitor the primary "
+                               "under"),
+            "password": Key(str, "", "password of the Redis servers (AUTH); `_env:NAME` "
+                            "reads it from the environment"),
+            "sentinel_password": Key(str, "", "password of the sentinels themselves, when "
+                                     "they require one"),
+            "db": Key(int, 0, "database number, with sentinels", minimum=0),
+            "min_replicas_ack": Key(int, 0, "replicas that must confirm each index write "
+                                    "(WAIT) before it is acknowledged; 0: the primary alone",
+                                    minimum=0),
+            "replica_ack_timeout": Key(float, 1.0, "seconds to wait for those confirmations "
+                                       "before the write fails with 503"),
             "key_prefix": Key(str, "dockyard:", "prefix of every key"),
             "appendfsync": Key(str, "always", "AOF fsync policy of the private redis-server",
                                choices=("always", "everysec", "no")),
@@ -151,6 +182,27 @@ SCHEMA: dict[str, Any] = {
                   "anonymous: [actions], actions: [pull|push|delete]}; once any "
                   "authentication is configured, what no rule grants is denied",
                   items=dict),
+    # Service-to-service authentication (shared/service_auth.py).
+    "internal": {
+        "secret": Key(str, "", "shared secret that signs every call into storage and the "
+                      "index; the same in every dockyard process (e.g. _env:DOCKYARD_SECRET); "
+                      "empty: read internal.secret_file"),
+        "secret_file": Key(str, "", "file holding the shared secret; `serve` generates "
+                           "<data dir>/internal-secret when neither key is set"),
+        "max_clock_skew": Key(float, 30.0, "seconds a signed call's timestamp may differ "
+                              "from the receiver's clock; also the replay window"),
+    },
+    # HTTPS on the public endpoint, terminated by haproxy under `serve` (services/tls.py).
+    "tls": {
+        "cert": Key(str, "", "PEM certificate chain of the public endpoint; empty: plain "
+                    "HTTP"),
+        "key": Key(str, "", "PEM private key of tls.cert"),
+        "client_ca": Key(str, "", "PEM CA bundle: when set, clients must present a "
+                         "certificate it signed (mutual TLS)"),
+        "reload_interval": Key(float, 5.0, "seconds between checks for a renewed certificate, "
+                               "which is then served without a restart"),
+        "haproxy": Key(str, "haproxy", "the haproxy binary that terminates TLS"),
+    },
 }
 
 
@@ -226,6 +278,11 @@ def _check_values(cfg: dict[str, Any]) -> None:
         value = cfg[path[0]][path[1]]
         if not _valid_listen(value):
             raise ConfigError(f"{'.'.join(path)}: expected host:port, got {value!r}")
+    if bool(cfg["tls"]["cert"]) != bool(cfg["tls"]["key"]):
+        missing, given = ("key", "cert") if cfg["tls"]["cert"] else ("cert", "key")
+        raise ConfigError(f"tls.{missing}: must be set with tls.{given}")
+    if cfg["tls"]["client_ca"] and not cfg["tls"]["cert"]:
+        raise ConfigError("tls.client_ca: needs tls.cert and tls.key")
     if cfg["router"]["metrics_listen"] and not _valid_listen(cfg["router"]["metrics_listen"]):
         raise ConfigError("router.metrics_listen: expected host:port or empty")
     for path in (("router", "storage_urls"), ("router", "index_urls"), ("storage", "index_urls")):
@@ -245,6 +302,17 @@ def _check_values(cfg: dict[str, Any]) -> None:
         settings.check(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+        if url and url.startswith("redis+sentinel://"):
+            try:
+                redis_source_from_url(url)
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
+    for address in cfg["index"]["redis"]["sentinels"]:
+        try:
+            parse_redis_address(address)
+        except ValueError:
+            raise ConfigError(f"index.redis.sentinels: expected host:port, got {address!r}"
+                              ) from None
 
 
 def _valid_listen(value: str) -> bool:

@@ -10,6 +10,8 @@ email package) and about 70 µs here: responses are parsed by httptools
 
 What it leaves out is what dockyard's own backends never need: TLS,
 proxies, redirects, content decoding, cookies. Bodies stream both ways.
+With a `signer` (a `shared.service_auth.ServiceKey`) every request, each
+retry included, is signed afresh as it is sent.
 
 Errors come in two kinds, because a caller's retry decision depends on it:
 `ConnectFailed` means nothing was sent; `RequestFailed` means the request
@@ -205,9 +207,10 @@ class ConnectionPool:
     """Keep-alive connections to one backend, at most `maxsize` of them idle."""
 
     def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float = 2.0,
-                 maxsize: int = 32) -> None:
+                 maxsize: int = 32, signer: Any = None) -> None:
         self.host = host
         self.port = port
+        self.signer = signer
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
@@ -242,6 +245,9 @@ class ConnectionPool:
             conn.sock.settimeout(timeout)
         lines = [f"{method} {target} HTTP/1.1\r\n"]
         lines.extend(f"{k}: {v}\r\n" for k, v in headers)
+        if self.signer is not None:
+            lines.append(f"X-Dockyard-Signature: {self.signer.sign(method, target, headers, body)}"
+                         "\r\n")
         if not any(k.lower() == "host" for k, _ in headers):
             lines.append(f"Host: {self.host}:{self.port}\r\n")
         lines.append("\r\n")

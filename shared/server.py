@@ -22,6 +22,7 @@ from waitress.wasyncore import _DISCONNECTED
 from shared import errors, event_loop
 from shared.chunked import FastChunkedParser
 from shared.config import parse_listen
+from shared.drain import Drain
 from shared.overload import SheddingDispatcher
 
 log = logging.getLogger("dockyard.server")
@@ -235,7 +236,11 @@ def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str,
     enable_sendfile()
     server = make_server(app, host, port, cfg, threads, **({"sockets": sockets} if sockets else {}))
 
+    drain = Drain(cfg["http"]["drain_timeout"], name)
+
     def stop(signum: int, frame: Any) -> None:
+        if drain.start(server, signum):
+            return
         log.info("%s stopping on signal %d", name, signum)
         server.close()
         sys.exit(0)

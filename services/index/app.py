@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import falcon
@@ -19,16 +20,23 @@ from services.index.store import IndexStore
 from shared import errors, events, routing
 from shared.health import add_health_routes
 from shared.observability import AccessLog, Metrics, MetricsResource
+from shared.redis_client import DEFAULT_URL, ReplicaAck, connect, from_section, is_retryable
 from shared.rpc import RpcResource
+from shared.service_auth import RequireSignature, key_from_config
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+log = logging.getLogger("dockyard.index")
+
+DEFAULT_REDIS_URL = DEFAULT_URL
+
+
+def connect_redis(section: dict[str, Any]) -> redis.Redis:
+    """The client of ``index.redis``: one server by URL, or the primary behind Sentinel."""
+    return connect(from_section(section), socket_timeout=5, socket_connect_timeout=2,
+                   health_check_interval=10, max_connections=64)
 
 
 def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url or DEFAULT_REDIS_URL, socket_timeout=5, socket_connect_timeout=2,
-        health_check_interval=10, retry_on_timeout=False, max_connections=64,
-    )
+    return connect_redis({"url": url})
 
 
 def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
@@ -39,25 +47,31 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
     search skip asking Redis whether the catalog changed.
     """
     cfg = config["index"]
-    client = client or redis_client(cfg["redis"]["url"])
-    store = IndexStore(client, cfg["redis"]["key_prefix"])
+    key = key_from_config(config)
+    client = client or connect_redis(cfg["redis"])
+    store = IndexStore(client, cfg["redis"]["key_prefix"], ReplicaAck(
+        cfg["redis"]["min_replicas_ack"], cfg["redis"]["replica_ack_timeout"]))
     search = SearchIndex(store, refresh=cfg["search_refresh"])
     if start_background:
-        events.Subscription(cfg["redis"]["url"] or DEFAULT_REDIS_URL, store.keys.events,
+        events.Subscription(from_section(cfg["redis"]), store.keys.events,
                             search.changed, search.events_state).start()
     retry_after = config["router"]["retry_after"]
 
     app = falcon.App(media_type="application/json")
     errors.install(app)
 
-    def redis_down(req: falcon.Request, resp: falcon.Response, ex: Exception,
-                   params: dict[str, Any]) -> None:
+    def redis_failed(req: falcon.Request, resp: falcon.Response, ex: Exception,
+                     params: dict[str, Any]) -> None:
+        # Down, failing over, loading, or short of replicas: the write was not
+        # acknowledged, and the client may send it again (see shared.redis_client).
+        if not is_retryable(ex):
+            log.error("redis refused %s %s: %s", req.method, req.path, ex)
+            errors.respond(resp, errors.InternalError())
+            return
         errors.respond(resp, errors.Unavailable("the index database is unavailable",
                                                 retry_after=retry_after))
 
-    app.add_error_handler(redis.exceptions.ConnectionError, redis_down)
-    app.add_error_handler(redis.exceptions.TimeoutError, redis_down)
-    app.add_error_handler(redis.exceptions.BusyLoadingError, redis_down)
+    app.add_error_handler(redis.exceptions.RedisError, redis_failed)
 
     router = routing.RegexRouter()
     router.add(routing.TAGS, TagsResource(store))
@@ -86,4 +100,5 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
     add_health_routes(app, ready)
     metrics = Metrics("index")
     app.add_route("/metrics", MetricsResource(metrics))
-    return AccessLog(app, metrics, enabled=config["log"]["access"])
+    # Only dockyard's own services may call in (shared/service_auth.py).
+    return AccessLog(RequireSignature(app, key), metrics, enabled=config["log"]["access"])

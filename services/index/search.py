@@ -46,7 +46,6 @@ that long to show up in search.
 from __future__ import annotations
 
 import bisect
-import heapq
 import threading
 import time
 from array import array
@@ -122,7 +121,10 @@ class QueryInvalid(ValueError):
 def query_words(query: str) -> tuple[str, ...]:
     """The distinct lowercased words of `query`, longest first, without those another
     word contains (a line holding "nginx" holds "gin"). Raises QueryInvalid."""
-    words = sorted(set(_clean(query).lower().split()), key=lambda w: (-len(w), w))
+    words = _clean(query).lower().split()
+    if len(words) <= 1:
+        return tuple(words)
+    words = sorted(set(words), key=lambda w: (-len(w), w))
     kept: list[str] = []
     for word in words:
         if not any(word in longer for longer in kept):
@@ -151,15 +153,17 @@ class _Snapshot:
         return self._scan(q, others, split=False)[0]
 
     def _scan(self, q: str, others: tuple[str, ...],
-              split: bool) -> tuple[list[int], list[int]]:
-        """The lines holding `q` and every word of `others`, in line order; with
-        `split`, those whose name holds `q` apart from the rest."""
+              split: bool) -> tuple[list[int], list[int], list[int], list[int]]:
+        """The lines holding `q` and every word of `others`, in line order. With
+        `split`, apart by where `q` is first found: (name equal to it, name starting
+        with it, elsewhere in the name, after the name); without, all in the first."""
         found: list[int] = []
-        elsewhere = found if not split else []
+        exact, prefix, in_name, elsewhere = ([], [], [], []) if split else (found,) * 4
         wanted = _filter(q) if len(q) >= 3 else 0
         for word in others:
             if len(word) >= 3:
                 wanted |= _filter(word)
+        after = len(q)
         for block in self.blocks:
             if block.trigrams & wanted != wanted:
                 continue
@@ -167,17 +171,27 @@ class _Snapshot:
             pos = text.find(q)
             while pos != -1:
                 line = bisect.bisect_right(starts, pos) - 1
+                start = starts[line]
                 end = starts[line + 1] if line + 1 < len(starts) else len(text)
-                if not others or all(w in text[starts[line]:end] for w in others):
-                    # The first hit in a line; the name ends at the line's first tab.
-                    if split and pos > text.find("\t", starts[line], end) >= 0:
-                        elsewhere.append(block.first + line)
-                    else:
+                if not split:
+                    if not others or all(w in text[start:end] for w in others):
                         found.append(block.first + line)
+                # `pos` is the first hit in its line; the name ends at the first tab.
+                elif pos == start:
+                    (exact if text[pos + after] == "\t" else prefix).append(block.first + line)
+                else:
+                    in_name.append(block.first + line)  # or after the name: see below
                 if end >= len(text):
                     break
                 pos = text.find(q, end)
-        return found, elsewhere
+        if split and in_name:
+            # One pass over the names beats finding each line's tab.
+            names = self.lower_names if len(self.lower_names) == len(self.names) else [
+                n.lower() for n in self.names]
+            hits, in_name = in_name, [i for i in in_name if q in names[i]]
+            if len(in_name) < len(hits):
+                elsewhere = [i for i in hits if q not in names[i]]
+        return exact, prefix, in_name, elsewhere
 
     def ranked(self, words: tuple[str, ...]) -> _Ranked:
         """The lines that hold every word, by rank (see the module docstring)."""
@@ -198,7 +212,7 @@ class _Snapshot:
 
     def _parts(self, words: tuple[str, ...]) -> list[list[int]]:
         """The lines that hold every word, split into ranks, best first, each in line
-        order. One scan, then bisection in the sorted names and a scan for "/q<TAB>"."""
+        order: one scan sorts them by where the query is found in the line."""
         names = self.lower_names if len(self.lower_names) == len(self.names) else [
             n.lower() for n in self.names]
         q = words[0]
@@ -206,34 +220,35 @@ class _Snapshot:
             hits = self.matches(q, words[1:])
             in_name = [i for i in hits if all(w in names[i] for w in words)]
             return [in_name, _without(hits, in_name)]
-        in_name, elsewhere = self._scan(q, (), split=True)
-        if not in_name:
-            return [elsewhere]
-        # Names are in sorted order (Redis sorts them; the grammar makes them
-        # lowercase): those starting with q are one run of them.
-        lo = bisect.bisect_left(names, q)
-        hi = bisect.bisect_left(names, q + "\U0010ffff", lo)
-        exact = [lo] if lo < hi and names[lo] == q else []
-        # Few name hits: check each. Many: scan for "/q<TAB>" (a tab also separates a
-        # description from the title and labels, hence the check of what it finds).
+        exact, prefix, in_name, elsewhere = self._scan(q, (), split=True)
+        # A last path component equal to q: few name hits are checked one by one,
+        # many found by a scan for "/q<TAB>" (a tab also separates a description
+        # from the title and labels, hence the check of what it finds).
         if "/" in q:  # no path component holds a "/"
-            candidates = []
-        elif len(in_name) <= 64:
-            candidates = in_name
+            candidates: list[int] = []
+        elif len(prefix) + len(in_name) <= 64:
+            candidates = prefix + in_name
         else:
-            candidates = self._scan(f"/{q}\t", (), False)[0]
-        last = [i for i in candidates if names[i].endswith("/" + q)]
-        prefix = _without(list(range(lo, hi)), exact + last)
-        return [exact, last, prefix, _without(in_name, exact + last + prefix), elsewhere]
+            candidates = self._scan(f"/{q}\t", (), split=False)[0]
+        last = sorted(i for i in candidates if names[i].endswith("/" + q))
+        return [exact, last, _without(prefix, last), _without(in_name, last), elsewhere]
 
     def newest_first(self, part: list[int], count: int) -> list[int]:
         """The first `count` lines of `part` (or all), most recently pushed first."""
         if len(self.recency) != len(self.names):
             return part[:count]
-        key = self.recency.__getitem__
+        recency = self.recency
         if count * 4 >= len(part) or len(part) <= 256:
-            return sorted(part, key=key)
-        return heapq.nsmallest(count, part, key=key)
+            return sorted(part, key=recency.__getitem__)
+        # The lines among the newest `limit` of the snapshot, a limit that would hold
+        # about 2 * count of them were the part spread evenly; raised until it holds
+        # count. What it holds, in order, is a true start of the whole order.
+        limit = 2 * count * len(recency) // len(part)
+        while True:
+            chosen = [i for i in part if recency[i] < limit]
+            if len(chosen) >= count or limit >= len(recency):
+                return sorted(chosen, key=recency.__getitem__)
+            limit *= 4
 
 
 class _Ranked:
@@ -272,7 +287,7 @@ def _without(items: list[int], drop: list[int]) -> list[int]:
     """`items` in order, less those in `drop`."""
     if not drop:
         return items
-    gone = set(drop)
+    gone = set(drop) if len(drop) > 8 else drop
     return [i for i in items if i not in gone]
 
 

@@ -12,6 +12,7 @@ import redis
 from services.index.schema import Keys
 from services.index.summaries import Summaries
 from shared.events import CATALOG_SCOPE, repo_scope
+from shared.redis_client import ReplicaAck
 
 # Every script publishes the scopes it changed on the events channel (the
 # last KEYS entry; see `shared.events`), in the same atomic step as the change,
@@ -128,8 +129,12 @@ class Page:
 
 
 class IndexStore:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    """`ack`: every write runs in a pipeline that ends with the replicas' confirmation
+    (`shared.redis_client.ReplicaAck`); a write is answered only once confirmed."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ack: ReplicaAck | None = None) -> None:
         self.redis = client
+        self._ack = ack or ReplicaAck()
         self.keys = Keys(prefix)
         self._put = client.register_script(_PUT_MANIFEST)
         self._delete_tag = client.register_script(_DELETE_TAG)
@@ -141,8 +146,7 @@ class IndexStore:
     # -- writes (called by storage over msgpack RPC) -------------------------
 
     def put_manifest(self, **record: Any) -> dict[str, Any]:
-        self.put_manifests([record])
-        return {"ok": True}
+        return {"ok": bool(self.put_manifests([record])["ok"])}
 
     def put_manifests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Several manifests in one round trip, each still its own atomic script.
@@ -154,7 +158,7 @@ class IndexStore:
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             self._queue_put(pipe, **record)
-        pipe.execute()
+        self._ack.run(pipe)
         return {"ok": len(records)}
 
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
@@ -194,7 +198,7 @@ class IndexStore:
         self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
                          args=[tag, repo_scope(repo)], client=pipe)
         self.summaries.queue_forget_tag(pipe, repo, tag)
-        deleted = pipe.execute()[0]
+        deleted, *_ = self._ack.run(pipe)
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
@@ -208,7 +212,7 @@ class IndexStore:
             args=[digest, "1" if subject else "0", repo_scope(repo)], client=pipe,
         )
         self.summaries.queue_forget(pipe, repo, digest)
-        removed = pipe.execute()[0]
+        removed, *_ = self._ack.run(pipe)
         return {"tags_removed": int(removed)}
 
     def resolve_tag(self, repo: str, tag: str) -> dict[str, Any]:

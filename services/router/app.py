@@ -42,6 +42,7 @@ from shared.auth.tokens import SigningKey
 from shared.event_cache import EventCache
 from shared.health import HealthResource
 from shared.observability import AccessLog, Metrics
+from shared.service_auth import key_from_config
 
 log = logging.getLogger("dockyard.router")
 
@@ -122,14 +123,19 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     metrics = metrics or Metrics("router")
     timeout = cfg["backend_timeout"]
     maxsize = cfg["threads"] * 2
-    storage = Pool("storage", cfg["storage_urls"], timeout, maxsize)
-    index = Pool("index", cfg["index_urls"], timeout, maxsize)
+    discovery = config["discovery"]
+    key = key_from_config(config)  # storage and the index answer only signed calls
+    storage = Pool("storage", cfg["storage_urls"], timeout, maxsize, signer=key, **discovery)
+    index = Pool("index", cfg["index_urls"], timeout, maxsize, signer=key, **discovery)
     pools = {"storage": storage, "index": index}
     retry_after = cfg["retry_after"]
     disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None
     if cache is None:
         cache = ResponseCache(EventCache(ttl=cfg["cache_ttl"],
                                          max_bytes=cfg["cache_max_bytes"]), metrics)
+    if start_background:
+        storage.start()
+        index.start()
     if start_background and cfg["events_url"] and cfg["cache_ttl"] > 0:
         events.Subscription(cfg["events_url"],
                             events.channel(config["index"]["redis"]["key_prefix"]),

@@ -17,6 +17,7 @@ from shared import errors, events, routing
 from shared.health import add_health_routes
 from shared.observability import AccessLog, Metrics, MetricsResource
 from shared.rpc import RpcClient
+from shared.service_auth import RequireSignature, key_from_config
 
 
 def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
@@ -27,14 +28,19 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     of abandoned uploads and the subscription to index events.
     """
     cfg = config["storage"]
+    key = key_from_config(config)
     layout = Layout(cfg["root"])
     layout.create()
     blobs = BlobStore(layout)
     uploads = UploadStore(layout, blobs, max_per_repository=cfg["max_uploads_per_repository"],
                           max_age=cfg["upload_max_age"])
     if index is None:
+        rpc = RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"], signer=key,
+                        **config["discovery"])
+        if start_background:
+            rpc.start()
         index = IndexClient(
-            RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"]),
+            rpc,
             fresh_ttl=cfg["tag_cache_ttl"], stale_if_error=cfg["stale_if_error"],
             retry_after=config["router"]["retry_after"],
         )
@@ -63,4 +69,5 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     add_health_routes(app, ready)
     metrics = Metrics("storage")
     app.add_route("/metrics", MetricsResource(metrics))
-    return AccessLog(app, metrics, enabled=config["log"]["access"])
+    # Only dockyard's own services may call in (shared/service_auth.py).
+    return AccessLog(RequireSignature(app, key), metrics, enabled=config["log"]["access"])

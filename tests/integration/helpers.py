@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import urllib3
 
 from tests.support.processes import Dockyard
+from tests.support.registry_client import signed_headers
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -50,7 +51,12 @@ def router_metrics_url(dockyard: Dockyard) -> str:
     return "http://" + cmd[cmd.index("--metrics-listen") + 1] + "/metrics"
 
 
-def direct(method: str, url: str, **kw: Any) -> urllib3.BaseHTTPResponse:
+def direct(method: str, url: str, *, signer: Any = None, **kw: Any,
+           ) -> urllib3.BaseHTTPResponse:
+    """One request; with `signer`, signed as dockyard's services sign their calls."""
+    if signer is not None:
+        kw["headers"] = headers = dict(kw.get("headers") or {})
+        headers.update(signed_headers(signer, method, url, headers, kw.get("body")))
     return _direct.request(method, url, redirect=False, **kw)
 
 

@@ -72,7 +72,7 @@ def lookups(dockyard: Dockyard) -> dict[str, float]:
 
 
 def index_rpc(dockyard: Dockyard) -> RpcClient:
-    return RpcClient([service_url(dockyard, "index")])
+    return RpcClient([service_url(dockyard, "index")], signer=dockyard.service_key())
 
 
 def record(repo: str, digest: str, size: int, tag: str | None) -> dict[str, Any]:
@@ -302,7 +302,8 @@ def test_push_and_delete_straight_to_storage_are_seen_within_2s(
         assert client.get_manifest(repo, "v1").status == 200
         assert client.get_manifest(repo, "behind").status == 404
 
-    storage = RegistryClient(service_url(dockyard, "storage"), timeout=10.0)
+    storage = RegistryClient(service_url(dockyard, "storage"), timeout=10.0,
+                             signer=dockyard.service_key())
     digest, body = storage.push_image(repo, "behind")
     wait_until(lambda: tags(client, repo) == ["behind", "v1"],
                timeout=2.0, what="the tag pushed to storage in the router's list")
@@ -455,7 +456,7 @@ def test_conditional_and_range_requests_bypass_the_cache(dockyard: Dockyard,
     cases: list[tuple[dict[str, str], int, bytes]] = [
         ({"If-None-Match": etag}, 304, b""),
         ({"If-None-Match": '"sha256:0000"'}, 200, body),
-        ({"Range": "bytes=0-9"}, direct("GET", storage + path,
+        ({"Range": "bytes=0-9"}, direct("GET", storage + path, signer=dockyard.service_key(),
                                         headers={**accept, "Range": "bytes=0-9"}).status, body),
     ]
     assert cases[2][1] in (200, 206)
@@ -550,6 +551,7 @@ def inprocess_router(dockyard: Dockyard) -> tuple[falcon.testing.TestClient, Res
         "DOCKYARD_LOG_ACCESS": "false",
         "DOCKYARD_ROUTER_STORAGE_URLS": service_url(dockyard, "storage"),
         "DOCKYARD_ROUTER_INDEX_URLS": service_url(dockyard, "index"),
+        "DOCKYARD_INTERNAL_SECRET_FILE": str(dockyard.data_dir / "internal-secret"),
     })
     cache = ResponseCache(EventCache(ttl=60.0, max_bytes=1 << 20), Metrics("router-test"))
     app = create_router_app(cfg, cache=cache)
@@ -612,7 +614,8 @@ def test_catalog_read_your_writes_without_waiting_for_the_event(
                             headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 201
     # The index has it ...
-    index_page = json.loads(direct("GET", service_url(dockyard, "index") + page).data)
+    index_page = json.loads(direct("GET", service_url(dockyard, "index") + page,
+                                   signer=dockyard.service_key()).data)
     assert index_page["repositories"][:1] == [repo]
     # ... and the event has not reached this router yet; a write it forwarded
     # itself must be visible to it anyway.
@@ -627,9 +630,10 @@ def test_event_reaching_the_router_before_storage_leaves_no_stale_entry(
     body = client.image_manifest(repo)
     second = push_by_digest(client, repo, body)
     storage = service_url(dockyard, "storage") + f"/v2/{repo}/manifests/moving"
+    key = dockyard.service_key()
     accept = {"Accept": OCI_MANIFEST}
     for _ in range(2):  # storage's tag cache has it now
-        assert digest_of(direct("GET", storage, headers=accept)) == first
+        assert digest_of(direct("GET", storage, headers=accept, signer=key)) == first
     assert router.simulate_get(f"/v2/{repo}/manifests/moving",
                                headers=accept).headers["Docker-Content-Digest"] == first
 
@@ -641,7 +645,7 @@ def test_event_reaching_the_router_before_storage_leaves_no_stale_entry(
     assert during.status_code == 200
     # ... and storage a moment later (the router has handled this event already).
     db.publish(events.channel("dockyard:"), events.repo_scope(repo))
-    wait_until(lambda: digest_of(direct("GET", storage, headers=accept)) == second,
+    wait_until(lambda: digest_of(direct("GET", storage, headers=accept, signer=key)) == second,
                timeout=2.0, what="storage serving the moved tag")
 
     after = router.simulate_get(f"/v2/{repo}/manifests/moving", headers=accept)
@@ -670,8 +674,9 @@ def test_delete_by_digest_elsewhere_leaves_no_stale_entry(
     pubsub.subscribe(events.channel("dockyard:"))
     assert pubsub.get_message(timeout=2)["type"] == "subscribe"
     storage = service_url(dockyard, "storage")
-    assert direct("DELETE", storage + path).status == 202
-    assert direct("GET", storage + path).status == 404
+    key = dockyard.service_key()
+    assert direct("DELETE", storage + path, signer=key).status == 202
+    assert direct("GET", storage + path, signer=key).status == 404
     published = []
     while (message := pubsub.get_message(timeout=0.5)) is not None:
         published.append(message["data"].decode())

@@ -42,7 +42,7 @@ def test_tag_moved_elsewhere_is_seen_at_once(dockyard: Dockyard, client: Registr
     second = r.headers["Docker-Content-Digest"]
 
     # Another storage process would move the tag with this very call.
-    index = RpcClient([service_url(dockyard, "index")])
+    index = RpcClient([service_url(dockyard, "index")], signer=dockyard.service_key())
     index.call("put_manifest", {
         "repo": repo, "digest": second, "tag": "moving", "media_type": OCI_MANIFEST,
         "size": len(body), "artifact_type": None, "annotations": {}, "subject": None,

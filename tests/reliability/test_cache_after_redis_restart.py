@@ -35,7 +35,7 @@ def test_a_tag_moved_while_events_were_down_is_never_served_stale(
     # the router's subscription may not be up again, so it may miss this event.
     body = client.image_manifest(repo)
     r = direct("PUT", service_url(d, "storage") + f"/v2/{repo}/manifests/moving", body=body,
-               headers={"Content-Type": OCI_MANIFEST})
+               headers={"Content-Type": OCI_MANIFEST}, signer=d.service_key())
     assert r.status == 201, r.data
     second = r.headers["Docker-Content-Digest"]
 

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import urllib3
@@ -24,8 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 20.0, status: int = 200) -> None:
-    http = urllib3.PoolManager(retries=False, timeout=1.0)
+def wait_http(url: str, timeout: float = 20.0, status: int = 200,
+              ca_certs: str | None = None) -> None:
+    http = urllib3.PoolManager(retries=False, timeout=1.0, ca_certs=ca_certs)
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -49,6 +51,8 @@ class Dockyard:
     config: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # With TLS configured: the CA that signed its certificate (the URL is then https).
+    ca_certs: Path | None = None
 
     @property
     def addr(self) -> str:
@@ -56,7 +60,7 @@ class Dockyard:
 
     @property
     def url(self) -> str:
-        return f"http://{self.addr}"
+        return f"{'https' if self.ca_certs else 'http'}://{self.addr}"
 
     def start(self, timeout: float = 30.0) -> Dockyard:
         self.log_path = self.data_dir.with_suffix(".log")
@@ -69,7 +73,8 @@ class Dockyard:
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env}, start_new_session=True,
             )
-        wait_http(self.url + "/readyz", timeout)
+        wait_http(self.url + "/readyz", timeout,
+                  ca_certs=str(self.ca_certs) if self.ca_certs else None)
         return self
 
     def stop(self) -> None:
@@ -122,6 +127,12 @@ class Dockyard:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{service} was not restarted within {timeout}s")
+
+    def service_key(self) -> Any:
+        """The key `serve` generated for its services' calls to each other."""
+        from shared.service_auth import SECRET_FILE_NAME, ServiceKey
+
+        return ServiceKey((self.data_dir / SECRET_FILE_NAME).read_text().strip())
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 
@@ -20,16 +21,33 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def signed_headers(signer: Any, method: str, url: str, headers: dict[str, str],
+                   body: Any = None) -> dict[str, str]:
+    """The service signature header for a request to `url` (see shared/service_auth.py)."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    if isinstance(body, str):
+        body = body.encode()
+    return {"X-Dockyard-Signature": signer.sign(method, target, headers.items(), body)}
+
+
 class RegistryClient:
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    """`signer` (a `shared.service_auth.ServiceKey`) signs every request, as dockyard's
+    own services do: for talking to storage or the index directly."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0, signer: Any = None) -> None:
         self.base = base_url.rstrip("/")
         self.http = urllib3.PoolManager(retries=False, timeout=timeout, maxsize=32)
+        self.signer = signer
 
     def request(self, method: str, url: str, body: Any = None,
                 headers: dict[str, str] | None = None, **kw: Any) -> urllib3.BaseHTTPResponse:
         if url.startswith("/"):
             url = self.base + url
-        return self.http.request(method, url, body=body, headers=headers or {},
+        headers = dict(headers or {})
+        if self.signer is not None:
+            headers.update(signed_headers(self.signer, method, url, headers, body))
+        return self.http.request(method, url, body=body, headers=headers,
                                  redirect=False, **kw)
 
     # -- blobs ---------------------------------------------------------------

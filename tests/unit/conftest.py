@@ -17,25 +17,39 @@ from waitress.server import create_server
 from services.index.app import create_app as create_index_app
 from services.storage.app import create_app as create_storage_app
 from shared import config
+from shared.service_auth import ServiceKey
 from tests.support.processes import RedisServer, free_port
+
+# The services' shared secret in these tests (shared/service_auth.py).
+TEST_SECRET = "unit-test-internal-secret-0123456789"
+TEST_KEY = ServiceKey(TEST_SECRET)
 
 
 def make_config(**env: str) -> dict[str, Any]:
     """The effective configuration for these overrides, exactly as a service would load it."""
-    return config.load(None, environ={"DOCKYARD_LOG_ACCESS": "false", **env})
+    return config.load(None, environ={"DOCKYARD_LOG_ACCESS": "false",
+                                      "DOCKYARD_INTERNAL_SECRET": TEST_SECRET, **env})
 
 
 class Api:
-    """A TestClient whose paths may carry a query string, like a real client's URLs."""
+    """A TestClient whose paths may carry a query string, like a real client's URLs.
 
-    def __init__(self, app: Any) -> None:
+    Requests are signed as dockyard's router signs them (`signer=None`: unsigned).
+    """
+
+    def __init__(self, app: Any, signer: ServiceKey | None = TEST_KEY) -> None:
         self.client = falcon.testing.TestClient(app)
+        self.signer = signer
 
     def __call__(self, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None) -> falcon.testing.Result:
+        headers = dict(headers or {})
+        if self.signer is not None:
+            headers["X-Dockyard-Signature"] = self.signer.sign(method, path, headers.items(),
+                                                               body)
         path, _, query = path.partition("?")
         return self.client.simulate_request(method, path, query_string=query or None,
-                                            body=body, headers=headers or {})
+                                            body=body, headers=headers)
 
 
 @pytest.fixture

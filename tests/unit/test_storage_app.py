@@ -21,7 +21,7 @@ from services.storage.uploads import UploadStore
 from shared import errors
 from shared.rpc import RpcClient
 from shared.validation import parse_digest
-from tests.unit.conftest import Api, storage_config
+from tests.unit.conftest import TEST_KEY, Api, storage_config
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -249,7 +249,7 @@ def test_manifest_delete_announces_itself_after_the_unlink(storage_root: Path,
             calls.append(("repository_changed", os.path.lexists(link)))
             super().repository_changed(repo)
 
-    index = Recording(RpcClient([index_url]), fresh_ttl=60, stale_if_error=0)
+    index = Recording(RpcClient([index_url], signer=TEST_KEY), fresh_ttl=60, stale_if_error=0)
     api = Api(create_app(storage_config(storage_root, index_url), index=index))
     body = image(api, "u/announce")
     assert put_manifest(api, "u/announce", "v1", body).status_code == 201

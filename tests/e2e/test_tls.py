@@ -1,0 +1,176 @@
+"""Scenario 11: real clients over HTTPS, trusting only a CA the test makes.
+
+`dockyard serve` gets a certificate from that CA; each client is given the CA
+the way its users give it, with no "insecure registry" setting anywhere, and
+is first shown to refuse the registry without it, which proves it checks:
+
+- docker: the CA in ``/etc/docker/certs.d/HOST:PORT/ca.crt``. dockerd treats
+  127.0.0.0/8 and ::1 as insecure registries of its own accord (it would then
+  skip the certificate check), so docker reaches dockyard as ``0.0.0.0:PORT``:
+  not in those ranges, so a secure registry, and still this machine (Linux
+  sends a connection to 0.0.0.0 to the local host).
+- podman and skopeo: ``--cert-dir`` with ``--tls-verify=true``;
+- ctr: ``--tlscacert`` (and ``0.0.0.0:PORT`` too: ctr speaks plain HTTP to
+  localhost and 127.0.0.1 unless told otherwise);
+- ORAS (Python SDK): the CA bundle as ``tls_verify``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import Dockyard
+from tests.support.tls_certs import TestCA
+
+from .clients import Podman, Skopeo
+from .daemons import Containerd, DockerDaemon
+from .docker_helpers import inspect, load, push, remove
+from .images import ImageFactory
+from .tools import record_python_version, require, require_python_module
+
+pytestmark = pytest.mark.e2e
+
+DOCKER_CERTS_D = Path("/etc/docker/certs.d")
+X509 = ("x509", "certificate", "unknown authority")
+
+
+@pytest.fixture(scope="module")
+def test_ca(e2e_root: Path) -> TestCA:
+    return TestCA.create(e2e_root / "tls-ca")
+
+
+@pytest.fixture(scope="module")
+def https_dockyard(e2e_root: Path, test_ca: TestCA) -> Iterator[Dockyard]:
+    if shutil.which("haproxy") is None and shutil.which("haproxy", path="/usr/sbin") is None:
+        pytest.skip("haproxy is not installed")
+    cert, key = test_ca.issue("registry")
+    config = e2e_root / "tls-dockyard.yml"
+    config.write_text(f"tls:\n  cert: {cert}\n  key: {key}\n")
+    server = Dockyard(e2e_root / "tls-dockyard", config=config, ca_certs=test_ca.ca_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cert_dir(tmp_path: Path, test_ca: TestCA) -> Path:
+    """A directory with the CA as containers/image and docker expect it: ca.crt."""
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    shutil.copy(test_ca.ca_path, directory / "ca.crt")
+    return directory
+
+
+def refused(proc: subprocess.CompletedProcess[str]) -> bool:
+    text = (proc.stdout + proc.stderr).lower()
+    return proc.returncode != 0 and any(word in text for word in X509)
+
+
+def test_docker_login_push_pull_with_the_ca_in_certs_d(
+        https_dockyard: Dockyard, docker: DockerDaemon, images: ImageFactory,
+        test_ca: TestCA) -> None:
+    addr = f"0.0.0.0:{https_dockyard.port}"
+    ref = f"{addr}/e2e/tls-docker:v1"
+    image = images.image("tls-docker")
+    load(docker, images.docker_archive(image, [ref]))
+
+    # Not trusted yet: docker checks the certificate and will not fall back to HTTP.
+    without = docker.docker("push", ref, check=False)
+    assert refused(without), without.stderr
+
+    host_dir = DOCKER_CERTS_D / addr
+    host_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        shutil.copy(test_ca.ca_path, host_dir / "ca.crt")
+        login = subprocess.run(
+            ["docker", "login", "--username", "ci", "--password-stdin", addr],
+            input="not-checked-without-auth\n", env=docker.env, capture_output=True,
+            text=True, timeout=120)
+        assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+        pushed = push(docker, ref)
+        assert len(pushed.layers) == len(image.layers), pushed.output
+        remove(docker, ref)
+        docker.docker("pull", ref)
+        assert inspect(docker, ref)["RootFS"]["Layers"] == image.diff_ids
+        remove(docker, ref)
+    finally:
+        shutil.rmtree(host_dir, ignore_errors=True)
+    # What docker sent arrived through haproxy's TLS port: the router logged it.
+    assert "PUT /v2/e2e/tls-docker/manifests/v1 201" in https_dockyard.log_text()
+
+
+def test_podman_and_skopeo_with_a_cert_dir(
+        https_dockyard: Dockyard, podman: Podman, skopeo: Skopeo, images: ImageFactory,
+        cert_dir: Path) -> None:
+    addr = https_dockyard.addr
+    local = "localhost/e2e/tls-podman:local"
+    image = images.image("tls-podman")
+    podman("load", "--input", str(images.docker_archive(image, [local])))
+    ref = f"{addr}/e2e/tls-podman:v1"
+
+    without = podman("push", "--tls-verify=true", local, ref, check=False)
+    assert refused(without), without.stderr
+    podman("push", "--tls-verify=true", "--cert-dir", str(cert_dir), local, ref)
+
+    out = skopeo("inspect", "--tls-verify=true", "--cert-dir", str(cert_dir),
+                 f"docker://{ref}").stdout
+    assert image.diff_ids[0].split(":")[1][:12] in out or '"Layers"' in out
+    assert refused(skopeo("inspect", "--tls-verify=true", f"docker://{ref}", check=False))
+    copy = f"{addr}/e2e/tls-skopeo:v1"
+    skopeo("copy", "--src-tls-verify=true", "--src-cert-dir", str(cert_dir),
+           "--dest-tls-verify=true", "--dest-cert-dir", str(cert_dir),
+           f"docker://{ref}", f"docker://{copy}")
+    tags = skopeo("list-tags", "--tls-verify=true", "--cert-dir", str(cert_dir),
+                  f"docker://{addr}/e2e/tls-skopeo").stdout
+    assert '"v1"' in tags
+
+
+def test_ctr_with_tlscacert(https_dockyard: Dockyard, containerd: Containerd,
+                            images: ImageFactory, test_ca: TestCA) -> None:
+    ns = "e2e-tls"
+    # ctr sends 127.0.0.1 and localhost plain HTTP by default; 0.0.0.0 gets HTTPS.
+    ref = f"0.0.0.0:{https_dockyard.port}/e2e/tls-ctr:v1"
+    image = images.image("tls-ctr")
+    containerd.ctr("images", "import", "--no-unpack",
+                   str(images.docker_archive(image, [ref])), namespace=ns)
+    without = containerd.ctr("images", "push", ref, namespace=ns, check=False)
+    assert refused(without), without.stderr
+    containerd.ctr("images", "push", "--tlscacert", str(test_ca.ca_path), ref, namespace=ns)
+    fresh = "e2e-tls-fetch"
+    containerd.ctr("content", "fetch", "--tlscacert", str(test_ca.ca_path), ref,
+                   namespace=fresh)
+    fetched = set(containerd.ctr("content", "ls", "--quiet", namespace=fresh).stdout.split())
+    assert {image.config_digest, *image.diff_ids} <= fetched, fetched
+
+
+def test_oras_with_the_ca_bundle(https_dockyard: Dockyard, test_ca: TestCA,
+                                 tmp_path: Path) -> None:
+    require_python_module("oras", "oras")
+    record_python_version("oras (Python SDK)", "oras")
+    import oras.client
+    import requests
+
+    artifact = tmp_path / "notes.txt"
+    artifact.write_bytes(b"over https\n")
+    target = f"{https_dockyard.addr}/e2e/tls-oras:v1"
+    untrusting = oras.client.OrasClient(hostname=https_dockyard.addr, tls_verify=True)
+    with pytest.raises(requests.exceptions.SSLError):
+        untrusting.push(target=target, files=[str(artifact)], disable_path_validation=True)
+    client = oras.client.OrasClient(hostname=https_dockyard.addr,
+                                    tls_verify=str(test_ca.ca_path))
+    client.push(target=target, files=[str(artifact)], disable_path_validation=True)
+    out = tmp_path / "pulled"
+    paths = client.pull(target=target, outdir=str(out))
+    assert [Path(p).read_bytes() for p in paths] == [b"over https\n"]
+
+
+def test_clients_are_installed() -> None:
+    # The scenario needs all of these; `require` reports what is missing.
+    require("docker", "podman", "skopeo", "ctr")
