@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -166,12 +165,10 @@ class OciChannel(HTTPChannel):
     def service(self) -> None:
         # Lets the event loop's wake-up name this connection (shared/event_loop.py).
         event_loop.current.channel = self
-        started = time.perf_counter()
         try:
             super().service()
         finally:
             event_loop.current.channel = None
-            self.server.task_dispatcher.observe(time.perf_counter() - started)
 
     # Set while the main thread queues a connection's first request; see shared/overload.py.
     sheddable = False

@@ -50,7 +50,8 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
     key = key_from_config(config)
     client = client or connect_redis(cfg["redis"])
     store = IndexStore(client, cfg["redis"]["key_prefix"], ReplicaAck(
-        cfg["redis"]["min_replicas_ack"], cfg["redis"]["replica_ack_timeout"]))
+        cfg["redis"]["min_replicas_ack"], cfg["redis"]["replica_ack_timeout"]),
+        tuple(e["name"] for e in config["notifications"]["endpoints"]))
     search = SearchIndex(store, refresh=cfg["search_refresh"])
     if start_background:
         events.Subscription(from_section(cfg["redis"]), store.keys.events,
@@ -88,6 +89,7 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
         "delete_tag": store.delete_tag,
         "delete_manifest": store.delete_manifest,
         "repository_changed": store.repository_changed,
+        "record_events": store.record_events,
     }))
 
     def ready() -> tuple[bool, dict[str, Any]]:

@@ -41,6 +41,12 @@ key                                    type    holds
                                                ``repo:<name>`` or ``catalog``; storage and
                                                the router drop what they cached of it
                                                (`shared.events`)
+``notifications:events``               STREAM  user events for webhooks, one field
+                                               ``event`` (distribution's JSON); added by
+                                               the same script as the change it reports;
+                                               one consumer group per endpoint
+                                               (`shared.user_events`)
+``notifications:dead:<endpoint>``      STREAM  events an endpoint never took in time
 =====================================  ======  =============================================
 
 Every change that touches more than one key runs as one Lua script, so a
@@ -49,7 +55,7 @@ reader never sees a tag without its manifest's metadata.
 
 from __future__ import annotations
 
-from shared import events
+from shared import events, user_events
 
 
 class Keys:
@@ -60,6 +66,7 @@ class Keys:
         self.search_version = f"{prefix}search:version"
         self.search_pushed = f"{prefix}search:pushed"
         self.events = events.channel(prefix)
+        self.user_events = user_events.stream_key(prefix)
 
     def tags(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:tags"

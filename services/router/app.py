@@ -142,6 +142,9 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
                             cache.cache.invalidate, cache.cache.events_state).start()
 
     access = _access_controller(config)
+    # A manifest GET that makes a webhook event must reach storage, which records it.
+    notify = config["notifications"]
+    uncached = {"manifest"} if notify["endpoints"] and notify["manifest_pull"] else set()
     local = falcon.App(media_type="application/json")
     errors.install(local)
     local.add_route("/v2", VersionResource())
@@ -186,7 +189,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
             return forward(pool, environ, start_response, retry_after,
                            disk if pool is storage else None, capture, as_get)
 
-        if scope_kind is None:
+        if scope_kind is None or kind in uncached:
             return fetch(None, False)
         # 3. cache
         scope = (events.repo_scope(groups["name"]) if scope_kind == _REPO

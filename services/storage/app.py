@@ -8,6 +8,7 @@ import falcon
 
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
+from services.storage.notifier import Notifier
 from services.storage.paths import Layout
 from services.storage.resources.blobs import BlobResource
 from services.storage.resources.manifests import ManifestResource
@@ -51,15 +52,19 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
                                 events.channel(config["index"]["redis"]["key_prefix"]),
                                 index.cache.invalidate, index.cache.events_state).start()
 
+    metrics = Metrics("storage")
+    notifier = Notifier(config, index, metrics)
+
     app = falcon.App(media_type="application/json")
     errors.install(app)
     router = routing.RegexRouter()
     # Upload routes first: an upload URL also has the shape of a blob URL.
-    router.add(routing.UPLOADS, UploadStartResource(blobs, uploads))
-    router.add(routing.UPLOAD, UploadResource(uploads))
-    router.add(routing.BLOB, BlobResource(blobs, cfg["delete_enabled"]))
+    router.add(routing.UPLOADS, UploadStartResource(blobs, uploads, notifier))
+    router.add(routing.UPLOAD, UploadResource(uploads, notifier))
+    router.add(routing.BLOB, BlobResource(blobs, cfg["delete_enabled"], notifier))
     router.add(routing.MANIFEST, ManifestResource(
-        blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"]))
+        blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"],
+        notifier=notifier))
     router.install(app, r"/v2/")
 
     def ready() -> tuple[bool, dict[str, Any]]:
@@ -67,7 +72,6 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
         return ok, {"storage_root_writable": ok}
 
     add_health_routes(app, ready)
-    metrics = Metrics("storage")
     app.add_route("/metrics", MetricsResource(metrics))
     # Only dockyard's own services may call in (shared/service_auth.py).
     return AccessLog(RequireSignature(app, key), metrics, enabled=config["log"]["access"])

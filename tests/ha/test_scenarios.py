@@ -21,9 +21,11 @@ import pytest
 import redis
 import urllib3
 
+from shared.service_auth import ServiceKey
 from tests.ha import scenario
-from tests.ha.topology import MASTER, PARTITION_GID, Service, Topology
+from tests.ha.topology import INTERNAL_SECRET, MASTER, PARTITION_GID, Service, Topology
 from tests.support.processes import have
+from tests.support.registry_client import signed_headers
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (have("redis-server") and have("redis-sentinel")),
@@ -155,6 +157,17 @@ def test_rolling_restart(topology: Topology) -> None:
     scenario.assert_clean(outcome)
 
 
+def _signed(http: urllib3.PoolManager, method: str, url: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+    """A request straight to a storage replica: storage answers only signed calls."""
+    headers = dict(headers or {})
+    headers.update(signed_headers(_KEY, method, url, headers, body))
+    return http.request(method, url, body=body, headers=headers)
+
+
+_KEY = ServiceKey(INTERNAL_SECRET)
+
+
 def _iptables(action: str, gid: int, address: str) -> None:
     subprocess.run(["iptables", action, "OUTPUT", "-m", "owner", "--gid-owner", str(gid),
                     "-d", address, "-j", "DROP"], check=True)
@@ -177,13 +190,16 @@ def test_storage_partitioned_from_redis(topology: Topology) -> None:
             "the partition was not seen by the storage replica"
         # Directly at the cut-off replica: every pushed image, by digest.
         http = urllib3.PoolManager(retries=False, timeout=10)
+
+        def get(url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+            return _signed(http, "GET", url, headers=headers)
+
         for item in outcome.acked_items:
-            r = http.request("GET", f"{victim.url}/v2/{item['repo']}/manifests/"
-                                    f"{item['digest']}",
-                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+            r = get(f"{victim.url}/v2/{item['repo']}/manifests/{item['digest']}",
+                    {"Accept": "application/vnd.oci.image.manifest.v1+json"})
             assert r.status == 200 and scenario_digest(r.data) == item["digest"]
             for digest, size in item["blobs"]:
-                r = http.request("GET", f"{victim.url}/v2/{item['repo']}/blobs/{digest}")
+                r = get(f"{victim.url}/v2/{item['repo']}/blobs/{digest}", {})
                 assert r.status == 200 and len(r.data) == size
                 assert scenario_digest(r.data) == digest
     finally:
@@ -208,7 +224,7 @@ def test_chunks_to_a_different_storage_replica_each_time(topology: Topology,
         data = os.urandom(random.randint(200_000, 600_000))
         digest = scenario_digest(data)
         chunks = 3 + n
-        r = http.request("POST", f"{storages[0]}/v2/ha/chunks/blobs/uploads/")
+        r = _signed(http, "POST", f"{storages[0]}/v2/ha/chunks/blobs/uploads/")
         assert r.status == 202, r.data
         location = urllib3.util.parse_url(r.headers["Location"]).request_uri
         size = -(-len(data) // chunks)
@@ -217,19 +233,19 @@ def test_chunks_to_a_different_storage_replica_each_time(topology: Topology,
             target = (i + 1) % len(storages)
             used.append(target)
             piece = data[start:start + size]
-            r = http.request("PATCH", storages[target] + location, body=piece, headers={
+            r = _signed(http, "PATCH", storages[target] + location, body=piece, headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"{start}-{start + len(piece) - 1}"})
             assert r.status == 202, (target, r.status, r.data)
             location = urllib3.util.parse_url(r.headers["Location"]).request_uri
         final = (used[-1] + 1) % len(storages)
         sep = "&" if "?" in location else "?"
-        r = http.request("PUT", f"{storages[final]}{location}{sep}digest={digest}")
+        r = _signed(http, "PUT", f"{storages[final]}{location}{sep}digest={digest}")
         assert r.status == 201, r.data
         assert r.headers["Docker-Content-Digest"] == digest
         assert len(set(used)) == len(storages)
         for base in [*storages, *t.router_urls]:
-            r = http.request("GET", f"{base}/v2/ha/chunks/blobs/{digest}")
+            r = _signed(http, "GET", f"{base}/v2/ha/chunks/blobs/{digest}")
             assert r.status == 200 and scenario_digest(r.data) == digest, base
         completed += 1
     print(f"\nchunks-across-replicas: {completed} uploads attempted, 0 retried, "

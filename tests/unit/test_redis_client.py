@@ -92,8 +92,10 @@ def test_serve_with_sentinels_starts_no_private_redis(tmp_path) -> None:
     from services import supervisor
 
     cfg = config.load(environ={"DOCKYARD_INDEX_REDIS_SENTINELS": "s1:26379,s2:26380",
-                               "DOCKYARD_INDEX_REDIS_PASSWORD": "pw"})
-    children, addresses = supervisor.plan(cfg, None, "127.0.0.1", 5000, tmp_path)
+                               "DOCKYARD_INDEX_REDIS_PASSWORD": "pw",
+                               "DOCKYARD_ROUTER_PROCESSES": "1"})
+    # Port 0: `plan` binds the public socket itself.
+    children, addresses = supervisor.plan(cfg, None, "127.0.0.1", 0, tmp_path)
     assert [c.name for c in children] == ["index", "storage", "router"]
     source = redis_client.from_url(addresses["redis"])
     assert source.sentinels == (("s1", 26379), ("s2", 26380)) and source.password == "pw"
