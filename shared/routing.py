@@ -72,3 +72,6 @@ SEARCH = r"/v1/search"
 API = "/api/"
 REPOSITORY = r"/api/v1/repositories/" + NAME + r"/?"
 USAGE = r"/api/v1/usage"
+# The web UI's summary reads (services/index/resources/summaries.py).
+REPOSITORY_SUMMARIES = r"/v2/_dockyard/repositories"
+TAG_SUMMARIES = V2 + NAME + r"/_dockyard/tags"

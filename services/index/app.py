@@ -11,6 +11,10 @@ import redis
 from services.index.resources.listing import CatalogResource, TagsResource
 from services.index.resources.referrers import ReferrersResource
 from services.index.resources.search import SearchResource
+from services.index.resources.summaries import (
+    RepositorySummariesResource,
+    TagSummariesResource,
+)
 from services.index.search import SearchIndex
 from services.index.store import IndexStore
 from shared import errors, events, routing
@@ -74,6 +78,8 @@ def create_app(config: dict[str, Any], *, client: redis.Redis | None = None,
     router.add(routing.TAGS, TagsResource(store))
     router.add(routing.REFERRERS, ReferrersResource(store))
     router.add(routing.CATALOG, CatalogResource(store))
+    router.add(routing.REPOSITORY_SUMMARIES, RepositorySummariesResource(store))
+    router.add(routing.TAG_SUMMARIES, TagSummariesResource(store))
     router.install(app, r"/v2/")
     app.add_route("/v1/search", SearchResource(search))
     app.add_route("/internal/rpc/{method}", RpcResource({

@@ -12,13 +12,22 @@ key                                    type    holds
 ``repo:<name>:manifests``              HASH    manifest digest -> msgpack metadata:
                                                {media_type, size, artifact_type,
                                                annotations, subject, refs,
-                                               config_media_type (absent in
-                                               records written before it was)}
+                                               config_media_type, content_size,
+                                               platforms (each absent in records
+                                               written before it was)}
 ``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
                                                is <digest>
 ``repo:<name>:tagtimes``               HASH    tag -> unix time it was last pushed, for
                                                retention policies; written beside the
                                                tag, so an entry may outlive its tag
+``repo:<name>:pushed``                 ZSET    tag, scored by when it last moved (unix ms)
+``repo:<name>:summary``                HASH    ``size``: bytes of the manifests and their
+                                               distinct blobs; ``pushed``: the latest
+                                               manifest's time (unix ms)
+``repo:<name>:counted``                HASH    manifest digest -> ``"<size> <blob> <size>
+                                               ..."``: what it added to ``size``
+``repo:<name>:blobrefs``               HASH    blob digest -> how many counted manifests
+                                               reference it (`services.index.summaries`)
 ``search:descriptions``                HASH    repository -> what search finds besides the
                                                name, from its newest tagged manifest: the
                                                ``org.opencontainers.image.description``
@@ -73,6 +82,17 @@ class Keys:
 
     def tag_times(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:tagtimes"
+    def pushed(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:pushed"
+
+    def summary(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:summary"
+
+    def counted(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:counted"
+
+    def blobrefs(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:blobrefs"
 
     def referrers(self, repo: str, subject: str) -> str:
         return f"{self.prefix}repo:{repo}:referrers:{subject}"

@@ -10,6 +10,7 @@ import msgpack
 import redis
 
 from services.index.schema import Keys
+from services.index.summaries import Summaries
 from shared.events import CATALOG_SCOPE, repo_scope
 from shared.redis_client import ReplicaAck
 from shared.user_events import FIELD_EVENT, UserEventGroups
@@ -190,6 +191,8 @@ class IndexStore:
         self._touch_pushed = client.register_script(_TOUCH_PUSHED)
         self._delete_tag_if = client.register_script(_DELETE_TAG_IF)
         self._forget_repository = client.register_script(_FORGET_REPOSITORY)
+        self.summaries = Summaries(client, self.keys,
+                                   lambda raw: read_search_entry(raw)[0])
 
     # -- writes (called by storage over msgpack RPC) -------------------------
 
@@ -223,16 +226,19 @@ class IndexStore:
                    annotations: dict[str, str], subject: str | None,
                    refs: list[str], config_media_type: str | None = None,
                    labels: dict[str, str] | None = None, event: str | None = None,
-                   **newer: Any) -> None:
+                   blob_sizes: dict[str, int] | None = None,
+                   platforms: list[str] | None = None, **newer: Any) -> None:
         # `newer`: fields a newer storage sends that this index does not know yet,
         # so storage may be upgraded before the index.
         k = self.keys
+        blob_sizes = blob_sizes or {}
         if event:
             self._groups.ensure()
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
             "annotations": annotations or {}, "subject": subject, "refs": refs,
             "config_media_type": config_media_type,
+            "content_size": size + sum(blob_sizes.values()), "platforms": platforms or [],
         })
         description = search_entry(annotations or {}, labels or {})
         self._put(
@@ -250,6 +256,7 @@ class IndexStore:
             # For retention's "older than" and "newest N"; beside the script, not
             # in it: a missing time only makes a tag look as old as its manifest.
             client.hset(k.tag_times(repo), tag, f"{time.time():.3f}")
+        self.summaries.queue_record(client, repo, digest, tag, size, blob_sizes)
 
     def delete_tag(self, repo: str, tag: str, event: str | None = None) -> dict[str, Any]:
         k = self.keys
@@ -258,7 +265,8 @@ class IndexStore:
         pipe = self.redis.pipeline(transaction=False)
         self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events, k.user_events],
                          args=[tag, repo_scope(repo), event or ""], client=pipe)
-        (deleted,) = self._ack.run(pipe)
+        self.summaries.queue_forget_tag(pipe, repo, tag)
+        deleted, *_ = self._ack.run(pipe)
         return {"deleted": bool(deleted)}
 
     def delete_manifest(self, repo: str, digest: str, event: str | None = None,
@@ -269,7 +277,7 @@ class IndexStore:
         subject = meta.get("subject") if meta else None
         pipe = self.redis.pipeline(transaction=False)
         self._queue_delete_manifest(pipe, repo, digest, subject, event, tag_event)
-        (removed,) = self._ack.run(pipe)
+        removed, *_ = self._ack.run(pipe)
         return {"tags_removed": int(removed)}
 
     def delete_manifests(self, items: list[tuple[str, str, str | None]]) -> None:
@@ -291,6 +299,7 @@ class IndexStore:
             args=[digest, "1" if subject else "0", repo_scope(repo), event or "", tag_event],
             client=pipe,
         )
+        self.summaries.queue_forget(pipe, repo, digest)
 
     def delete_tag_if(self, repo: str, tag: str, digest: str) -> bool:
         """Delete the tag only while it still names `digest`: a tag pushed again since
@@ -300,6 +309,12 @@ class IndexStore:
         self._delete_tag_if(keys=[k.tags(repo), k.tagmap(repo), k.events],
                             args=[tag, digest, repo_scope(repo)], client=pipe)
         (deleted,) = self._ack.run(pipe)
+        if deleted:
+            # The summaries' push time of the tag; a push of the same tag in the
+            # instant between would lose its time there (not the tag itself).
+            pipe = self.redis.pipeline(transaction=False)
+            self.summaries.queue_forget_tag(pipe, repo, tag)
+            self._ack.run(pipe)
         return bool(deleted)
 
     def forget_repository(self, repo: str) -> dict[str, Any]:

@@ -27,8 +27,14 @@ from typing import Any
 
 import falcon
 
+from services.router import ui
 from services.router.auth import audit, listing
-from services.router.auth.controller import USAGE, AccessController, error_response
+from services.router.auth.controller import (
+    LISTINGS,
+    USAGE,
+    AccessController,
+    error_response,
+)
 from services.router.auth.token_endpoint import TokenResource
 from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
@@ -62,6 +68,8 @@ _ROUTES = [(re.compile(pattern), kind, pool, scope) for pattern, kind, pool, sco
     # delete permission on it; usage, with access control on, an administrator.
     (routing.REPOSITORY, "repository", "storage", _REPO),
     (routing.USAGE, USAGE, "storage", None),
+    (routing.REPOSITORY_SUMMARIES, "summaries", "index", None),
+    (routing.TAG_SUMMARIES, "tag_summaries", "index", _REPO),
 )]
 _BASE_PATHS = ("/v2", "/v2/")
 
@@ -156,6 +164,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     local.add_route("/openapi.yaml", OpenApiResource())
     if access is not None:
         local.add_route("/auth/token", TokenResource(access))
+    # The web UI reads through `app`, the same public API (and checks) as any client.
+    ui.install(local, lambda environ, start_response: app(environ, start_response))
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -174,7 +184,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
             return local(environ, _with_api_version(start_response))
         pool = pools[pool_name]
         method = environ["REQUEST_METHOD"]
-        if identity is not None and kind in ("catalog", "search") and method in ("GET", "HEAD"):
+        if identity is not None and kind in LISTINGS and method in ("GET", "HEAD"):
             return _filtered_listing(access, identity, kind, pool, environ, start_response,
                                      retry_after)
         if identity is not None and kind in ("uploads", "upload"):
@@ -233,7 +243,8 @@ def _access_controller(config: dict[str, Any]) -> AccessController | None:
 
 def _filtered_listing(access: Any, identity: Any, kind: str, pool: Pool,
                       environ: dict[str, Any], start_response: Any, retry_after: int) -> Any:
-    answer = listing.catalog if kind == "catalog" else listing.search
+    answer = {"catalog": listing.catalog, "search": listing.search,
+              "summaries": listing.summaries}[kind]
     try:
         headers, body = answer(pool, environ, lambda name: access.may_list(identity, name),
                                retry_after)

@@ -50,10 +50,12 @@ log = logging.getLogger("dockyard.auth")
 
 # Route kinds the router hands in (see services.router.app).
 BASE, CATALOG, SEARCH, UPLOADS, UPLOAD = "base", "catalog", "search", "uploads", "upload"
-LISTINGS = (CATALOG, SEARCH)
 # Registry-wide administration (GET /api/v1/usage): see `_administrator`.
 USAGE = "usage"
 _EVERY_REPOSITORY = glob_regex("**").pattern
+# The web UI's repository summaries list repositories as the catalog does.
+SUMMARIES = "summaries"
+LISTINGS = (CATALOG, SEARCH, SUMMARIES)
 MAX_HEADER = 16 * 1024
 
 

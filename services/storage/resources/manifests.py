@@ -100,6 +100,8 @@ class ManifestResource:
             "annotations": manifest.annotations,
             "subject": str(manifest.subject) if manifest.subject else None,
             "refs": [str(d) for d in manifest.blobs + manifest.manifests],
+            "blob_sizes": manifest.blob_sizes,
+            "platforms": [mf.platform_name(p) for _, p in manifest.platforms],
             "labels": labels,
         }
         if event:
