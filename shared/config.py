@@ -154,6 +154,14 @@ SCHEMA: dict[str, Any] = {
                   "anonymous: [actions], actions: [pull|push|delete]}; once any "
                   "authentication is configured, what no rule grants is denied",
                   items=dict),
+    # Pull-through cache: repositories that mirror other registries (docs/pull-through-cache.md).
+    "proxy": {
+        "upstreams": Key(list, [], "upstream registries: a list of {prefix, url, username, "
+                         "password, tag_ttl, max_age, docker_hub, ca_certs}; prefix \"\" "
+                         "makes the whole registry a mirror", items=dict),
+        "timeout": Key(float, 30.0, "seconds to connect to an upstream, and to wait for each "
+                       "read from it, before it counts as down"),
+    },
     # Service-to-service authentication (shared/service_auth.py).
     "internal": {
         "secret": Key(str, "", "shared secret that signs every call into storage and the "
@@ -268,10 +276,12 @@ def _check_values(cfg: dict[str, Any]) -> None:
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
     # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
+    from services.storage.proxy import settings as proxy_settings
     from shared.auth import settings
 
     try:
         settings.check(cfg)
+        proxy_settings.check(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

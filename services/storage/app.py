@@ -6,6 +6,7 @@ from typing import Any
 
 import falcon
 
+from services.storage import proxy
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
 from services.storage.paths import Layout
@@ -47,15 +48,23 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
                                 events.channel(config["index"]["redis"]["key_prefix"]),
                                 index.cache.invalidate, index.cache.events_state).start()
 
+    metrics = Metrics("storage")
     app = falcon.App(media_type="application/json")
     errors.install(app)
     router = routing.RegexRouter()
+    start: Any = UploadStartResource(blobs, uploads)
+    blob: Any = BlobResource(blobs, cfg["delete_enabled"])
+    manifest: Any = ManifestResource(
+        blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"])
+    mirrors = proxy.upstream_map(config)
+    if mirrors:
+        start, blob, manifest = proxy.wrap(config, mirrors, blobs, index, start, blob, manifest,
+                                           metrics)
     # Upload routes first: an upload URL also has the shape of a blob URL.
-    router.add(routing.UPLOADS, UploadStartResource(blobs, uploads))
+    router.add(routing.UPLOADS, start)
     router.add(routing.UPLOAD, UploadResource(uploads))
-    router.add(routing.BLOB, BlobResource(blobs, cfg["delete_enabled"]))
-    router.add(routing.MANIFEST, ManifestResource(
-        blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"]))
+    router.add(routing.BLOB, blob)
+    router.add(routing.MANIFEST, manifest)
     router.install(app, r"/v2/")
 
     def ready() -> tuple[bool, dict[str, Any]]:
@@ -63,7 +72,6 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
         return ok, {"storage_root_writable": ok}
 
     add_health_routes(app, ready)
-    metrics = Metrics("storage")
     app.add_route("/metrics", MetricsResource(metrics))
     # Only dockyard's own services may call in (shared/service_auth.py).
     return AccessLog(RequireSignature(app, key), metrics, enabled=config["log"]["access"])

@@ -71,6 +71,12 @@ class ManifestResource:
             resp.set_header("OCI-Subject", str(manifest.subject))
         resp.content_length = 0
 
+    def record(self, name: str, digest: Digest, tag: str | None, manifest: mf.Manifest,
+               size: int) -> None:
+        """Link and record a manifest whose bytes are stored (the pull-through cache's)."""
+        with self._blobs.manifest_lock(name, digest):
+            self._link_and_record(name, digest, tag, manifest, size, {})
+
     def _link_and_record(self, name: str, digest: Digest, tag: str | None,
                          manifest: mf.Manifest, size: int, labels: dict[str, str]) -> None:
         """Link the manifest into the repository, then record it in the index.

@@ -1,0 +1,174 @@
+"""Pull-through of manifests and blobs from a real distribution upstream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import urllib3
+
+from tests.proxy.conftest import TAG_TTL
+from tests.support.registry_client import RegistryClient, error_code
+from tests.support.upstream import OCI_MANIFEST, Front, Pusher, sha256
+
+
+def _name() -> str:
+    return f"team/app-{uuid.uuid4().hex[:8]}"
+
+
+def test_manifest_by_tag_and_digest_and_blobs(client: RegistryClient, pusher: Pusher,
+                                              front: Front) -> None:
+    name = _name()
+    image = pusher.image(name, "v1")
+    r = client.get_manifest(f"up/{name}", "v1")
+    assert r.status == 200, r.data
+    assert r.data == image["manifest"]
+    assert r.headers["Docker-Content-Digest"] == image["digest"]
+    assert r.headers["Content-Type"] == OCI_MANIFEST
+    assert "stored" in r.headers["Cache-Status"]
+    # By digest: from the cache, without asking the upstream.
+    before = front.count("GET", f"/v2/{name}/manifests/")
+    r = client.get_manifest(f"up/{name}", image["digest"])
+    assert r.status == 200 and r.data == image["manifest"]
+    assert r.headers["Cache-Status"] == "dockyard; hit"
+    assert front.count("GET", f"/v2/{name}/manifests/") == before
+    for digest, data in image["blobs"].items():
+        r = client.request("GET", f"/v2/up/{name}/blobs/{digest}")
+        assert r.status == 200 and r.data == data and sha256(r.data) == digest
+        r = client.request("GET", f"/v2/up/{name}/blobs/{digest}")
+        assert r.status == 200 and r.data == data
+        assert r.headers["Cache-Status"] == "dockyard; hit"
+        assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 1
+    # The cached manifest is recorded like a pushed one: in the tag list.
+    status, _, body = client.json("GET", f"/v2/up/{name}/tags/list")
+    assert status == 200 and body["tags"] == ["v1"]
+
+
+def test_docker_hub_library_rule(tmp_path, upstream, pusher: Pusher) -> None:
+    from tests.proxy.conftest import proxy_dockyard
+
+    image = pusher.image("library/tool", "1.0")
+    server = proxy_dockyard(tmp_path, [{"prefix": "hub", "url": upstream.url,
+                                        "docker_hub": True}]).start()
+    try:
+        r = RegistryClient(server.url).get_manifest("hub/tool", "1.0")
+        assert r.status == 200 and r.data == image["manifest"]
+    finally:
+        server.stop()
+
+
+def test_tag_moved_upstream_is_seen_after_the_ttl_and_not_before(
+        client: RegistryClient, pusher: Pusher, front: Front) -> None:
+    name = _name()
+    first = pusher.image(name, "latest")
+    r = client.get_manifest(f"up/{name}", "latest")
+    assert r.headers["Docker-Content-Digest"] == first["digest"]
+    second = pusher.image(name, "latest")
+    heads = front.count("HEAD", f"/v2/{name}/manifests/latest")
+    deadline = time.monotonic() + TAG_TTL * 0.5
+    while time.monotonic() < deadline:
+        r = client.get_manifest(f"up/{name}", "latest")
+        assert r.headers["Docker-Content-Digest"] == first["digest"]
+        time.sleep(0.1)
+    # Within the TTL the upstream was not asked again.
+    assert front.count("HEAD", f"/v2/{name}/manifests/latest") == heads
+    time.sleep(TAG_TTL)
+    r = client.get_manifest(f"up/{name}", "latest")
+    assert r.status == 200
+    assert r.headers["Docker-Content-Digest"] == second["digest"]
+    assert r.data == second["manifest"]
+    assert front.count("HEAD", f"/v2/{name}/manifests/latest") == heads + 1
+
+
+def test_unknown_upstream_manifest_and_blob_are_404(client: RegistryClient) -> None:
+    status, _, body = client.json("GET", f"/v2/up/{_name()}/manifests/nope")
+    assert status == 404 and error_code(body) == "MANIFEST_UNKNOWN"
+    status, _, body = client.json("GET", f"/v2/up/{_name()}/blobs/{sha256(b'none')}")
+    assert status == 404 and error_code(body) == "BLOB_UNKNOWN"
+
+
+def test_pushes_and_deletes_to_a_mirrored_repository_are_refused(
+        client: RegistryClient, pusher: Pusher) -> None:
+    name = _name()
+    image = pusher.image(name, "v1")
+    status, _, body = client.json("POST", f"/v2/up/{name}/blobs/uploads/")
+    assert status == 405 and error_code(body) == "UNSUPPORTED"
+    assert "pull-through cache" in body["errors"][0]["message"]
+    r = client.put_manifest(f"up/{name}", "v2", image["manifest"])
+    assert r.status == 405
+    assert client.get_manifest(f"up/{name}", "v1").status == 200
+    r = client.request("DELETE", f"/v2/up/{name}/manifests/{image['digest']}")
+    assert r.status == 405
+    # The rest of the registry works as usual.
+    digest, _ = client.push_image(f"local/{uuid.uuid4().hex[:8]}", "v1")
+    assert digest.startswith("sha256:")
+
+
+def test_concurrent_pulls_of_one_uncached_blob_fetch_it_once(
+        client: RegistryClient, pusher: Pusher, front: Front) -> None:
+    name = _name()
+    data = os.urandom(64 * 1024 * 1024)
+    digest = pusher.blob(name, data)
+    expected = hashlib.sha256(data).hexdigest()
+    del data
+    front.delay = 0.5  # all 16 ask while the first fetch is under way
+
+    def pull(_: int) -> str:
+        http = urllib3.PoolManager(retries=False, timeout=120)
+        r = http.request("GET", f"{client.base}/v2/up/{name}/blobs/{digest}",
+                         preload_content=False)
+        assert r.status == 200, r.status
+        h = hashlib.sha256()
+        for chunk in r.stream(1024 * 1024):
+            h.update(chunk)
+        return h.hexdigest()
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(pull, range(16)))
+    finally:
+        front.delay = 0.0
+    assert results == [expected] * 16
+    assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 1
+
+
+def test_corrupted_bytes_from_the_upstream_are_never_served_or_stored(
+        client: RegistryClient, pusher: Pusher, front: Front) -> None:
+    name = _name()
+    data = os.urandom(3 * 1024 * 1024)
+    digest = pusher.blob(name, data)
+    front.corrupt_blobs = True
+    try:
+        for _ in range(2):
+            got = b""
+            with pytest.raises(urllib3.exceptions.ProtocolError):
+                r = client.request("GET", f"/v2/up/{name}/blobs/{digest}",
+                                   preload_content=False)
+                assert r.status == 200
+                for chunk in r.stream(65536):
+                    got += chunk
+            # The client never got the whole body.
+            assert len(got) < len(data)
+    finally:
+        front.corrupt_blobs = False
+    assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 2
+    # Nothing was stored: the next pull fetches again and gets the right bytes.
+    r = client.request("GET", f"/v2/up/{name}/blobs/{digest}")
+    assert r.status == 200 and r.data == data
+    assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 3
+
+
+def test_a_manifest_that_fails_verification_is_not_stored(
+        client: RegistryClient, pusher: Pusher) -> None:
+    name = _name()
+    image = pusher.image(name, "v1")
+    wrong = sha256(image["manifest"] + b" ")
+    status, _, body = client.json("GET", f"/v2/up/{name}/manifests/{wrong}")
+    # distribution has no such manifest: its 404 is passed on.
+    assert status == 404, body
+    assert json.loads(client.get_manifest(f"up/{name}", "v1").data)["schemaVersion"] == 2
