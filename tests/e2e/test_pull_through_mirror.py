@@ -1,0 +1,78 @@
+"""dockerd with `registry-mirrors` pulling Docker Hub images through dockyard's mirror mode.
+
+The upstream is distribution 2.8.2 on loopback standing in for Docker Hub:
+the image is pushed to it as `library/busybox`, and dockerd, which knows
+nothing of it, pulls `busybox:latest` through dockyard (whose whole registry
+mirrors the upstream). There is no network here, so dockerd could not have
+got the image from Docker Hub itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.proxy.conftest import proxy_dockyard
+from tests.support.processes import Dockyard
+from tests.support.upstream import UpstreamRegistry
+
+from .daemons import DockerDaemon
+from .docker_helpers import inspect, load, push, remove, run_image
+from .images import ImageFactory, greeting_for
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(shutil.which("docker-registry") is None,
+                                 reason="needs docker-registry (distribution)")]
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[UpstreamRegistry]:
+    registry = UpstreamRegistry(tmp_path / "upstream").start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, upstream: UpstreamRegistry) -> Iterator[Dockyard]:
+    server = proxy_dockyard(tmp_path / "mirror", [{"prefix": "", "url": upstream.url,
+                                                   "tag_ttl": 0, "docker_hub": True}],
+                            timeout=3).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mirrored_docker(tmp_path: Path, mirror: Dockyard) -> Iterator[DockerDaemon]:
+    daemon = DockerDaemon(Path("/tmp") / f"dy-mirror-{tmp_path.name[-20:]}",
+                          {"registry-mirrors": [mirror.url]})
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(daemon.root, ignore_errors=True)
+
+
+def test_dockerd_registry_mirror_pulls_through_dockyard_and_survives_the_upstream(
+        upstream: UpstreamRegistry, mirror: Dockyard, mirrored_docker: DockerDaemon,
+        images: ImageFactory) -> None:
+    docker = mirrored_docker
+    image = images.image("mirror-busybox")
+    upstream_ref = f"127.0.0.1:{upstream.port}/library/busybox:latest"
+    load(docker, images.docker_archive(image, [upstream_ref]))
+    push(docker, upstream_ref)
+    remove(docker, upstream_ref)
+
+    docker.docker("pull", "busybox:latest")
+    assert inspect(docker, "busybox:latest")["RootFS"]["Layers"] == image.diff_ids
+    assert run_image(docker, "busybox:latest") == greeting_for("mirror-busybox")
+    remove(docker, "busybox:latest")
+
+    # The upstream is gone: the second pull is served from dockyard's cache.
+    upstream.stop()
+    docker.docker("pull", "busybox:latest")
+    assert inspect(docker, "busybox:latest")["RootFS"]["Layers"] == image.diff_ids
+    assert "serving the cached library/busybox:latest" in mirror.log_text()
