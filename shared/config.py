@@ -161,6 +161,9 @@ SCHEMA: dict[str, Any] = {
                          "makes the whole registry a mirror", items=dict),
         "timeout": Key(float, 30.0, "seconds to connect to an upstream, and to wait for each "
                        "read from it, before it counts as down"),
+        "eviction_interval": Key(int, 3600, "seconds between passes that evict cached "
+                                 "manifests not pulled within their upstream's max_age",
+                                 minimum=1),
     },
     # Service-to-service authentication (shared/service_auth.py).
     "internal": {

@@ -172,3 +172,36 @@ def test_a_manifest_that_fails_verification_is_not_stored(
     # distribution has no such manifest: its 404 is passed on.
     assert status == 404, body
     assert json.loads(client.get_manifest(f"up/{name}", "v1").data)["schemaVersion"] == 2
+
+
+def test_cached_manifests_not_pulled_within_max_age_are_evicted(tmp_path, upstream,
+                                                                 pusher: Pusher) -> None:
+    from tests.proxy.conftest import proxy_dockyard
+
+    name = _name()
+    image = pusher.image(name, "v1")
+    config_dir = tmp_path
+    server = proxy_dockyard(config_dir, [{"prefix": "old", "url": upstream.url,
+                                          "max_age": 1}])
+    text = json.loads(server.config.read_text())
+    text["proxy"]["eviction_interval"] = 1
+    server.config.write_text(json.dumps(text))
+    server.start()
+    try:
+        client = RegistryClient(server.url)
+        assert client.get_manifest(f"old/{name}", "v1").status == 200
+        status, _, body = client.json("GET", f"/v2/old/{name}/tags/list")
+        assert status == 200 and body["tags"] == ["v1"]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status, _, body = client.json("GET", f"/v2/old/{name}/tags/list")
+            if status == 404 or not body.get("tags"):
+                break
+            time.sleep(0.5)
+        assert status == 404 or not body.get("tags"), body
+        assert "evicted the cached manifest" in server.log_text()
+        # Pulled again, it comes back from the upstream.
+        r = client.get_manifest(f"old/{name}", "v1")
+        assert r.status == 200 and r.data == image["manifest"]
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ Modules, each with its own rules in its docstring:
   is written and verified;
 - `cache`: `PullThrough`, manifests by tag (TTL, stale when the upstream is
   down) and by digest, blobs, metrics;
+- `eviction`: age-based eviction of cached manifests (``max_age``);
 - `resources`: the storage resources of a mirrored repository.
 
 `wrap` is the one entry point the storage app calls.
@@ -24,9 +25,15 @@ __all__ = ["upstream_map", "wrap"]
 
 
 def wrap(config: dict[str, Any], mirrors: UpstreamMap, blobs: Any, index: Any, start: Any,
-         blob: Any, manifest: Any, metrics: Any) -> tuple[Any, Any, Any]:
-    """The upload-start, blob and manifest resources with the pull-through cache in front."""
+         blob: Any, manifest: Any, metrics: Any,
+         start_background: bool = False) -> tuple[Any, Any, Any]:
+    """The upload-start, blob and manifest resources with the pull-through cache in front.
+
+    `start_background` starts the eviction of old cached manifests, when an
+    upstream has a ``max_age``.
+    """
     from services.storage.proxy.cache import PullThrough
+    from services.storage.proxy.eviction import Evictor
     from services.storage.proxy.resources import (
         ProxyBlobResource,
         ProxyManifestResource,
@@ -37,6 +44,9 @@ def wrap(config: dict[str, Any], mirrors: UpstreamMap, blobs: Any, index: Any, s
         mirrors, blobs, manifest.record,
         lambda name, tag: index.resolve_tag(name, tag, ask_index=True).digest,
         timeout=config["proxy"]["timeout"], retry_after=config["router"]["retry_after"],
-        metrics=metrics)
+        metrics=metrics, evictor=Evictor(mirrors, blobs, index))
+    if start_background and any(u.max_age > 0 for u in mirrors.upstreams):
+        assert pull.evictor is not None
+        pull.evictor.start(config["proxy"]["eviction_interval"])
     return (ProxyUploadStartResource(start, pull), ProxyBlobResource(blob, pull),
             ProxyManifestResource(manifest, pull))

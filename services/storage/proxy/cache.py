@@ -41,6 +41,7 @@ from typing import Any
 
 from services.storage import manifest_format as mf
 from services.storage.blobstore import BlobStore
+from services.storage.proxy.eviction import Evictor
 from services.storage.proxy.fetch import BlobFetcher
 from services.storage.proxy.settings import Upstream, UpstreamMap
 from services.storage.proxy.upstream import UpstreamClient, UpstreamDown
@@ -63,7 +64,7 @@ Recorder = Callable[[str, Digest, "str | None", mf.Manifest, int], None]
 class PullThrough:
     def __init__(self, upstreams: UpstreamMap, blobs: BlobStore, record: Recorder,
                  resolve_tag: Callable[[str, str], str], *, timeout: float,
-                 retry_after: int, metrics: Any = None) -> None:
+                 retry_after: int, metrics: Any = None, evictor: Evictor | None = None) -> None:
         self._map = upstreams
         self._blobs = blobs
         self._record = record
@@ -75,6 +76,7 @@ class PullThrough:
         self._checked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         self._metrics = ProxyMetrics(metrics)
+        self.evictor = evictor
 
     def match(self, name: str) -> Upstream | None:
         return self._map.match(name)
@@ -87,6 +89,12 @@ class PullThrough:
     # -- manifests ---------------------------------------------------------
 
     def manifest(self, name: str, reference: str, upstream: Upstream) -> tuple[Digest, str]:
+        digest, status = self._manifest(name, reference, upstream)
+        if self.evictor is not None:
+            self.evictor.touch(name, digest)
+        return digest, status
+
+    def _manifest(self, name: str, reference: str, upstream: Upstream) -> tuple[Digest, str]:
         client = self.clients[upstream.prefix]
         remote = upstream.remote_name(name)
         if is_digest_reference(reference):
