@@ -217,7 +217,7 @@ class PullThrough:
         client = self.clients[upstream.prefix]
         remote = upstream.remote_name(name)
         if self._blobs.has_layer(name, digest):
-            size = self._blobs.size(digest) or 0
+            size = 0 if head else self._blobs.size(digest) or 0
             self._metrics.result(upstream, "blob", "hit", size)
             return None
         try:
