@@ -205,3 +205,21 @@ def test_cached_manifests_not_pulled_within_max_age_are_evicted(tmp_path, upstre
         assert r.status == 200 and r.data == image["manifest"]
     finally:
         server.stop()
+
+
+def test_cached_images_are_in_the_catalog_and_search_marked_as_cached(
+        client: RegistryClient, pusher: Pusher, front: Front) -> None:
+    name = _name()
+    pusher.image(name, "v1")
+    assert client.get_manifest(f"up/{name}", "v1").status == 200
+    status, _, body = client.json("GET", "/v2/_catalog?n=1000")
+    assert status == 200 and f"up/{name}" in body["repositories"]
+    host = front.url.split("://")[1]
+    deadline = time.monotonic() + 15
+    found: list = []
+    while time.monotonic() < deadline and not found:
+        status, _, body = client.json("GET", f"/v1/search?q={name.split('/')[1]}")
+        assert status == 200
+        found = [r for r in body["results"] if r["name"] == f"up/{name}"]
+        time.sleep(0.3)
+    assert found and found[0]["description"] == f"cached from {host}/{name}", body

@@ -56,9 +56,12 @@ MISS = "dockyard; fwd=uri-miss; stored"
 STALE = "dockyard; hit; detail=upstream-unavailable"
 _MAX_CHECKED = 100_000
 
-# (name, digest, tag, manifest, size) -> None: links and records a manifest
-# as a push does (ManifestResource.record).
-Recorder = Callable[[str, Digest, "str | None", mf.Manifest, int], None]
+# (name, digest, tag, manifest, size, labels) -> None: links and records a
+# manifest as a push does (ManifestResource.record).
+Recorder = Callable[[str, Digest, "str | None", mf.Manifest, int, dict[str, str]], None]
+# Search shows a cached image's description as where it was cached from,
+# unless the manifest carries a description of its own.
+DESCRIPTION = "org.opencontainers.image.description"
 
 
 class PullThrough:
@@ -139,7 +142,7 @@ class PullThrough:
                 if self._blobs.manifest_media_type(name, remote_digest) is None:
                     self._fetch_manifest(client, name, remote, remote_digest, tag)
                 else:
-                    self._record_tag(name, remote_digest, tag)
+                    self._record_tag(name, remote_digest, tag, upstream, remote)
             else:
                 # No digest announced: fetch by tag, and hash what came.
                 remote_digest = self._fetch_manifest(client, name, remote, None, tag)
@@ -195,13 +198,15 @@ class PullThrough:
                 f"upstream {client.upstream.label} sent an unreadable manifest",
                 retry_after=self._retry_after) from None
         self._blobs.ingest_bytes(body, digest)
-        self._record(name, digest, tag, manifest, len(body))
+        self._record(name, digest, tag, manifest, len(body), _labels(client.upstream, remote))
         return digest
 
-    def _record_tag(self, name: str, digest: Digest, tag: str) -> None:
+    def _record_tag(self, name: str, digest: Digest, tag: str, upstream: Upstream,
+                    remote: str) -> None:
         body = self._blobs.read(digest)
         media_type = self._blobs.manifest_media_type(name, digest)
-        self._record(name, digest, tag, mf.parse(body, media_type), len(body))
+        self._record(name, digest, tag, mf.parse(body, media_type), len(body),
+                     _labels(upstream, remote))
 
     def _down(self, upstream: Upstream, e: Exception, what: str) -> errors.RegistryError:
         self._metrics.error(upstream, "unavailable")
@@ -240,6 +245,11 @@ class PullThrough:
             return None
         self._metrics.result(upstream, "blob", "miss")
         return opened
+
+
+def _labels(upstream: Upstream, remote: str) -> dict[str, str]:
+    host = upstream.url.split("://", 1)[1]
+    return {DESCRIPTION: f"cached from {host}/{remote}"}
 
 
 class ProxyMetrics:

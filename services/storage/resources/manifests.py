@@ -72,10 +72,10 @@ class ManifestResource:
         resp.content_length = 0
 
     def record(self, name: str, digest: Digest, tag: str | None, manifest: mf.Manifest,
-               size: int) -> None:
+               size: int, labels: dict[str, str]) -> None:
         """Link and record a manifest whose bytes are stored (the pull-through cache's)."""
         with self._blobs.manifest_lock(name, digest):
-            self._link_and_record(name, digest, tag, manifest, size, {})
+            self._link_and_record(name, digest, tag, manifest, size, labels)
 
     def _link_and_record(self, name: str, digest: Digest, tag: str | None,
                          manifest: mf.Manifest, size: int, labels: dict[str, str]) -> None:
