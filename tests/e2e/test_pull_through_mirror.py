@@ -1,4 +1,5 @@
-"""dockerd with `registry-mirrors` pulling Docker Hub images through dockyard's mirror mode.
+"""dockerd (`registry-mirrors`) and containerd (`hosts.toml`) pulling Docker Hub images
+through dockyard's mirror mode.
 
 The upstream is distribution 2.8.2 on loopback standing in for Docker Hub:
 the image is pushed to it as `library/busybox`, and dockerd, which knows
@@ -19,7 +20,7 @@ from tests.proxy.conftest import proxy_dockyard
 from tests.support.processes import Dockyard
 from tests.support.upstream import UpstreamRegistry
 
-from .daemons import DockerDaemon
+from .daemons import Containerd, DockerDaemon
 from .docker_helpers import inspect, load, push, remove, run_image
 from .images import ImageFactory, greeting_for
 
@@ -76,3 +77,37 @@ def test_dockerd_registry_mirror_pulls_through_dockyard_and_survives_the_upstrea
     docker.docker("pull", "busybox:latest")
     assert inspect(docker, "busybox:latest")["RootFS"]["Layers"] == image.diff_ids
     assert "serving the cached library/busybox:latest" in mirror.log_text()
+
+
+def test_containerd_hosts_toml_mirror_pulls_through_dockyard(
+        tmp_path: Path, upstream: UpstreamRegistry, mirror: Dockyard, containerd: Containerd,
+        images: ImageFactory) -> None:
+    ns = "e2e-mirror"
+    image = images.image("mirror-ctr")
+    upstream_ref = f"127.0.0.1:{upstream.port}/library/ctrbox:latest"
+    containerd.ctr("images", "import", "--no-unpack",
+                   str(images.docker_archive(image, [upstream_ref])), namespace=ns)
+    containerd.ctr("images", "push", "--plain-http", upstream_ref, namespace=ns)
+    containerd.ctr("images", "rm", "--sync", upstream_ref, namespace=ns)
+
+    # containerd's registry mirror configuration: docker.io is served by dockyard.
+    hosts = tmp_path / "hosts.d"
+    (hosts / "docker.io").mkdir(parents=True)
+    (hosts / "docker.io" / "hosts.toml").write_text(
+        'server = "https://registry-1.docker.io"\n\n'
+        f'[host."{mirror.url}"]\n  capabilities = ["pull", "resolve"]\n')
+    ref = "docker.io/library/ctrbox:latest"
+    fresh = f"{ns}-pull"
+    containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--snapshotter", "native",
+                   ref, namespace=fresh)
+    listing = containerd.ctr("images", "ls", namespace=fresh).stdout
+    assert ref in listing, listing
+    content = set(containerd.ctr("content", "ls", "--quiet", namespace=fresh).stdout.split())
+    assert {image.config_digest, *image.diff_ids} <= content, content
+
+    upstream.stop()
+    again = f"{ns}-again"
+    containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--snapshotter", "native",
+                   ref, namespace=again)
+    assert ref in containerd.ctr("images", "ls", namespace=again).stdout
+    assert "serving the cached library/ctrbox:latest" in mirror.log_text()
