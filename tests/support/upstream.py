@@ -37,8 +37,26 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class _Served:
+    """A ThreadingHTTPServer of the test's own on a loopback port, in a daemon thread."""
+
+    port: int
+    _server: ThreadingHTTPServer | None
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
 @dataclass
-class TokenServer:
+class TokenServer(_Served):
     """Issues RS256 tokens with an x5c header, as distribution's `auth.token` accepts."""
 
     directory: Path
@@ -115,14 +133,8 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 @dataclass
@@ -209,7 +221,7 @@ class Pusher:
                                             zip(doc["layers"], layers, strict=True)}}
 
 
-class Front:
+class Front(_Served):
     """A counting, optionally tampering or failing HTTP proxy in front of the upstream."""
 
     def __init__(self, target: str) -> None:
@@ -283,13 +295,5 @@ class Front:
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _any
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
