@@ -133,3 +133,32 @@ def test_token_authenticated_upstream_with_credentials(tmp_path) -> None:
         server.stop()
         upstream.stop()
         tokens.stop()
+
+
+def test_refused_credentials_do_not_take_cached_images_away(tmp_path) -> None:
+    # Tokens that live 1 s: dockyard asks for a new one for every request.
+    tokens = TokenServer(tmp_path / "tokens", users={"puller": "s3cret"}).start()
+    upstream = UpstreamRegistry(tmp_path / "upstream", tokens=tokens).start()
+    name = _name()
+    image = Pusher(upstream.url, tokens.token("admin", f"repository:{name}:pull,push")).image(
+        name, "v1")
+    tokens.lifetime = 1
+    server = proxy_dockyard(tmp_path / "dy", [
+        {"prefix": "auth", "url": upstream.url, "username": "puller", "password": "s3cret",
+         "tag_ttl": 0}]).start()
+    try:
+        client = RegistryClient(server.url)
+        assert client.get_manifest(f"auth/{name}", "v1").status == 200
+        issued = tokens.issued
+        tokens.users["puller"] = "rotated"  # the configured password no longer works
+        r = client.get_manifest(f"auth/{name}", "v1")
+        assert r.status == 200 and r.data == image["manifest"]
+        assert r.headers["Cache-Status"] == STALE
+        assert tokens.issued == issued  # the token endpoint refused: nothing issued
+        # Never cached: the upstream's refusal is a 404 here.
+        status, _, body = client.json("GET", f"/v2/auth/{_name()}/manifests/v1")
+        assert status == 404 and error_code(body) == "MANIFEST_UNKNOWN"
+    finally:
+        server.stop()
+        upstream.stop()
+        tokens.stop()

@@ -14,7 +14,8 @@ Rules:
 
 - A manifest by tag is checked with a HEAD upstream at most once per
   `tag_ttl` per storage process. When the upstream is unreachable, times
-  out, or answers 429 or 5xx, the stored copy is served with
+  out, answers 429 or 5xx, or refuses the credentials (401/403), the stored
+  copy is served with
   ``Cache-Status: dockyard; hit; detail=upstream-unavailable`` and a warning
   in the log; without a stored copy the answer is 503 with Retry-After.
 - A manifest by digest, and a blob, is served from the cache once stored; a
@@ -131,6 +132,10 @@ class PullThrough:
             head = client.head_manifest(remote, tag)
             self._metrics.latency(upstream, "HEAD", time.monotonic() - started)
             announced = head.headers.get("Docker-Content-Digest")
+            if head.status in (401, 403) and local is not None:
+                # Refused credentials (expired, revoked) must not take cached
+                # images away: served as when the upstream is down.
+                raise UpstreamDown(f"{upstream.url} refused the credentials ({head.status})")
             if head.status in (401, 403, 404):
                 raise errors.ManifestUnknown(detail={"tag": tag, "upstream": upstream.url})
             if head.status == 200 and announced and is_digest_reference(announced):
