@@ -223,3 +223,40 @@ def test_cached_images_are_in_the_catalog_and_search_marked_as_cached(
         found = [r for r in body["results"] if r["name"] == f"up/{name}"]
         time.sleep(0.3)
     assert found and found[0]["description"] == f"cached from {host}/{name}", body
+
+
+def test_metrics_count_hits_misses_and_bytes_saved(mirror, client: RegistryClient,
+                                                   pusher: Pusher) -> None:
+    import re
+
+    from tests.integration.helpers import direct, service_url
+
+    def sample(text: str, metric: str, labels: str) -> float:
+        """The sample whose labels are exactly `labels`, in whatever order they print."""
+        wanted = set(labels.split(","))
+        for m in re.finditer(rf"^{metric}\{{([^}}]*)\}} (\S+)$", text, re.M):
+            if set(m.group(1).split(",")) == wanted:
+                return float(m.group(2))
+        return 0.0
+
+    def metrics() -> str:
+        return direct("GET", service_url(mirror, "storage") + "/metrics").data.decode()
+
+    name = _name()
+    image = pusher.image(name, "v1", layers=[os.urandom(10_000)])
+    digest, data = next(iter(image["blobs"].items()))
+    before = metrics()
+    assert client.get_manifest(f"up/{name}", "v1").status == 200
+    for _ in range(3):
+        assert client.request("GET", f"/v2/up/{name}/blobs/{digest}").data == data
+    after = metrics()
+    hit = 'kind="blob",result="hit",upstream="up"'
+    miss = 'kind="blob",result="miss",upstream="up"'
+    assert sample(after, "dockyard_proxy_requests_total", miss) - sample(
+        before, "dockyard_proxy_requests_total", miss) == 1
+    assert sample(after, "dockyard_proxy_requests_total", hit) - sample(
+        before, "dockyard_proxy_requests_total", hit) == 2
+    saved = 'upstream="up"'
+    assert sample(after, "dockyard_proxy_bytes_saved_total", saved) - sample(
+        before, "dockyard_proxy_bytes_saved_total", saved) == 2 * len(data)
+    assert "dockyard_proxy_upstream_seconds_count" in after
