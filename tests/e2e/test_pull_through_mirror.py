@@ -1,5 +1,5 @@
-"""dockerd (`registry-mirrors`) and containerd (`hosts.toml`) pulling Docker Hub images
-through dockyard's mirror mode.
+"""dockerd (`registry-mirrors`), containerd (`hosts.toml`) and skopeo (`registries.conf`)
+pulling Docker Hub images through dockyard's mirror mode.
 
 The upstream is distribution 2.8.2 on loopback standing in for Docker Hub:
 the image is pushed to it as `library/busybox`, and dockerd, which knows
@@ -10,6 +10,8 @@ got the image from Docker Hub itself.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +20,16 @@ import pytest
 
 from tests.proxy.conftest import proxy_dockyard
 from tests.support.processes import Dockyard
+from tests.support.registry_client import RegistryClient
 from tests.support.upstream import UpstreamRegistry
 
+from .clients import Skopeo
 from .daemons import Containerd, DockerDaemon
 from .docker_helpers import inspect, load, push, remove, run_image
 from .images import ImageFactory, greeting_for
+from .tools import run
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(shutil.which("docker-registry") is None,
@@ -111,3 +118,28 @@ def test_containerd_hosts_toml_mirror_pulls_through_dockyard(
                    ref, namespace=again)
     assert ref in containerd.ctr("images", "ls", namespace=again).stdout
     assert "serving the cached library/ctrbox:latest" in mirror.log_text()
+
+
+def test_skopeo_registries_conf_mirror_copies_through_dockyard(
+        tmp_path: Path, upstream: UpstreamRegistry, mirror: Dockyard, skopeo: Skopeo,
+        images: ImageFactory) -> None:
+    image = images.image("mirror-skopeo")
+    skopeo("copy", "--dest-tls-verify=false",
+           f"docker-archive:{images.docker_archive(image, ['skbox:latest'])}",
+           f"docker://127.0.0.1:{upstream.port}/library/skbox:latest")
+    conf = tmp_path / "registries.conf"
+    conf.write_text('[[registry]]\nlocation = "docker.io"\n\n[[registry.mirror]]\n'
+                    f'location = "{mirror.addr}"\ninsecure = true\n')
+    upstream_digest = RegistryClient(upstream.url).get_manifest(
+        "library/skbox", "latest", accept=DOCKER_MANIFEST).headers["Docker-Content-Digest"]
+    out = tmp_path / "copied"
+    run(skopeo.argv("--registries-conf", str(conf), "copy",
+                    "docker://docker.io/library/skbox:latest", f"dir:{out}"),
+        env=skopeo.config.env, timeout=300)
+    # The manifest as the upstream has it, byte for byte.
+    copied = (out / "manifest.json").read_bytes()
+    assert "sha256:" + hashlib.sha256(copied).hexdigest() == upstream_digest
+    assert json.loads(copied)["config"]["digest"] == image.config_digest
+    # It came through dockyard, which now holds it (there is no network to Docker Hub).
+    status, _, body = RegistryClient(mirror.url).json("GET", "/v2/library/skbox/tags/list")
+    assert status == 200 and body["tags"] == ["latest"]
