@@ -260,3 +260,19 @@ def test_metrics_count_hits_misses_and_bytes_saved(mirror, client: RegistryClien
     assert sample(after, "dockyard_proxy_bytes_saved_total", saved) - sample(
         before, "dockyard_proxy_bytes_saved_total", saved) == 2 * len(data)
     assert "dockyard_proxy_upstream_seconds_count" in after
+
+
+def test_a_digest_stored_for_another_repository_is_not_a_key_to_it(
+        client: RegistryClient, pusher: Pusher, front: Front) -> None:
+    private = f"private/{uuid.uuid4().hex[:8]}"
+    digest, data = client.random_blob(private, 2048)
+    # The upstream has no such blob under this name: not served from the local copy.
+    status, _, body = client.json("GET", f"/v2/up/{_name()}/blobs/{digest}")
+    assert status == 404 and error_code(body) == "BLOB_UNKNOWN"
+    # Where the upstream has it, the local copy is linked without a second fetch.
+    name = _name()
+    pusher.blob(name, data)
+    r = client.request("GET", f"/v2/up/{name}/blobs/{digest}")
+    assert r.status == 200 and r.data == data
+    assert front.count("HEAD", f"/v2/{name}/blobs/{digest}") == 1
+    assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 0

@@ -242,12 +242,15 @@ class PullThrough:
                 return (int(length) if length.isdigit() else 0), None
         except UpstreamDown as e:
             raise self._down(upstream, e, f"{name}@{digest}") from None
-        self._blobs.link_layer(name, digest)
         started = time.monotonic()
         opened = self.fetcher.open(client, remote, digest, self._retry_after)
         self._metrics.latency(upstream, "GET", time.monotonic() - started)
         if opened is None:
-            return None
+            # Stored meanwhile, perhaps for another repository: confirmed with a HEAD.
+            return self.blob(name, digest, upstream, head)
+        # The upstream answered 200 for this repository: the link is deserved
+        # (has_layer also needs the verified blob, so it serves nothing before).
+        self._blobs.link_layer(name, digest)
         self._metrics.result(upstream, "blob", "miss")
         return opened
 
