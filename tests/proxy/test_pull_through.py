@@ -21,6 +21,21 @@ def _name() -> str:
     return f"team/app-{uuid.uuid4().hex[:8]}"
 
 
+def _pull_fails(client: RegistryClient, path: str, size: int) -> None:
+    """The pull ends in an error: a 503 when the bytes failed before the first one
+    went out, else a transfer broken off short of its Content-Length."""
+    r = client.request("GET", path, preload_content=False)
+    if r.status == 503:
+        assert error_code(json.loads(r.data)) == "UNAVAILABLE"
+        return
+    assert r.status == 200
+    got = 0
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        for chunk in r.stream(65536):
+            got += len(chunk)
+    assert got < size  # the client never got the whole body
+
+
 def test_manifest_by_tag_and_digest_and_blobs(client: RegistryClient, pusher: Pusher,
                                               front: Front) -> None:
     name = _name()
@@ -145,15 +160,7 @@ def test_corrupted_bytes_from_the_upstream_are_never_served_or_stored(
     front.corrupt_blobs = True
     try:
         for _ in range(2):
-            got = b""
-            with pytest.raises(urllib3.exceptions.ProtocolError):
-                r = client.request("GET", f"/v2/up/{name}/blobs/{digest}",
-                                   preload_content=False)
-                assert r.status == 200
-                for chunk in r.stream(65536):
-                    got += chunk
-            # The client never got the whole body.
-            assert len(got) < len(data)
+            _pull_fails(client, f"/v2/up/{name}/blobs/{digest}", len(data))
     finally:
         front.corrupt_blobs = False
     assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 2
@@ -276,3 +283,18 @@ def test_a_digest_stored_for_another_repository_is_not_a_key_to_it(
     assert r.status == 200 and r.data == data
     assert front.count("HEAD", f"/v2/{name}/blobs/{digest}") == 1
     assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 0
+
+
+def test_an_upstream_that_breaks_off_a_blob_leaves_nothing_stored(
+        client: RegistryClient, pusher: Pusher, front: Front) -> None:
+    name = _name()
+    data = os.urandom(2 * 1024 * 1024)
+    digest = pusher.blob(name, data)
+    front.truncate_blobs = True
+    try:
+        _pull_fails(client, f"/v2/up/{name}/blobs/{digest}", len(data))
+    finally:
+        front.truncate_blobs = False
+    r = client.request("GET", f"/v2/up/{name}/blobs/{digest}")
+    assert r.status == 200 and r.data == data
+    assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 2

@@ -229,6 +229,7 @@ class Front(_Served):
         self.port = free_port()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.corrupt_blobs = False
+        self.truncate_blobs = False  # close the connection halfway through a blob body
         self.fail_status = 0  # answer every request with this status (429, 503) when set
         self.delay = 0.0  # seconds to sleep before answering a blob GET
         self._lock = threading.Lock()
@@ -284,6 +285,12 @@ class Front(_Served):
                 self.end_headers()
                 if self.command == "HEAD":
                     r.drain_conn()
+                    return
+                if is_blob and front.truncate_blobs:
+                    half = int(r.headers["Content-Length"]) // 2
+                    self.wfile.write(r.read(half))
+                    r.release_conn()
+                    self.close_connection = True
                     return
                 first = True
                 for chunk in r.stream(256 * 1024):

@@ -10,11 +10,14 @@ repository are refused with 405 UNSUPPORTED.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import falcon
 
 from services.storage.proxy.cache import PullThrough
+from services.storage.proxy.fetch import FetchFailed
+from shared import errors
 from shared.events import CACHEABLE_HEADER
 from shared.validation import check_name, parse_digest
 
@@ -75,6 +78,8 @@ class ProxyBlobResource(_Wrapper):
             resp.set_header(CACHE_STATUS, "dockyard; hit")
             return None
         size, body = fetched
+        if body is not None:
+            body = _started(body)
         resp.content_type = "application/octet-stream"
         resp.set_header("Docker-Content-Digest", str(d))
         resp.set_header(CACHE_STATUS, "dockyard; fwd=uri-miss" + ("" if head else "; stored"))
@@ -98,3 +103,32 @@ class ProxyUploadStartResource(_Wrapper):
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         self._refuse_writes(name)
         self._inner.on_post(req, resp, name)
+
+
+class _Started:
+    """A body whose first chunk was already read; closing it closes the rest."""
+
+    def __init__(self, first: bytes | None, rest: Iterator[bytes]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first is not None:
+            yield self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        close = getattr(self._rest, "close", None)
+        if close is not None:
+            close()
+
+
+def _started(body: Iterator[bytes]) -> _Started:
+    """Wait for the first bytes (or the verdict on a blob too small to have any
+    before it). Failing before anything was sent is a proper 503, since the
+    status line is still ours to choose; after that, only an abort is left."""
+    try:
+        first = next(body, None)
+    except FetchFailed as e:
+        raise errors.Unavailable(f"the upstream's bytes were not usable: {e}") from None
+    return _Started(first, body)
