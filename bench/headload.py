@@ -32,12 +32,13 @@ def _worker(host: str, port: int, connections: int, seconds: float, paths: list[
     requests = [f"HEAD {p} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\n\r\n".encode()
                 for p in paths]
     sel = selectors.DefaultSelector()
-    state: dict[socket.socket, list] = {}  # sock -> [sent_at, buffer, next request index]
+    # sock -> [sent_at, buffer, next request index, the server said it will close]
+    state: dict[socket.socket, list] = {}
     for n in range(connections):
         s = socket.create_connection((host, port), timeout=10)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
-        state[s] = [time.perf_counter(), b"", n]
+        state[s] = [time.perf_counter(), b"", n, False]
         s.send(requests[n % len(requests)])
         sel.register(s, selectors.EVENT_READ)
     latencies: list[float] = []
@@ -52,7 +53,9 @@ def _worker(host: str, port: int, connections: int, seconds: float, paths: list[
             except OSError:
                 data = b""
             if not data:
-                errors += 1
+                # A close after an answer that said so (a 503 past capacity,
+                # counted there) is no socket error.
+                errors += 0 if st[3] else 1
                 sel.unregister(s)
                 s.close()
                 del state[s]
@@ -65,6 +68,7 @@ def _worker(host: str, port: int, connections: int, seconds: float, paths: list[
             latencies.append(now - st[0])
             if st[1][9:10] != b"2":
                 non2xx += 1
+            st[3] = b"\r\nconnection: close" in st[1][:end].lower()
             st[1] = st[1][end + 4:]
             st[2] += 1
             st[0] = now

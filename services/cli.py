@@ -71,6 +71,8 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str,
                                               Path(data_dir).resolve())
     except (FileNotFoundError, config_mod.ConfigError) as e:
         raise click.ClickException(str(e)) from None
+    except supervisor.ListenError as e:
+        raise click.ClickException(str(e)) from None
     except (OSError, ssl.SSLError) as e:
         raise click.ClickException(f"TLS certificate and key: {e}") from None
     for name, address in addresses.items():
@@ -228,6 +230,102 @@ def passwd(file: str, user: str, password_stdin: bool) -> None:
     except OSError as e:
         raise click.ClickException(f"{file}: {e.strerror}") from None
     click.echo(f"{'added' if new else 'changed'} user {user} in {file}")
+
+
+@main.command()
+@config_option
+@click.option("--redis-url", help="Redis URL of the index (index.redis.url).")
+@click.option("--consumer", help="This dispatcher's consumer name; default host-pid. A "
+              "stable name resumes its own unfinished events at once after a restart.")
+@click.option("--metrics-listen", help="host:port for /metrics "
+              "(notifications.metrics_listen).")
+def notifications(config_path: str | None, redis_url: str | None, consumer: str | None,
+                  metrics_listen: str | None) -> None:
+    """Run one webhook dispatcher; any number may run (docs/webhooks.md)."""
+    from prometheus_client import start_http_server
+
+    from services.notifications.dispatcher import Dispatcher, default_consumer
+    from shared.config import parse_listen
+
+    cfg = _load(config_path)
+    section = cfg["notifications"]
+    if metrics_listen is not None:
+        section["metrics_listen"] = metrics_listen
+    _setup("notifications", cfg)
+    if not section["endpoints"]:
+        raise click.ClickException("configuration error: notifications.endpoints is empty: "
+                                   "there is nothing to deliver to")
+    if redis_url:
+        cfg["index"]["redis"]["url"] = redis_url
+    dispatcher = Dispatcher(cfg, consumer or default_consumer())
+    if section["metrics_listen"]:
+        host, port = parse_listen(section["metrics_listen"])
+        start_http_server(port, host, registry=dispatcher.metrics.registry)
+    sys.exit(dispatcher.run_forever())
+
+
+@main.group(name="events")
+def events_group() -> None:
+    """Webhook queues: state per endpoint, replay of dead letters."""
+
+
+def _events_redis(config_path: str | None, redis_url: str | None) -> tuple[Any, Any]:
+    from services.notifications.dispatcher import redis_client
+
+    cfg = _load(config_path)
+    if redis_url:
+        cfg["index"]["redis"]["url"] = redis_url
+    return cfg, redis_client(cfg["index"]["redis"])
+
+
+redis_url_option = click.option("--redis-url", help="Redis URL of the index "
+                                "(index.redis.url).")
+
+
+@events_group.command(name="status")
+@config_option
+@redis_url_option
+def events_status(config_path: str | None, redis_url: str | None) -> None:
+    """Show, per endpoint, what is queued, in flight and dead-lettered."""
+    import redis
+
+    from services.notifications import admin
+
+    cfg, client = _events_redis(config_path, redis_url)
+    try:
+        rows = admin.status(client, cfg)
+        click.echo(f"stream: {admin.stream_length(client, cfg)} events retained")
+    except redis.exceptions.RedisError as e:
+        raise click.ClickException(f"redis unavailable: {e}") from None
+    click.echo(f"{'endpoint':<24} {'queued':>8} {'pending':>8} {'lag':>8} {'dead':>8} "
+               f"{'consumers':>9}  last delivered")
+    for r in rows:
+        name = r["endpoint"] + ("" if r["configured"] else " (not configured)")
+        click.echo(f"{name:<24} {r['pending'] + r['lag']:>8} {r['pending']:>8} {r['lag']:>8} "
+                   f"{r['dead_letters']:>8} {r['consumers']:>9}  {r['last_delivered_id']}")
+
+
+@events_group.command(name="replay")
+@config_option
+@redis_url_option
+@click.argument("endpoint")
+@click.option("--limit", type=int, help="Replay at most this many, oldest first.")
+def events_replay(config_path: str | None, redis_url: str | None, endpoint: str,
+                  limit: int | None) -> None:
+    """Queue ENDPOINT's dead-lettered events again, for ENDPOINT only."""
+    import redis
+
+    from services.notifications import admin
+
+    cfg, client = _events_redis(config_path, redis_url)
+    if endpoint not in [e["name"] for e in cfg["notifications"]["endpoints"]]:
+        raise click.ClickException(f"no endpoint named {endpoint!r} in "
+                                   "notifications.endpoints")
+    try:
+        moved = admin.replay(client, cfg, endpoint, limit)
+    except redis.exceptions.RedisError as e:
+        raise click.ClickException(f"redis unavailable: {e}") from None
+    click.echo(f"replayed {moved} dead-lettered events to {endpoint}")
 
 
 @main.group(name="config")

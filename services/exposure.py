@@ -7,10 +7,10 @@ intended (a lab network, a pull-through cache behind a firewall), so it is a
 warning, not an error; it is logged when `serve` starts, where an operator
 looks.
 
-"Authentication configured" is read from the `auth` section of the
-configuration without knowing its keys: any text or list setting in it that
-differs from the default (an htpasswd file, a token issuer, ...) counts.
-Numbers and booleans (cache times, limits) do not.
+"Authentication configured" means access control is on
+(`shared.auth.settings.enabled`): an htpasswd file, an external token issuer
+or an `access` rule. Tuning knobs (cache times, limits, the challenge mode)
+do not count.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import socket
 from typing import Any
 
-from shared import config as config_mod
+from shared.auth import settings
 
 log = logging.getLogger("dockyard.exposure")
 
@@ -43,22 +43,8 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
-def _settings(section: Any, defaults: Any) -> bool:
-    if isinstance(section, dict):
-        defaults = defaults if isinstance(defaults, dict) else {}
-        return any(_settings(v, defaults.get(k)) for k, v in section.items())
-    if isinstance(section, str | list):
-        return bool(section) and section != defaults
-    return False
-
-
 def auth_configured(cfg: dict[str, Any]) -> bool:
-    section = cfg.get("auth")
-    if not section:
-        return False
-    schema = config_mod.SCHEMA.get("auth")
-    defaults = config_mod._defaults(schema) if isinstance(schema, dict) else {}
-    return _settings(section, defaults)
+    return settings.enabled(cfg)
 
 
 def warning(cfg: dict[str, Any], host: str) -> str | None:

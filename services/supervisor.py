@@ -1,7 +1,8 @@
 """`dockyard serve`: every process on one machine, each one restarted when it dies.
 
 Children are started in dependency order (redis, index, storage, router, and
-haproxy when TLS is on: `services.tls`) and stopped in the reverse. The
+haproxy when TLS is on: `services.tls`; the webhook dispatcher when endpoints
+are configured) and stopped in the reverse. The
 secret that signs calls into storage and the index (`shared.service_auth`) is
 generated in the data directory unless configured. A child that exits is restarted with exponential
 backoff while the others go on serving. Children get SIGKILL from the kernel
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from services import redis_server
-from shared import service_auth
+from shared import redis_client, service_auth
 
 log = logging.getLogger("dockyard.supervisor")
 
@@ -141,14 +142,18 @@ def router_processes(config: dict[str, Any]) -> int:
     return config["router"]["processes"] or os.cpu_count() or 1
 
 
+class ListenError(OSError):
+    """An address `serve` cannot listen on (taken, or not this machine's)."""
+
+
 def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Bound, listening sockets for every address of `host` (as waitress binds
     them), made here once so that several router processes accept from the same
     queue, and a router restarting loses no queued connection."""
     sockets: list[socket.socket] = []
-    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-                               socket.IPPROTO_TCP, socket.AI_PASSIVE)
     try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   socket.IPPROTO_TCP, socket.AI_PASSIVE)
         for family, kind, proto, _, address in dict.fromkeys(infos):
             s = socket.socket(family, kind, proto)
             sockets.append(s)
@@ -158,10 +163,10 @@ def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
             s.bind((address[0], port, *address[2:]))
             s.listen(backlog)
             port = s.getsockname()[1]  # port 0: every address on the one the first got
-    except OSError:
+    except OSError as e:
         for s in sockets:
             s.close()
-        raise
+        raise ListenError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
     return sockets
 
 
@@ -186,6 +191,8 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     common = ["--config", config_path] if config_path else []
     children: list[Child] = []
     redis_url = config["index"]["redis"]["url"]
+    if config["index"]["redis"]["sentinels"]:
+        redis_url = redis_client.to_url(redis_client.from_section(config["index"]["redis"]))
     redis_port, index_port, storage_port, metrics_port = free_ports(4)
     if not redis_url:
         redis_dir = data_dir / "redis"
@@ -242,6 +249,14 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     addresses = {"redis": redis_url, "index": index_url, "storage": storage_url,
                  "router": public_url,
                  "router_metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
+    if config["notifications"]["endpoints"]:
+        # The webhook dispatcher; a stable consumer name resumes its own
+        # unfinished deliveries at once when it is restarted.
+        listen = config["notifications"]["metrics_listen"] or f"127.0.0.1:{free_port()}"
+        children.append(Child("notifications", [
+            *cli, "notifications", *common, "--redis-url", redis_url,
+            "--consumer", f"{socket.gethostname()}-serve", "--metrics-listen", listen]))
+        addresses["notifications_metrics"] = f"http://{listen}/metrics"
     return children, addresses
 
 
@@ -287,4 +302,5 @@ def run(children: list[Child]) -> int:
     return 0
 
 
-__all__ = ["Child", "free_port", "free_ports", "listen_sockets", "plan", "router_processes", "run"]
+__all__ = ["Child", "ListenError", "free_port", "free_ports", "listen_sockets", "plan",
+           "router_processes", "run"]

@@ -12,11 +12,16 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from shared import notify_config
+from shared.redis_client import from_url as redis_source_from_url
+from shared.redis_client import parse_address as parse_redis_address
 
 
 class ConfigError(ValueError):
@@ -32,10 +37,13 @@ class Key:
     minimum: int | None = None
     # A list of mappings (rules, issuers) instead of strings, checked by `check`.
     items: type = str
+    # A key that checks and completes its own value (webhook endpoints):
+    # check(path, value, environ) returns the normalized value.
+    check: Callable[[str, Any, dict[str, str]], Any] | None = None
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
-_URL_RE = re.compile(r"(?:redis|rediss|unix)://\S*")
+_URL_RE = re.compile(r"(?:redis|rediss|unix|redis\+sentinel)://\S*")
 
 # section -> key -> Key; a nested dict is a nested section.
 SCHEMA: dict[str, Any] = {
@@ -50,9 +58,18 @@ SCHEMA: dict[str, Any] = {
                             minimum=1),
         "connection_limit": Key(int, 1000, "open connections per process", minimum=1),
         "backlog": Key(int, 1024, "listen backlog", minimum=1),
-        "queue_timeout": Key(int, 2, "seconds a request may wait for a worker thread; while "
+        "queue_timeout": Key(int, 5, "seconds a request may wait for a worker thread; while "
                              "the oldest has waited longer, new requests get 503 with "
                              "Retry-After at once; 0: no limit", minimum=0),
+        "drain_timeout": Key(float, 30.0, "on SIGTERM, seconds to finish the requests in "
+                             "flight after the listener closes; 0: exit at once"),
+    },
+    "discovery": {
+        "interval": Key(float, 5.0, "seconds between lookups of the backend URLs' names; "
+                        "every address a name resolves to is a backend (a headless "
+                        "service, compose --scale); 0: resolve once at start"),
+        "health_interval": Key(float, 2.0, "seconds between /readyz checks of each backend; "
+                               "a failing one is tried last until it passes; 0: off"),
     },
     "router": {
         "listen": Key(str, "127.0.0.1:5000", "public address of the registry, host:port"),
@@ -67,7 +84,8 @@ SCHEMA: dict[str, Any] = {
         "storage_root": Key(str, "", "the storage root, when this router's machine shares "
                             "it: blob bodies are then sent from disk by the router itself "
                             "instead of streamed through storage; empty: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached answers; empty: no response cache"),
         "cache_ttl": Key(float, 60.0, "seconds a manifest, tags list, referrers list, catalog "
                          "page or search answer is served from the router's cache, while "
@@ -93,7 +111,8 @@ SCHEMA: dict[str, Any] = {
         "threads": Key(int, 16, "worker threads", minimum=1),
         "tag_cache_ttl": Key(float, 60.0, "seconds a resolved tag is served without asking "
                              "the index, while index events keep the cache honest; 0: off"),
-        "events_url": Key(str, "", "redis URL of the index's Redis, for the events that "
+        "events_url": Key(str, "", "redis:// or redis+sentinel:// URL of the index's Redis, "
+                          "for the events that "
                           "invalidate cached tags; empty: no fresh cache hits"),
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
                               "is unreachable", minimum=0),
@@ -105,6 +124,20 @@ SCHEMA: dict[str, Any] = {
         "redis": {
             "url": Key(str, "", "redis URL; empty under `dockyard serve` starts a private "
                        "redis-server, and means redis://127.0.0.1:6379/0 otherwise"),
+            "sentinels": Key(list, [], "host:port of each Redis Sentinel; when set, the "
+                             "primary is found through them and url is not used"),
+            "master_name": Key(str, "dockyard", "the name the sentinels monitor the primary "
+                               "under"),
+            "password": Key(str, "", "password of the Redis servers (AUTH); `_env:NAME` "
+                            "reads it from the environment"),
+            "sentinel_password": Key(str, "", "password of the sentinels themselves, when "
+                                     "they require one"),
+            "db": Key(int, 0, "database number, with sentinels", minimum=0),
+            "min_replicas_ack": Key(int, 0, "replicas that must confirm each index write "
+                                    "(WAIT) before it is acknowledged; 0: the primary alone",
+                                    minimum=0),
+            "replica_ack_timeout": Key(float, 1.0, "seconds to wait for those confirmations "
+                                       "before the write fails with 503"),
             "key_prefix": Key(str, "dockyard:", "prefix of every key"),
             "appendfsync": Key(str, "always", "AOF fsync policy of the private redis-server",
                                choices=("always", "everysec", "no")),
@@ -130,9 +163,6 @@ SCHEMA: dict[str, Any] = {
                                   "before 429", minimum=1),
         "failed_login_window": Key(int, 60, "seconds over which failed logins are counted, "
                                    "and the longest Retry-After", minimum=1),
-        "trusted_proxies": Key(list, ["127.0.0.1", "::1"], "addresses of proxies (a TLS "
-                               "terminator) whose X-Forwarded-For names the client, for "
-                               "the per-address login limit"),
         "token": {
             "realm": Key(str, "", "URL of the token endpoint sent in the challenge; empty: "
                          "/auth/token on the host the client used"),
@@ -174,6 +204,8 @@ SCHEMA: dict[str, Any] = {
                            "<data dir>/internal-secret when neither key is set"),
         "max_clock_skew": Key(float, 30.0, "seconds a signed call's timestamp may differ "
                               "from the receiver's clock; also the replay window"),
+        "also_accept": Key(list, [], "further secrets whose signatures are accepted (never "
+                           "used to sign), for changing the secret without a refused call"),
     },
     # HTTPS on the public endpoint, terminated by haproxy under `serve` (services/tls.py).
     "tls": {
@@ -185,6 +217,20 @@ SCHEMA: dict[str, Any] = {
         "reload_interval": Key(float, 5.0, "seconds between checks for a renewed certificate, "
                                "which is then served without a restart"),
         "haproxy": Key(str, "haproxy", "the haproxy binary that terminates TLS"),
+    },
+    # Webhooks (docs/webhooks.md). With no endpoint nothing is recorded or sent.
+    "notifications": {
+        "endpoints": Key(list, [], "webhook endpoints: a list of mappings with name, url, "
+                         "headers, timeout, secret, backoff_initial, backoff_max, max_age, "
+                         "batch_size, actions, repositories, ignored_media_types "
+                         "(docs/webhooks.md)", items=dict, check=notify_config.check_endpoints),
+        "manifest_pull": Key(bool, False, "record an event for every manifest GET (the "
+                             "router then never answers a manifest from its cache)"),
+        "blob_push": Key(bool, False, "record events for blob uploads, mounts and deletes"),
+        "blob_pull": Key(bool, False, "record an event for every blob GET"),
+        "claim_idle": Key(float, 30.0, "seconds after which a dispatcher takes over the "
+                          "in-flight events of another that stopped answering"),
+        "metrics_listen": Key(str, "", "host:port for the dispatcher's /metrics; empty: off"),
     },
 }
 
@@ -224,7 +270,7 @@ def _expand_legacy_env(value: Any, environ: dict[str, str], where: str) -> Any:
     return value
 
 
-def _coerce(path: str, key: Key, value: Any) -> Any:
+def _coerce(path: str, key: Key, value: Any, environ: dict[str, str]) -> Any:
     expected = key.type
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -242,6 +288,11 @@ def _coerce(path: str, key: Key, value: Any) -> Any:
         raise ConfigError(f"{path}: must be one of {', '.join(map(str, key.choices))}")
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"{path}: must be at least {key.minimum}")
+    if key.check is not None:
+        try:
+            return key.check(path, value, environ)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if expected is list and key.items is str and not all(isinstance(v, str) and v
                                                          for v in value):
         raise ConfigError(f"{path}: expected a list of non-empty strings")
@@ -278,6 +329,24 @@ def _check_values(cfg: dict[str, Any]) -> None:
         url = section[path.rpartition(".")[2]]
         if url and not _URL_RE.fullmatch(url):
             raise ConfigError(f"{path}: not a redis URL: {url!r}")
+        if url and url.startswith("redis+sentinel://"):
+            try:
+                redis_source_from_url(url)
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
+    for address in cfg["index"]["redis"]["sentinels"]:
+        try:
+            parse_redis_address(address)
+        except ValueError:
+            raise ConfigError(f"index.redis.sentinels: expected host:port, got {address!r}"
+                              ) from None
+    if cfg["notifications"]["metrics_listen"] and not _valid_listen(
+            cfg["notifications"]["metrics_listen"]):
+        raise ConfigError("notifications.metrics_listen: expected host:port or empty")
+    try:
+        notify_config.check_section(cfg["notifications"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
     from services.storage.proxy import settings as proxy_settings
     from shared.auth import settings
@@ -311,7 +380,7 @@ def _merge(schema: dict[str, Any], target: dict[str, Any], data: Any, prefix: st
         if isinstance(spec, dict):
             _merge(spec, target[k], v if v is not None else {}, path, environ)
         else:
-            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ, path))
+            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ, path), environ)
 
 
 def load(path: str | os.PathLike[str] | None = None,
@@ -344,13 +413,17 @@ def load(path: str | os.PathLike[str] | None = None,
         section = cfg
         for part in keypath[:-1]:
             section = section[part]
-        section[keypath[-1]] = _coerce(where, spec, _expand_legacy_env(value, environ, where))
+        section[keypath[-1]] = _coerce(where, spec, _expand_legacy_env(value, environ, where),
+                                       environ)
     _check_values(cfg)
     return cfg
 
 
 def dump(cfg: dict[str, Any]) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+    shown = {**cfg, "notifications": {
+        **cfg["notifications"],
+        "endpoints": notify_config.redacted(cfg["notifications"]["endpoints"])}}
+    return yaml.safe_dump(shown, sort_keys=False)
 
 
 def reference() -> list[tuple[str, str, Any, str]]:

@@ -13,6 +13,11 @@ whenever the subscription comes up or goes down: a closed connection or an
 unanswered ping (at most `PING_EVERY + SOCKET_TIMEOUT` seconds to notice)
 turns fresh cache hits off until it is back, since events may have been
 missed meanwhile.
+
+The source is a URL or a Sentinel setup (`shared.redis_client`). Behind
+Sentinel, each reconnection asks the sentinels for the primary, so after a
+failover the subscription comes back on the promoted server; the connection
+is never retried silently, so every break is seen (and turns hits off).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
+from shared import redis_client
+from shared.redis_client import RedisSource
 
 log = logging.getLogger("dockyard.events")
 
@@ -47,9 +53,10 @@ def repo_scope(name: str) -> str:
 
 
 class Subscription:
-    def __init__(self, url: str, channel_name: str, on_change: Callable[[str], None],
-                 on_state: Callable[[bool], None]) -> None:
-        self._url = url
+    def __init__(self, source: str | RedisSource, channel_name: str,
+                 on_change: Callable[[str], None], on_state: Callable[[bool], None]) -> None:
+        self._source = (source if isinstance(source, RedisSource)
+                        else redis_client.from_url(source))
         self._channel = channel_name
         self._on_change = on_change
         self._on_state = on_state
@@ -72,24 +79,31 @@ class Subscription:
             self._backoff = min(self._backoff * 2, 5.0)
 
     def _listen(self) -> None:
-        client = redis.Redis.from_url(self._url, socket_connect_timeout=2,
+        client = redis_client.connect(self._source, retry=None, socket_connect_timeout=2,
                                       socket_timeout=SOCKET_TIMEOUT)
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self._channel)
-            last_ping = time.monotonic()
+            last_ping = last_heard = time.monotonic()
             while True:
                 message = pubsub.get_message(timeout=1.0)
+                now = time.monotonic()
                 if message is not None:
+                    last_heard = now
                     if message["type"] == "subscribe":
                         self._backoff = 0.1
                         self._on_state(True)
-                        log.info("subscribed to index events")
+                        log.info("subscribed to index events (%s)",
+                                 self._source.describe())
                     elif message["type"] == "message":
                         self._on_change(message["data"].decode())
-                if time.monotonic() - last_ping > PING_EVERY:
+                if now - last_heard > PING_EVERY + SOCKET_TIMEOUT:
+                    # A silent partition drops packets without closing the
+                    # connection: only the missing PONG tells.
+                    raise TimeoutError("no answer to ping from the events server")
+                if now - last_ping > PING_EVERY:
                     pubsub.ping()
-                    last_ping = time.monotonic()
+                    last_ping = now
         finally:
             pubsub.close()
             client.close()

@@ -3,14 +3,16 @@
 waitress parses a request on its main thread and queues it for a pool of
 worker threads; the queue has no bound, so under more load than the workers
 can take every request waits longer, and clients time out instead of
-backing off. `SheddingDispatcher` bounds the wait instead of the length: a
-newly arrived request is answered at once, by the main thread, when the
-oldest queued request has waited more than `max_wait` seconds, or when the
-queue ahead of it would take longer than that (its length times the recent
-average time a worker spends on a request, over the number of workers),
+backing off. `SheddingDispatcher` bounds the wait instead of the length
+(as CoDel does): while the oldest queued request has waited more than
+`max_wait` seconds, a newly arrived request is answered at once, by the main
+thread,
 with `503 Service Unavailable`, the OCI error body, `Retry-After` and
 `Connection: close` (closing sheds the connection as well). Requests already
-queued are still served, in order.
+queued are still served, in order. The age of the oldest, rather than an
+estimate from the queue's length, is what decides: a registry mixes
+requests of a millisecond with uploads of minutes, and no average time per
+request predicts a wait among them.
 
 Only a connection's first queued request is shed (`OciChannel.received`
 marks it); a pipelined follow-up is queued by a worker thread, and its
@@ -49,24 +51,10 @@ class SheddingDispatcher(ThreadedTaskDispatcher):
         self.retry_after = max(1, round(max_wait))
         self.shed = 0
         self._logged_at = 0.0
-        # Recent average seconds a worker spends per request (see `observe`).
-        self.service_time = 0.0
-
-    def observe(self, seconds: float) -> None:
-        """A worker thread spent `seconds` on one request (an exponential average:
-        a float store is atomic under the GIL, so no lock)."""
-        if self.service_time == 0.0:
-            self.service_time = seconds
-        else:
-            self.service_time += (seconds - self.service_time) * 0.05
 
     def _too_late(self, now: float) -> bool:
-        if self.max_wait <= 0 or not self.queue:
-            return False
-        if now - getattr(self.queue[0], "queued_at", now) > self.max_wait:
-            return True
-        workers = max(1, len(self.threads) - self.stop_count)
-        return len(self.queue) * self.service_time / workers > self.max_wait
+        return (self.max_wait > 0 and bool(self.queue)
+                and now - getattr(self.queue[0], "queued_at", now) > self.max_wait)
 
     def add_task(self, task: Any) -> None:
         now = time.monotonic()

@@ -68,3 +68,6 @@ TAGS = V2 + NAME + r"/tags/list"
 REFERRERS = V2 + NAME + r"/referrers/(?P<digest>[^/]+)"
 CATALOG = r"/v2/_catalog"
 SEARCH = r"/v1/search"
+# The web UI's summary reads (services/index/resources/summaries.py).
+REPOSITORY_SUMMARIES = r"/v2/_dockyard/repositories"
+TAG_SUMMARIES = V2 + NAME + r"/_dockyard/tags"

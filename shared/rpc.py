@@ -3,20 +3,19 @@
 A call is ``POST <base>/internal/rpc/<method>`` with a msgpack map as body,
 answered by a msgpack map. The client keeps pooled keep-alive connections to
 every backend, bounds every call with a timeout, spreads calls over the
-backends, and retries idempotent calls on the next backend. Calls are signed
-with the services' shared secret (`shared.service_auth`), their body included.
+backends (every address of each URL, see `shared.discovery`), and retries
+idempotent calls on the next backend. Calls are signed with the services'
+shared secret (`shared.service_auth`), their body included.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgpack
 
+from shared.discovery import Endpoints
 from shared.http_client import ConnectFailed, ConnectionPool, RequestFailed
 
 log = logging.getLogger("dockyard.rpc")
@@ -55,26 +54,31 @@ def unpack(data: bytes) -> Any:
 
 
 class RpcClient:
-    def __init__(self, base_urls: list[str], timeout: float = 5.0, pool_size: int = 32,
+    """Calls spread over the backends' addresses (`shared.discovery.Endpoints`: every
+    address of every URL, re-resolved and health-checked once `start` is called)."""
+
+    def __init__(self, base_urls: list[str], timeout: float = 5.0, pool_size: int = 32, *,
+                 interval: float = 5.0, health_interval: float = 2.0,
                  signer: Any = None) -> None:
+        """`signer` (`shared.service_auth.ServiceKey`) signs every call, its body included."""
         if not base_urls:
             raise ValueError("an RPC client needs at least one backend")
-        self._pools = []
-        for url in base_urls:
-            parts = urlsplit(url)
-            self._pools.append(ConnectionPool(
-                parts.hostname or "127.0.0.1", parts.port or 80, maxsize=pool_size,
-                timeout=timeout, connect_timeout=min(timeout, 2.0), signer=signer,
-            ))
-        self._next = itertools.cycle(range(len(self._pools)))
-        self._lock = threading.Lock()
+
+        def make_pool(host: str, port: int) -> ConnectionPool:
+            return ConnectionPool(host, port, maxsize=pool_size, timeout=timeout,
+                                  connect_timeout=min(timeout, 2.0), signer=signer)
+
+        self.endpoints = Endpoints("rpc", base_urls, make_pool, interval=interval,
+                                   health_interval=health_interval)
+
+    def start(self) -> None:
+        """Re-resolve the backends' names and check their health in the background."""
+        self.endpoints.start()
 
     def call(self, method: str, args: dict[str, Any] | None = None, *,
              idempotent: bool = True) -> Any:
         body = pack(args or {})
-        with self._lock:
-            start = next(self._next)
-        order = [self._pools[(start + i) % len(self._pools)] for i in range(len(self._pools))]
+        order = self.endpoints.order()
         # Idempotent calls get one extra try on a fresh connection: a pooled
         # keep-alive connection may have been closed by a restarted backend.
         attempts = order + order[:1] if idempotent else order[:1]
@@ -82,7 +86,8 @@ class RpcClient:
         maybe_applied = False
         headers = [("Content-Type", CONTENT_TYPE), ("Accept", CONTENT_TYPE),
                    ("Content-Length", str(len(body)))]
-        for pool in attempts:
+        for endpoint in attempts:
+            pool = endpoint.pool
             try:
                 resp = pool.request("POST", RPC_PREFIX + method, headers, body)
                 try:
@@ -90,6 +95,7 @@ class RpcClient:
                 finally:
                     resp.release()
             except ConnectFailed as e:
+                endpoint.mark_down()
                 last = e
                 continue
             except RequestFailed as e:

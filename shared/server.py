@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -22,6 +21,7 @@ from waitress.wasyncore import _DISCONNECTED
 from shared import errors, event_loop
 from shared.chunked import FastChunkedParser
 from shared.config import parse_listen
+from shared.drain import Drain
 from shared.overload import SheddingDispatcher
 
 log = logging.getLogger("dockyard.server")
@@ -165,12 +165,10 @@ class OciChannel(HTTPChannel):
     def service(self) -> None:
         # Lets the event loop's wake-up name this connection (shared/event_loop.py).
         event_loop.current.channel = self
-        started = time.perf_counter()
         try:
             super().service()
         finally:
             event_loop.current.channel = None
-            self.server.task_dispatcher.observe(time.perf_counter() - started)
 
     # Set while the main thread queues a connection's first request; see shared/overload.py.
     sheddable = False
@@ -235,7 +233,11 @@ def serve(app: Any, listen: str, cfg: dict[str, Any], threads: int, name: str,
     enable_sendfile()
     server = make_server(app, host, port, cfg, threads, **({"sockets": sockets} if sockets else {}))
 
+    drain = Drain(cfg["http"]["drain_timeout"], name)
+
     def stop(signum: int, frame: Any) -> None:
+        if drain.start(server, signum):
+            return
         log.info("%s stopping on signal %d", name, signum)
         server.close()
         sys.exit(0)

@@ -74,15 +74,22 @@ MIN_SECRET_LENGTH = 16
 SECRET_FILE_NAME = "internal-secret"
 
 
-class ServiceKey:
-    """Signs requests, and verifies them, with one shared secret."""
+def _keyed(secret: str | bytes) -> Any:
+    raw = secret.encode() if isinstance(secret, str) else secret
+    if len(raw) < MIN_SECRET_LENGTH:
+        raise ValueError(f"the internal secret must be at least {MIN_SECRET_LENGTH} bytes")
+    # Keyed once; each MAC starts from a copy (a third cheaper than hmac.digest).
+    return hmac.new(raw, digestmod=hashlib.sha256)
 
-    def __init__(self, secret: str | bytes, max_skew: float = 30.0) -> None:
-        raw = secret.encode() if isinstance(secret, str) else secret
-        if len(raw) < MIN_SECRET_LENGTH:
-            raise ValueError(f"the internal secret must be at least {MIN_SECRET_LENGTH} bytes")
-        # Keyed once; each MAC starts from a copy (a third cheaper than hmac.digest).
-        self._hmac = hmac.new(raw, digestmod=hashlib.sha256)
+
+class ServiceKey:
+    """Signs requests with one shared secret, and verifies them with it or with
+    any of `also_accept` (for changing the secret without refusing calls)."""
+
+    def __init__(self, secret: str | bytes, max_skew: float = 30.0,
+                 also_accept: Iterable[str | bytes] = ()) -> None:
+        self._hmac = _keyed(secret)
+        self._accepted = [self._hmac, *(_keyed(s) for s in also_accept)]
         self.max_skew = max_skew
         # Unique per process and per call: a random prefix and a counter.
         self._prefix = base64.urlsafe_b64encode(os.urandom(9)).decode()
@@ -92,12 +99,12 @@ class ServiceKey:
     # -- signing --------------------------------------------------------------------
 
     def _mac(self, method: str, path: bytes, stamp: str, nonce: str, body: str,
-             internal: Iterable[tuple[str, str]]) -> str:
+             internal: Iterable[tuple[str, str]], keyed: Any = None) -> str:
         # No field but the path may hold a line feed; the path goes last, with its
         # length up front, so that no two requests share a canonical form.
         text = "\n".join([f"dockyard-v1\n{method}", stamp, nonce, body, str(len(path)),
                           *(f"{k}:{v}" for k, v in sorted(internal)), ""])
-        mac = self._hmac.copy()
+        mac = (keyed or self._hmac).copy()
         mac.update(text.encode("latin-1"))
         mac.update(path)
         return mac.hexdigest()
@@ -153,9 +160,9 @@ class ServiceKey:
             canonical += b"?" + environ["QUERY_STRING"].encode("latin-1")
         internal = [(k[5:].lower().replace("_", "-"), v) for k, v in environ.items()
                     if k.startswith(_INTERNAL_PREFIX) and k != _SIGNATURE_ENVIRON]
-        expected = self._mac(environ["REQUEST_METHOD"], canonical, stamp, nonce, digest,
-                             internal)
-        if not hmac.compare_digest(expected, mac):
+        if not any(hmac.compare_digest(self._mac(environ["REQUEST_METHOD"], canonical, stamp,
+                                                 nonce, digest, internal, keyed), mac)
+                   for keyed in self._accepted):
             return "bad signature"
         if digest == STREAMED:
             if path.startswith("/internal/"):
@@ -265,10 +272,13 @@ def key_from_config(config: dict[str, Any]) -> ServiceKey:
                           "calls signed with a secret every dockyard process shares; set "
                           "internal.secret (or internal.secret_file), or use `dockyard serve`, "
                           "which generates one")
-    try:
-        return ServiceKey(secret, section["max_clock_skew"])
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    for name, value in ((where, secret), *(("internal.also_accept", s)
+                                           for s in section["also_accept"])):
+        try:
+            _keyed(value)
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    return ServiceKey(secret, section["max_clock_skew"], section["also_accept"])
 
 
 def ensure_secret_file(path: Path) -> Path:

@@ -12,10 +12,19 @@ key                                    type    holds
 ``repo:<name>:manifests``              HASH    manifest digest -> msgpack metadata:
                                                {media_type, size, artifact_type,
                                                annotations, subject, refs,
-                                               config_media_type (absent in
-                                               records written before it was)}
+                                               config_media_type, content_size,
+                                               platforms (each absent in records
+                                               written before it was)}
 ``repo:<name>:referrers:<digest>``     SET     digests of the manifests whose ``subject``
                                                is <digest>
+``repo:<name>:pushed``                 ZSET    tag, scored by when it last moved (unix ms)
+``repo:<name>:summary``                HASH    ``size``: bytes of the manifests and their
+                                               distinct blobs; ``pushed``: the latest
+                                               manifest's time (unix ms)
+``repo:<name>:counted``                HASH    manifest digest -> ``"<size> <blob> <size>
+                                               ..."``: what it added to ``size``
+``repo:<name>:blobrefs``               HASH    blob digest -> how many counted manifests
+                                               reference it (`services.index.summaries`)
 ``search:descriptions``                HASH    repository -> what search finds besides the
                                                name, from its newest tagged manifest: the
                                                ``org.opencontainers.image.description``
@@ -32,6 +41,12 @@ key                                    type    holds
                                                ``repo:<name>`` or ``catalog``; storage and
                                                the router drop what they cached of it
                                                (`shared.events`)
+``notifications:events``               STREAM  user events for webhooks, one field
+                                               ``event`` (distribution's JSON); added by
+                                               the same script as the change it reports;
+                                               one consumer group per endpoint
+                                               (`shared.user_events`)
+``notifications:dead:<endpoint>``      STREAM  events an endpoint never took in time
 =====================================  ======  =============================================
 
 Every change that touches more than one key runs as one Lua script, so a
@@ -40,7 +55,7 @@ reader never sees a tag without its manifest's metadata.
 
 from __future__ import annotations
 
-from shared import events
+from shared import events, user_events
 
 
 class Keys:
@@ -51,6 +66,7 @@ class Keys:
         self.search_version = f"{prefix}search:version"
         self.search_pushed = f"{prefix}search:pushed"
         self.events = events.channel(prefix)
+        self.user_events = user_events.stream_key(prefix)
 
     def tags(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:tags"
@@ -60,6 +76,18 @@ class Keys:
 
     def manifests(self, repo: str) -> str:
         return f"{self.prefix}repo:{repo}:manifests"
+
+    def pushed(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:pushed"
+
+    def summary(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:summary"
+
+    def counted(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:counted"
+
+    def blobrefs(self, repo: str) -> str:
+        return f"{self.prefix}repo:{repo}:blobrefs"
 
     def referrers(self, repo: str, subject: str) -> str:
         return f"{self.prefix}repo:{repo}:referrers:{subject}"

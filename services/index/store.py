@@ -10,15 +10,23 @@ import msgpack
 import redis
 
 from services.index.schema import Keys
+from services.index.summaries import Summaries
 from shared.events import CATALOG_SCOPE, repo_scope
+from shared.redis_client import ReplicaAck
+from shared.user_events import FIELD_EVENT, UserEventGroups
 
 # Every script publishes the scopes it changed on the events channel (the
 # last KEYS entry; see `shared.events`), in the same atomic step as the change,
 # so that the caches of storage and the router drop what they derived from them.
 
-# KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version, events
+# A write that reports a user event (`shared.user_events`) passes its JSON as
+# the last ARGV and the stream as the last KEYS entry: the event is queued in
+# the same atomic step as the change, or not at all.
+
+# KEYS: repos, tags, tagmap, manifests, referrers, descriptions, search_version, events,
+#       user events stream
 # ARGV: repo, digest, tag or "", metadata, has_subject "1"/"0", set_description "1"/"0",
-#       description, repo scope, catalog scope
+#       description, repo scope, catalog scope, user event JSON or ""
 _PUT_MANIFEST = """
 local new_repo = redis.call('ZADD', KEYS[1], 0, ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
@@ -46,33 +54,50 @@ if changed == 1 then
   redis.call('INCR', KEYS[7])
   redis.call('PUBLISH', KEYS[8], ARGV[9])
 end
+if ARGV[10] ~= '' then redis.call('XADD', KEYS[9], '*', 'event', ARGV[10]) end
 return new_repo
 """
 
-# KEYS: tags, tagmap, events   ARGV: tag, repo scope
+# KEYS: tags, tagmap, events, user events stream   ARGV: tag, repo scope, user event or ""
 _DELETE_TAG = """
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[2])
+if ARGV[3] ~= '' then redis.call('XADD', KEYS[4], '*', 'event', ARGV[3]) end
 return 1
 """
 
-# KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again, events
-# ARGV: digest, has_subject, repo scope
+# KEYS: tags, tagmap, manifests, referrers-of-subject or tagmap again, events,
+#       user events stream
+# ARGV: digest, has_subject, repo scope, user event JSON or "", and the JSON of the
+#       tag delete event each removed tag reports (as distribution does), with
+#       __TAG__ for the tag and __ID__ for its id: a name-based UUID (SHA-1 of the
+#       manifest delete event's JSON and the tag), unique and the same on a retry
 _DELETE_MANIFEST = """
 local pairs_ = redis.call('HGETALL', KEYS[2])
-local removed = 0
+local removed = {}
 for i = 1, #pairs_, 2 do
   if pairs_[i + 1] == ARGV[1] then
     redis.call('HDEL', KEYS[2], pairs_[i])
     redis.call('ZREM', KEYS[1], pairs_[i])
-    removed = removed + 1
+    removed[#removed + 1] = pairs_[i]
   end
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
 redis.call('PUBLISH', KEYS[5], ARGV[3])
-return removed
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[6], '*', 'event', ARGV[4])
+  for _, tag in ipairs(removed) do
+    local h = redis.sha1hex(ARGV[4] .. '\\n' .. tag)
+    local variant = string.format('%x', tonumber(h:sub(17, 17), 16) % 4 + 8)
+    local id = h:sub(1, 8) .. '-' .. h:sub(9, 12) .. '-5' .. h:sub(14, 16) .. '-' ..
+               variant .. h:sub(18, 20) .. '-' .. h:sub(21, 32)
+    local event = string.gsub(string.gsub(ARGV[5], '__TAG__', tag), '__ID__', id)
+    redis.call('XADD', KEYS[6], '*', 'event', event)
+  end
+end
+return #removed
 """
 
 # KEYS: pushed, search_version, events   ARGV: repo, time, catalog scope
@@ -127,19 +152,37 @@ class Page:
 
 
 class IndexStore:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    """`ack`: every write runs in a pipeline that ends with the replicas' confirmation
+    (`shared.redis_client.ReplicaAck`); a write is answered only once confirmed."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ack: ReplicaAck | None = None,
+                 event_groups: tuple[str, ...] = ()) -> None:
         self.redis = client
+        self._ack = ack or ReplicaAck()
         self.keys = Keys(prefix)
+        # The webhook endpoints' consumer groups, made before this process's
+        # first event so that none recorded from now on goes unread.
+        self._groups = UserEventGroups(client, self.keys.user_events, event_groups)
         self._put = client.register_script(_PUT_MANIFEST)
         self._delete_tag = client.register_script(_DELETE_TAG)
         self._delete_manifest = client.register_script(_DELETE_MANIFEST)
         self._touch_pushed = client.register_script(_TOUCH_PUSHED)
+        self.summaries = Summaries(client, self.keys,
+                                   lambda raw: read_search_entry(raw)[0])
 
     # -- writes (called by storage over msgpack RPC) -------------------------
 
     def put_manifest(self, **record: Any) -> dict[str, Any]:
-        self._queue_put(self.redis, **record)
-        return {"ok": True}
+        return {"ok": bool(self.put_manifests([record])["ok"])}
+
+    def record_events(self, events: list[str]) -> dict[str, Any]:
+        """Queue user events that report no index change: pulls and blob events."""
+        self._groups.ensure()
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(self.keys.user_events, {FIELD_EVENT: event})
+        self._ack.run(pipe)
+        return {"ok": len(events)}
 
     def put_manifests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Several manifests in one round trip, each still its own atomic script.
@@ -151,50 +194,71 @@ class IndexStore:
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             self._queue_put(pipe, **record)
-        pipe.execute()
+        self._ack.run(pipe)
         return {"ok": len(records)}
 
     def _queue_put(self, client: Any, repo: str, digest: str, tag: str | None,
                    media_type: str, size: int, artifact_type: str | None,
                    annotations: dict[str, str], subject: str | None,
                    refs: list[str], config_media_type: str | None = None,
-                   labels: dict[str, str] | None = None, **newer: Any) -> None:
+                   labels: dict[str, str] | None = None, event: str | None = None,
+                   blob_sizes: dict[str, int] | None = None,
+                   platforms: list[str] | None = None, **newer: Any) -> None:
         # `newer`: fields a newer storage sends that this index does not know yet,
         # so storage may be upgraded before the index.
         k = self.keys
+        blob_sizes = blob_sizes or {}
+        if event:
+            self._groups.ensure()
         meta = msgpack.packb({
             "media_type": media_type, "size": size, "artifact_type": artifact_type,
             "annotations": annotations or {}, "subject": subject, "refs": refs,
             "config_media_type": config_media_type,
+            "content_size": size + sum(blob_sizes.values()), "platforms": platforms or [],
         })
         description = search_entry(annotations or {}, labels or {})
         self._put(
             keys=[k.repos, k.tags(repo), k.tagmap(repo), k.manifests(repo),
                   k.referrers(repo, subject or ""), k.descriptions, k.search_version,
-                  k.events],
+                  k.events, k.user_events],
             args=[repo, digest, tag or "", meta, "1" if subject else "0",
-                  "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE],
+                  "1" if tag else "0", description, repo_scope(repo), CATALOG_SCOPE,
+                  event or ""],
             client=client,
         )
         if tag:
             self._touch_pushed(keys=[k.search_pushed, k.search_version, k.events],
                                args=[repo, repr(time.time()), CATALOG_SCOPE], client=client)
+        self.summaries.queue_record(client, repo, digest, tag, size, blob_sizes)
 
-    def delete_tag(self, repo: str, tag: str) -> dict[str, Any]:
+    def delete_tag(self, repo: str, tag: str, event: str | None = None) -> dict[str, Any]:
         k = self.keys
-        deleted = self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events],
-                                   args=[tag, repo_scope(repo)])
+        if event:
+            self._groups.ensure()
+        pipe = self.redis.pipeline(transaction=False)
+        self._delete_tag(keys=[k.tags(repo), k.tagmap(repo), k.events, k.user_events],
+                         args=[tag, repo_scope(repo), event or ""], client=pipe)
+        self.summaries.queue_forget_tag(pipe, repo, tag)
+        deleted, *_ = self._ack.run(pipe)
         return {"deleted": bool(deleted)}
 
-    def delete_manifest(self, repo: str, digest: str) -> dict[str, Any]:
+    def delete_manifest(self, repo: str, digest: str, event: str | None = None,
+                        tag_event: str = "") -> dict[str, Any]:
         k = self.keys
+        if event:
+            self._groups.ensure()
         meta = self.manifest(repo, digest)
         subject = meta.get("subject") if meta else None
-        removed = self._delete_manifest(
+        pipe = self.redis.pipeline(transaction=False)
+        self._delete_manifest(
             keys=[k.tags(repo), k.tagmap(repo), k.manifests(repo),
-                  k.referrers(repo, subject) if subject else k.tagmap(repo), k.events],
-            args=[digest, "1" if subject else "0", repo_scope(repo)],
+                  k.referrers(repo, subject) if subject else k.tagmap(repo), k.events,
+                  k.user_events],
+            args=[digest, "1" if subject else "0", repo_scope(repo), event or "", tag_event],
+            client=pipe,
         )
+        self.summaries.queue_forget(pipe, repo, digest)
+        removed, *_ = self._ack.run(pipe)
         return {"tags_removed": int(removed)}
 
     def resolve_tag(self, repo: str, tag: str) -> dict[str, Any]:

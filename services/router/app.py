@@ -27,8 +27,9 @@ from typing import Any
 
 import falcon
 
+from services.router import ui
 from services.router.auth import audit, listing
-from services.router.auth.controller import AccessController, error_response
+from services.router.auth.controller import LISTINGS, AccessController, error_response
 from services.router.auth.token_endpoint import TokenResource
 from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
@@ -58,6 +59,8 @@ _ROUTES = [(re.compile(pattern), kind, pool, scope) for pattern, kind, pool, sco
     (routing.REFERRERS, "referrers", "index", _REPO),
     (routing.CATALOG, "catalog", "index", _CATALOG),
     (routing.SEARCH, "search", "index", _CATALOG),
+    (routing.REPOSITORY_SUMMARIES, "summaries", "index", None),
+    (routing.TAG_SUMMARIES, "tag_summaries", "index", _REPO),
 )]
 _BASE_PATHS = ("/v2", "/v2/")
 
@@ -120,21 +123,28 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     metrics = metrics or Metrics("router")
     timeout = cfg["backend_timeout"]
     maxsize = cfg["threads"] * 2
+    discovery = config["discovery"]
     key = key_from_config(config)  # storage and the index answer only signed calls
-    storage = Pool("storage", cfg["storage_urls"], timeout, maxsize, key)
-    index = Pool("index", cfg["index_urls"], timeout, maxsize, key)
+    storage = Pool("storage", cfg["storage_urls"], timeout, maxsize, signer=key, **discovery)
+    index = Pool("index", cfg["index_urls"], timeout, maxsize, signer=key, **discovery)
     pools = {"storage": storage, "index": index}
     retry_after = cfg["retry_after"]
     disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None
     if cache is None:
         cache = ResponseCache(EventCache(ttl=cfg["cache_ttl"],
                                          max_bytes=cfg["cache_max_bytes"]), metrics)
+    if start_background:
+        storage.start()
+        index.start()
     if start_background and cfg["events_url"] and cfg["cache_ttl"] > 0:
         events.Subscription(cfg["events_url"],
                             events.channel(config["index"]["redis"]["key_prefix"]),
                             cache.cache.invalidate, cache.cache.events_state).start()
 
     access = _access_controller(config)
+    # A manifest GET that makes a webhook event must reach storage, which records it.
+    notify = config["notifications"]
+    uncached = {"manifest"} if notify["endpoints"] and notify["manifest_pull"] else set()
     local = falcon.App(media_type="application/json")
     errors.install(local)
     local.add_route("/v2", VersionResource())
@@ -145,6 +155,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     local.add_route("/openapi.yaml", OpenApiResource())
     if access is not None:
         local.add_route("/auth/token", TokenResource(access))
+    # The web UI reads through `app`, the same public API (and checks) as any client.
+    ui.install(local, lambda environ, start_response: app(environ, start_response))
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -163,7 +175,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
             return local(environ, _with_api_version(start_response))
         pool = pools[pool_name]
         method = environ["REQUEST_METHOD"]
-        if identity is not None and kind in ("catalog", "search") and method in ("GET", "HEAD"):
+        if identity is not None and kind in LISTINGS and method in ("GET", "HEAD"):
             return _filtered_listing(access, identity, kind, pool, environ, start_response,
                                      retry_after)
         if identity is not None and kind in ("uploads", "upload"):
@@ -177,7 +189,7 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
             return forward(pool, environ, start_response, retry_after,
                            disk if pool is storage else None, capture, as_get)
 
-        if scope_kind is None:
+        if scope_kind is None or kind in uncached:
             return fetch(None, False)
         # 3. cache
         scope = (events.repo_scope(groups["name"]) if scope_kind == _REPO
@@ -222,7 +234,8 @@ def _access_controller(config: dict[str, Any]) -> AccessController | None:
 
 def _filtered_listing(access: Any, identity: Any, kind: str, pool: Pool,
                       environ: dict[str, Any], start_response: Any, retry_after: int) -> Any:
-    answer = listing.catalog if kind == "catalog" else listing.search
+    answer = {"catalog": listing.catalog, "search": listing.search,
+              "summaries": listing.summaries}[kind]
     try:
         headers, body = answer(pool, environ, lambda name: access.may_list(identity, name),
                                retry_after)

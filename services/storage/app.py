@@ -9,6 +9,7 @@ import falcon
 from services.storage import proxy
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
+from services.storage.notifier import Notifier
 from services.storage.paths import Layout
 from services.storage.resources.blobs import BlobResource
 from services.storage.resources.manifests import ManifestResource
@@ -36,8 +37,12 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     uploads = UploadStore(layout, blobs, max_per_repository=cfg["max_uploads_per_repository"],
                           max_age=cfg["upload_max_age"])
     if index is None:
+        rpc = RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"], signer=key,
+                        **config["discovery"])
+        if start_background:
+            rpc.start()
         index = IndexClient(
-            RpcClient(cfg["index_urls"], timeout=cfg["rpc_timeout"], signer=key),
+            rpc,
             fresh_ttl=cfg["tag_cache_ttl"], stale_if_error=cfg["stale_if_error"],
             retry_after=config["router"]["retry_after"],
         )
@@ -49,20 +54,23 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
                                 index.cache.invalidate, index.cache.events_state).start()
 
     metrics = Metrics("storage")
+    notifier = Notifier(config, index, metrics)
+
     app = falcon.App(media_type="application/json")
     errors.install(app)
     router = routing.RegexRouter()
-    start: Any = UploadStartResource(blobs, uploads)
-    blob: Any = BlobResource(blobs, cfg["delete_enabled"])
+    start: Any = UploadStartResource(blobs, uploads, notifier)
+    blob: Any = BlobResource(blobs, cfg["delete_enabled"], notifier)
     manifest: Any = ManifestResource(
-        blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"])
+        blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"],
+        notifier=notifier)
     mirrors = proxy.upstream_map(config)
     if mirrors:
         start, blob, manifest = proxy.wrap(config, mirrors, blobs, index, start, blob, manifest,
                                            metrics, start_background)
     # Upload routes first: an upload URL also has the shape of a blob URL.
     router.add(routing.UPLOADS, start)
-    router.add(routing.UPLOAD, UploadResource(uploads))
+    router.add(routing.UPLOAD, UploadResource(uploads, notifier))
     router.add(routing.BLOB, blob)
     router.add(routing.MANIFEST, manifest)
     router.install(app, r"/v2/")

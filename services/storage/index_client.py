@@ -47,6 +47,8 @@ class IndexClient:
                                                       max_entry=1)
         self._puts: Batcher[dict[str, Any]] = Batcher(
             lambda records: self._rpc.call("put_manifests", {"records": records}))
+        self._events: Batcher[str] = Batcher(
+            lambda events: self._rpc.call("record_events", {"events": events}))
 
     def _unavailable(self, e: Exception) -> errors.Unavailable:
         err = errors.Unavailable("the index service is unavailable",
@@ -105,15 +107,28 @@ class IndexClient:
         finally:
             self.cache.invalidate(repo_scope(record["repo"]))
 
-    def delete_tag(self, repo: str, tag: str) -> bool:
+    def record_event(self, event: str) -> None:
+        """Queue one user event (`services.storage.notifier`); concurrent ones share a call."""
         try:
-            answer = self._call("delete_tag", {"repo": repo, "tag": tag})
+            self._events.submit(event)
+        except (RpcUnavailable, RpcError) as e:
+            raise self._unavailable(e) from None
+
+    def delete_tag(self, repo: str, tag: str, event: str | None = None) -> bool:
+        args = {"repo": repo, "tag": tag, **({"event": event} if event else {})}
+        try:
+            answer = self._call("delete_tag", args)
         finally:
             self.cache.invalidate(repo_scope(repo))
         return bool(answer.get("deleted"))
 
-    def delete_manifest(self, repo: str, digest: str) -> None:
+    def delete_manifest(self, repo: str, digest: str,
+                        events: tuple[str, str] | None = None) -> None:
+        """`events`: the manifest delete event and the template of its tag deletes."""
+        args: dict[str, Any] = {"repo": repo, "digest": digest}
+        if events:
+            args["event"], args["tag_event"] = events
         try:
-            self._call("delete_manifest", {"repo": repo, "digest": digest})
+            self._call("delete_manifest", args)
         finally:
             self.cache.invalidate(repo_scope(repo))

@@ -31,6 +31,9 @@ class Manifest:
     artifact_type: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     platforms: list[tuple[Digest, dict[str, Any]]] = field(default_factory=list)
+    # Each blob's size as its descriptor declares it, for the index's size
+    # summaries (what `docker images` and registry UIs report too).
+    blob_sizes: dict[str, int] = field(default_factory=dict)
     # An image manifest's config descriptor: its digest and mediaType.
     config: Digest | None = None
     config_media_type: str | None = None
@@ -109,12 +112,14 @@ def parse(body: bytes, content_type: str | None) -> Manifest:
         if not isinstance(layers, list):
             raise errors.ManifestInvalid(detail={"reason": "layers must be a list"})
         manifest.blobs.append(config_digest)
+        manifest.blob_sizes[str(config_digest)] = config["size"]
         manifest.config = config_digest
         for i, layer in enumerate(layers):
             digest, desc = _descriptor(layer, f"layers[{i}]")
             # Foreign layers (with urls) live elsewhere by design.
             if not desc.get("urls"):
                 manifest.blobs.append(digest)
+                manifest.blob_sizes[str(digest)] = desc["size"]
         config_type = config.get("mediaType")
         manifest.config_media_type = config_type
         # An artifact's type: artifactType, else a config that is not an image config.
@@ -136,6 +141,12 @@ def parse(body: bytes, content_type: str | None) -> Manifest:
                 manifest.platforms.append((digest, platform))
         manifest.artifact_type = artifact_type
     return manifest
+
+
+def platform_name(platform: dict[str, Any]) -> str:
+    """``os/architecture[/variant]``, as `docker pull --platform` spells it."""
+    parts = [platform.get("os"), platform.get("architecture"), platform.get("variant")]
+    return "/".join(str(p) for p in parts if isinstance(p, str) and p)[:200]
 
 
 def parse_accept(values: list[str] | str | None) -> set[str]:

@@ -272,17 +272,7 @@ def test_failed_logins_are_rate_limited(tmp_path: Path) -> None:
         assert r.status == 429 and "Retry-After" in r.headers
         assert AuthClient(server.url, basic("carol"), source="127.0.0.5").request(
             "GET", "/v2/").status == 200
-        # Behind a trusted proxy (loopback by default) X-Forwarded-For names the client;
-        # from anyone else it is ignored.
-        proxy = AuthClient(server.url, source="127.0.0.1")
-        for user in ("v1", "v2", "v3"):
-            assert proxy.request("GET", "/v2/", headers={
-                "Authorization": basic(user, "x"), "X-Forwarded-For": "10.0.0.9"}).status == 401
-        assert proxy.request("GET", "/v2/", headers={
-            "Authorization": basic("ci-bot"), "X-Forwarded-For": "10.0.0.9"}).status == 429
-        assert proxy.request("GET", "/v2/", headers={
-            "Authorization": basic("ci-bot"), "X-Forwarded-For": "10.0.0.10"}).status == 200
-        # (admin: a credential verified before is remembered and not checked again.)
+        # X-Forwarded-For from a client is not believed (only router.trusted_proxy's is).
         spoof = AuthClient(server.url, basic("admin"), source="127.0.0.4")
         assert spoof.request("GET", "/v2/", headers={"X-Forwarded-For": "10.0.0.11"}
                              ).status == 429

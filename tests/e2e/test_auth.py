@@ -10,13 +10,14 @@ so no TLS is needed here.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import Dockyard
-from tests.support.secured import PASSWORDS, start_secured
+from tests.support.secured import PASSWORDS, AuthClient, basic, start_secured
 
 from .clients import Podman, Skopeo
 from .daemons import Containerd, DockerDaemon
@@ -70,6 +71,29 @@ def test_docker_login_push_pull_and_denied(secured_registry: Dockyard, docker: D
         assert result.returncode != 0
         assert "denied" in _output(result), _output(result)
         remove(docker, other, ref)
+    finally:
+        docker.docker("logout", addr, check=False)
+
+
+def test_docker_search_shows_only_pullable(secured_registry: Dockyard,
+                                           docker: DockerDaemon) -> None:
+    admin = AuthClient(secured_registry.url, basic("admin"))
+    for name in ("team-a/lookfor-mine", "secret/lookfor-hidden", "public/lookfor-open"):
+        admin.push_image(name, "v1")
+    addr = secured_registry.addr
+    subprocess.run(["docker", "login", "--username", "alice", "--password-stdin", addr],
+                   input=PASSWORDS["alice"], env=docker.env, check=True,
+                   capture_output=True, text=True, timeout=60)
+    try:
+        found: list[str] = []
+        for _ in range(20):  # the search snapshot may trail a push by a second
+            found = docker.docker("search", "--format", "{{.Name}}",
+                                  f"{addr}/lookfor").stdout.split()
+            if len(found) >= 2:
+                break
+            time.sleep(0.5)
+        names = {line.rsplit("/", 2)[-2] + "/" + line.rsplit("/", 1)[-1] for line in found}
+        assert names == {"team-a/lookfor-mine", "public/lookfor-open"}, found
     finally:
         docker.docker("logout", addr, check=False)
 

@@ -24,6 +24,8 @@ APT_PACKAGES: dict[str, str] = {
     "runc": "runc",
     "go": "golang-go",
     "docker-registry": "docker-registry",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 # Filled while the session runs, written out at its end (see conftest.py).

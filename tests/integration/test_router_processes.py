@@ -8,6 +8,8 @@ this machine's own writes), and /metrics adds up all of them.
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import urllib3
 
 from tests.integration.helpers import OCI_MANIFEST, direct, router_metrics_url, unique_repo
-from tests.support.processes import Dockyard
+from tests.support.processes import VENV_BIN, Dockyard
 from tests.support.registry_client import RegistryClient
 
 PROCESSES = 3
@@ -116,3 +118,19 @@ def test_killed_router_process_leaves_the_others_serving(multi: Dockyard) -> Non
     failures = [s for s in statuses if s != 200]
     assert len(failures) <= 1, failures
     assert statuses.count(200) > 20
+
+
+def test_a_second_serve_on_a_taken_port_fails_at_once(tmp_path: Path) -> None:
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    try:
+        started = time.monotonic()
+        out = subprocess.run([str(VENV_BIN / "dockyard"), "serve", "--port", str(port),
+                              "--data-dir", str(tmp_path / "data")],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert time.monotonic() - started < 15
+    finally:
+        holder.close()

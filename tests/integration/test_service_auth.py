@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from shared.rpc import RpcClient, RpcError
 from shared.service_auth import SECRET_FILE_NAME, ServiceKey
 from tests.integration.helpers import direct, service_url, storage_root, unique_repo
-from tests.support.processes import Dockyard
+from tests.support.processes import VENV_BIN, Dockyard, free_port
 from tests.support.registry_client import RegistryClient, sha256
 
 
@@ -110,3 +112,15 @@ def test_health_and_metrics_of_the_services_are_open(dockyard: Dockyard) -> None
     for service in ("storage", "index"):
         for path in ("/healthz", "/readyz", "/metrics"):
             assert direct("GET", service_url(dockyard, service) + path).status == 200
+
+
+@pytest.mark.parametrize("service", ["storage", "index", "router"])
+def test_a_service_without_the_secret_refuses_to_start(service: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    result = subprocess.run(
+        [str(VENV_BIN / "dockyard"), service, "--listen", f"127.0.0.1:{free_port()}",
+         *(["--root", str(tmp_path / "root")] if service == "storage" else [])],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "internal.secret: not set" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

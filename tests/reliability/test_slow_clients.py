@@ -115,7 +115,7 @@ def test_short_body_then_close_leaves_no_blob(limited_dockyard: Dockyard) -> Non
     assert not blob_path(root, digest).exists()
     assert upload_offset(client, location) == MiB
     # A half-received body never reaches the storage root at all.
-    assert list((root / "tmp").iterdir()) == []
+    assert [p for p in (root / "tmp").iterdir() if not p.name.startswith(".probe-")] == []
     assert_blobs_intact(root)
     # The session is still good: finish it properly.
     r = patch_chunk(client, location, blob[MiB:], MiB)

@@ -84,3 +84,64 @@ def test_htpasswd_reads_bcrypt_only_and_reloads(tmp_path: Path) -> None:
     users._checked = 0.0  # skip the once-a-second throttle
     assert users.verify("alice", "new") and users.generation > generation
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_external_keys_from_a_jwks_file_and_a_pem_bundle(tmp_path: Path) -> None:
+    import json
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from shared.auth.credentials import VerifiedCache
+    from shared.auth.tokens import (
+        InvalidToken,
+        TokenVerifier,
+        TrustedIssuer,
+        load_public_keys,
+    )
+
+    first, second = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    jwks = {"keys": [json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key()))
+                     for k in (first, second)]}
+    (tmp_path / "keys.json").write_text(json.dumps(jwks))
+    (tmp_path / "keys.pem").write_bytes(b"".join(
+        k.public_key().public_bytes(serialization.Encoding.PEM,
+                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+        for k in (first, second)))
+    for source in ("keys.json", "keys.pem"):
+        keys = load_public_keys(tmp_path / source)
+        assert len(keys) == 2
+        verifier = TokenVerifier([TrustedIssuer("corp", "reg", tuple(keys), False)],
+                                 VerifiedCache(60, 10))
+        token = jwt.encode({"iss": "corp", "aud": "reg", "sub": "bot", "exp": 2**40,
+                            "access": [{"type": "repository", "name": "a/b",
+                                        "actions": ["pull"]}]}, second, algorithm="ES256")
+        identity = verifier.identity(token)
+        assert identity.name == "bot" and identity.access == {"a/b": {"pull"}}
+        assert not identity.use_policy
+        other = ec.generate_private_key(ec.SECP256R1())
+        with pytest.raises(InvalidToken):
+            verifier.identity(jwt.encode({"iss": "corp", "aud": "reg", "exp": 2**40},
+                                         other, algorithm="ES256"))
+    (tmp_path / "empty.pem").write_text("nothing here\n")
+    with pytest.raises(ValueError):
+        load_public_keys(tmp_path / "empty.pem")
+
+
+def test_failed_logins_fall_back_to_memory_when_redis_does_not_answer() -> None:
+    import redis
+
+    from shared.auth.ratelimit import FailedLogins
+    from tests.support.processes import free_port
+
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    for limiter in (FailedLogins(2, 30), FailedLogins(2, 30, redis=down)):
+        assert limiter.retry_after("alice", "10.0.0.1") == 0
+        limiter.failed("alice", "10.0.0.1")
+        assert limiter.retry_after("alice", "10.0.0.2") == 0
+        limiter.failed("alice", "10.0.0.2")
+        assert 1 <= limiter.retry_after("alice", "10.0.0.3") <= 30
+        assert limiter.retry_after("bob", "10.0.0.3") == 0
+        limiter.failed("carol", "10.0.0.2")
+        assert limiter.retry_after("bob", "10.0.0.2") > 0

@@ -11,7 +11,6 @@ import pytest
 
 from services import exposure
 from shared import config
-from shared.config import Key
 from tests.support.processes import VENV_BIN, free_port
 
 
@@ -26,25 +25,14 @@ def test_loopback_does_not_warn(host: str) -> None:
     assert exposure.warning(config.load(None, environ={}), host) is None
 
 
-@pytest.fixture
-def auth_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An `auth` section of the shape the authentication code adds to the schema."""
-    monkeypatch.setitem(config.SCHEMA, "auth", {
-        "htpasswd": Key(str, "", "htpasswd file"),
-        "realm": Key(str, "dockyard", "challenge realm"),
-        "cache_ttl": Key(int, 300, "seconds"),
-        "token": {"issuer": Key(str, "", "issuer"), "keys": Key(list, [], "keys")},
-    })
-
-
-@pytest.mark.usefixtures("auth_schema")
 @pytest.mark.parametrize(("env", "configured"), [
     ({}, False),
-    ({"DOCKYARD_AUTH_CACHE_TTL": "60"}, False),  # a tuning knob is not authentication
+    ({"DOCKYARD_AUTH_CREDENTIAL_CACHE_TTL": "60"}, False),  # a tuning knob is not auth
+    ({"DOCKYARD_AUTH_MODE": "basic"}, False),  # nor is the kind of challenge
     ({"DOCKYARD_AUTH_REALM": "dockyard"}, False),  # the default, spelled out
     ({"DOCKYARD_AUTH_HTPASSWD": "/etc/dockyard/htpasswd"}, True),
-    ({"DOCKYARD_AUTH_TOKEN_ISSUER": "https://auth.example.com"}, True),
-    ({"DOCKYARD_AUTH_TOKEN_KEYS": "a.pem"}, True),
+    ({"DOCKYARD_AUTH_EXTERNAL": "[{issuer: https://auth.example.com, keys: a.pem}]"}, True),
+    ({"DOCKYARD_ACCESS": "[{repositories: ['**'], anonymous: [pull]}]"}, True),
 ])
 def test_any_auth_setting_counts_as_configured(env: dict[str, str], configured: bool) -> None:
     cfg: dict[str, Any] = config.load(None, environ=env)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_from_bytes
+from urllib.parse import quote_from_bytes, urlencode
 
 import pytest
 import urllib3
@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from services.storage.app import create_app as create_storage_app
 from services.storage.blobstore import BlobStore
-from tests.unit.conftest import Api, storage_config
+from tests.support.registry_client import signed_headers
+from tests.unit.conftest import TEST_KEY, Api, storage_config
 from tests.unit.test_index_app import put
 
 DESCRIPTION = "org.opencontainers.image.description"
@@ -140,7 +141,9 @@ def _put(api: Api, name: str, reference: str, body: bytes, media_type: str = OCI
 
 
 def _search(index_url: str, query: str) -> list[tuple[str, str]]:
-    r = urllib3.request("GET", f"{index_url}/v1/search", fields={"q": query})
+    # Signed, as the router signs its calls to the index (shared/service_auth.py).
+    url = f"{index_url}/v1/search?{urlencode({'q': query})}"
+    r = urllib3.request("GET", url, headers=signed_headers(TEST_KEY, "GET", url, {}))
     return [(x["name"], x["description"]) for x in json.loads(r.data)["results"]]
 
 

@@ -4,6 +4,7 @@ refuse every call that dockyard's own services did not sign, before touching any
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -316,3 +317,25 @@ def test_index_refuses_unsigned_rpc_and_listings_and_changes_nothing(
                 headers={"Content-Type": "application/msgpack"})
     assert r.status_code == 200 and msgpack.unpackb(r.content) == {"ok": True}
     assert service("GET", "/v2/r/a/tags/list").json == {"name": "r/a", "tags": ["v1"]}
+
+
+def test_changing_the_secret_in_two_rolling_steps() -> None:
+    """Step 1: every process accepts NEW while signing with OLD; step 2: every process
+    signs with NEW, still accepting OLD; step 3: OLD is dropped. No call is refused
+    while the processes are part one step, part the next."""
+    old, new = "the-old-secret-0123456789", "the-new-secret-0123456789"
+    steps = [ServiceKey(old), ServiceKey(old, also_accept=[new]),
+             ServiceKey(new, also_accept=[old]), ServiceKey(new)]
+    for before, after in itertools.pairwise(steps):
+        for signer, verifier in ((before, after), (after, before)):
+            headers = signed("GET", "/v2/_catalog", key=signer)
+            assert verifier.verify(environ("GET", "/v2/_catalog", headers)) is None
+    headers = signed("GET", "/v2/_catalog", key=steps[0])
+    assert steps[3].verify(environ("GET", "/v2/_catalog", headers)) == "bad signature"
+    with pytest.raises(config.ConfigError, match=r"^internal\.also_accept: .*at least"):
+        key_from_config(config.load(None, environ={
+            "DOCKYARD_INTERNAL_SECRET": old, "DOCKYARD_INTERNAL_ALSO_ACCEPT": "short"}))
+    cfg = config.load(None, environ={"DOCKYARD_INTERNAL_SECRET": new,
+                                     "DOCKYARD_INTERNAL_ALSO_ACCEPT": old})
+    headers = signed("GET", "/v2/_catalog", key=steps[0])
+    assert key_from_config(cfg).verify(environ("GET", "/v2/_catalog", headers)) is None

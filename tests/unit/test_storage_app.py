@@ -241,9 +241,10 @@ def test_manifest_delete_announces_itself_after_the_unlink(storage_root: Path,
     calls: list[tuple[str, bool]] = []
 
     class Recording(IndexClient):
-        def delete_manifest(self, repo: str, digest: str) -> None:
+        def delete_manifest(self, repo: str, digest: str,
+                            events: tuple[str, str] | None = None) -> None:
             calls.append(("delete_manifest", os.path.lexists(link)))
-            super().delete_manifest(repo, digest)
+            super().delete_manifest(repo, digest, events)
 
         def repository_changed(self, repo: str) -> None:
             calls.append(("repository_changed", os.path.lexists(link)))

@@ -50,7 +50,9 @@ log = logging.getLogger("dockyard.auth")
 
 # Route kinds the router hands in (see services.router.app).
 BASE, CATALOG, SEARCH, UPLOADS, UPLOAD = "base", "catalog", "search", "uploads", "upload"
-LISTINGS = (CATALOG, SEARCH)
+# The web UI's repository summaries list repositories as the catalog does.
+SUMMARIES = "summaries"
+LISTINGS = (CATALOG, SEARCH, SUMMARIES)
 MAX_HEADER = 16 * 1024
 
 
@@ -72,8 +74,9 @@ class AccessController:
             auth["credential_cache_ttl"], auth["credential_cache_size"])
         self._verifying: dict[bytes, threading.Lock] = {}
         self._verifying_lock = threading.Lock()
-        self.trusted_proxies = frozenset(auth["trusted_proxies"])
-        self.limiter = FailedLogins(auth["failed_login_limit"], auth["failed_login_window"])
+        self.limiter = FailedLogins(auth["failed_login_limit"], auth["failed_login_window"],
+                                    redis=_redis(config),
+                                    prefix=config["index"]["redis"]["key_prefix"])
         self.issuer = TokenIssuer(key, token["issuer"], token["service"], token["lifetime"],
                                   token["refresh_lifetime"])
         trusted = [TrustedIssuer(token["issuer"], token["service"], (key.public,), True)]
@@ -87,13 +90,11 @@ class AccessController:
 
     # -- who -------------------------------------------------------------------
 
-    def client_address(self, environ: dict[str, Any]) -> str:
-        """The client's address: a trusted proxy's X-Forwarded-For names it (its last hop)."""
-        remote = environ.get("REMOTE_ADDR", "")
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
-        if forwarded and remote in self.trusted_proxies:
-            return forwarded.rsplit(",", 1)[-1].strip()[:64] or remote
-        return remote
+    @staticmethod
+    def client_address(environ: dict[str, Any]) -> str:
+        """The client's address. Behind the TLS terminator, waitress's proxy-headers
+        middleware (router.trusted_proxy) has already put the client's own here."""
+        return environ.get("REMOTE_ADDR", "")
 
     def login(self, user: str, password: str, address: str) -> bool:
         """Check a password, counting failures; raises TooManyRequests when over the limit."""
@@ -246,6 +247,18 @@ class AccessController:
         err.headers = {"WWW-Authenticate": self.challenge(scope, error)}
         err.oauth_error = error  # type: ignore[attr-defined]
         return err
+
+
+def _redis(config: dict[str, Any]) -> Any:
+    """The Redis that failed-login counts are shared in: the index's (router.events_url)."""
+    url = config["router"]["events_url"]
+    if not url:
+        return None
+    from shared import redis_client
+
+    # No retries: a login must not wait on Redis; the counts fall back to memory.
+    return redis_client.connect(redis_client.from_url(url), retry=None,
+                                socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
 def absolute_realm(challenge: str, environ: dict[str, Any]) -> str:

@@ -7,6 +7,8 @@ ends at the last name returned, or at the last name examined when a page
 scanned `MAX_SCAN_PAGES` index pages without filling up, and `last=` that
 name continues right after it. Search answers are filtered over the first
 `MAX_SEARCH_RESULTS` matches, then paged with the caller's `n` and `page`.
+The web UI's repository summaries page as the catalog does, or answer only
+for the named repositories the caller may pull.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 from services.router.backends import Pool
 from shared import errors
 from shared.http_client import ConnectFailed, RequestFailed
-from shared.validation import parse_pagination
+from shared.validation import is_valid_name, parse_pagination
 
 INDEX_PAGE = 1000
 CATALOG_DEFAULT, CATALOG_MAX = 1000, 10_000
@@ -110,3 +112,33 @@ def search(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool],
         "results": results[(page - 1) * page_size: page * page_size],
     }
     return [("Content-Type", "application/json")], json.dumps(body).encode()
+
+
+SUMMARIES_DEFAULT, SUMMARIES_MAX, SUMMARIES_PER_ASK = 100, 1000, 100
+
+
+def summaries(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool],
+              retry_after: int) -> tuple[list[tuple[str, str]], bytes]:
+    """``/v2/_dockyard/repositories``: the names of a filtered catalog page (or the
+    `name`s asked for that the caller may pull), with their summaries."""
+    pairs = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    asked = [v for k, v in pairs if k == "name"]
+    headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
+    if asked:
+        if len(asked) > SUMMARIES_PER_ASK:
+            raise errors.PaginationNumberInvalid(detail={"name": "at most 100"})
+        names = [name for name in asked if is_valid_name(name) and may_pull(name)]
+    else:
+        params = dict(pairs)
+        n, last = parse_pagination(params.get("n"), params.get("last"),
+                                   default=SUMMARIES_DEFAULT, maximum=SUMMARIES_MAX)
+        page_headers, body = catalog(pool, {**environ, "QUERY_STRING": urlencode(
+            {"n": n, "last": last})}, may_pull, retry_after)
+        names = json.loads(body)["repositories"]
+        headers = [(k, v.replace("/v2/_catalog?", "/v2/_dockyard/repositories?"))
+                   for k, v in page_headers]
+    found: list[Any] = []
+    for start in range(0, len(names), SUMMARIES_PER_ASK):
+        query = urlencode([("name", name) for name in names[start:start + SUMMARIES_PER_ASK]])
+        found += _get(pool, f"/v2/_dockyard/repositories?{query}", retry_after)["repositories"]
+    return headers, json.dumps({"repositories": found}).encode()

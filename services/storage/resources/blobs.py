@@ -8,6 +8,7 @@ from typing import BinaryIO
 import falcon
 
 from services.storage.blobstore import CHUNK, BlobStore
+from services.storage.notifier import Notifier
 from services.storage.resources.common import check_deletes
 from shared import errors
 from shared.shared_disk_headers import ACCEL_FILE, ACCEL_LENGTH, ACCEL_OFFSET, ACCEL_REQUEST
@@ -27,9 +28,10 @@ def _file_range(f: BinaryIO, first: int, length: int) -> Iterator[bytes]:
 
 
 class BlobResource:
-    def __init__(self, blobs: BlobStore, delete_enabled: bool) -> None:
+    def __init__(self, blobs: BlobStore, delete_enabled: bool, notifier: Notifier) -> None:
         self._blobs = blobs
         self._delete_enabled = delete_enabled
+        self._notifier = notifier
 
     def _locate(self, name: str, digest: str):
         check_name(name)
@@ -55,6 +57,7 @@ class BlobResource:
         resp.content_length = last - first + 1
         if req.method == "HEAD":
             return
+        self._notifier.blob_pulled(req, name, str(d), size)
         if req.get_header(ACCEL_REQUEST) == "file":
             # The router shares this disk and sends the bytes itself.
             resp.set_header(ACCEL_FILE, str(self._blobs.layout.blob(d)))
@@ -78,5 +81,6 @@ class BlobResource:
         check_deletes(self._delete_enabled)
         d, _ = self._locate(name, digest)
         self._blobs.unlink_layer(name, d)
+        self._notifier.blob_deleted(req, name, str(d))
         resp.status = falcon.HTTP_202
         resp.content_length = 0

@@ -15,6 +15,7 @@ from services.storage import image_labels
 from services.storage import manifest_format as mf
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
+from services.storage.notifier import Notifier
 from services.storage.resources.common import check_deletes
 from shared import errors
 from shared.events import CACHE_WANTED_HEADER, CACHEABLE_HEADER
@@ -31,9 +32,10 @@ from shared.validation import (
 
 class ManifestResource:
     def __init__(self, blobs: BlobStore, index: IndexClient, *, max_size: int,
-                 delete_enabled: bool) -> None:
+                 delete_enabled: bool, notifier: Notifier) -> None:
         self._blobs = blobs
         self._index = index
+        self._notifier = notifier
         self._max_size = max_size
         self._delete_enabled = delete_enabled
 
@@ -62,8 +64,10 @@ class ManifestResource:
         labels = image_labels.labels(self._blobs, name, manifest) if tag else {}
 
         self._blobs.ingest_bytes(body, digest)
+        event = self._notifier.manifest_pushed(req, name, str(digest), manifest.media_type,
+                                               len(body), tag)
         with self._blobs.manifest_lock(name, digest):
-            self._link_and_record(name, digest, tag, manifest, len(body), labels)
+            self._link_and_record(name, digest, tag, manifest, len(body), labels, event)
         resp.status = falcon.HTTP_201
         resp.location = external_url(req, f"/v2/{name}/manifests/{digest}")
         resp.set_header("Docker-Content-Digest", str(digest))
@@ -73,13 +77,16 @@ class ManifestResource:
 
     def record(self, name: str, digest: Digest, tag: str | None, manifest: mf.Manifest,
                size: int, labels: dict[str, str]) -> None:
-        """Link and record a manifest whose bytes are stored (the pull-through cache's)."""
+        """Link and record a manifest whose bytes are stored (the pull-through cache's:
+        no push event, since no client pushed it)."""
         with self._blobs.manifest_lock(name, digest):
-            self._link_and_record(name, digest, tag, manifest, size, labels)
+            self._link_and_record(name, digest, tag, manifest, size, labels, None)
 
     def _link_and_record(self, name: str, digest: Digest, tag: str | None,
-                         manifest: mf.Manifest, size: int, labels: dict[str, str]) -> None:
-        """Link the manifest into the repository, then record it in the index.
+                         manifest: mf.Manifest, size: int, labels: dict[str, str],
+                         event: str | None) -> None:
+        """Link the manifest into the repository, then record it in the index,
+        with its push event when webhooks are on.
 
         Called under the manifest's lock, so a DELETE of the same digest runs
         wholly before or wholly after it.
@@ -96,8 +103,12 @@ class ManifestResource:
             "annotations": manifest.annotations,
             "subject": str(manifest.subject) if manifest.subject else None,
             "refs": [str(d) for d in manifest.blobs + manifest.manifests],
+            "blob_sizes": manifest.blob_sizes,
+            "platforms": [mf.platform_name(p) for _, p in manifest.platforms],
             "labels": labels,
         }
+        if event:
+            record["event"] = event
         try:
             self._index.put_manifest(record)
         except errors.Unavailable as e:
@@ -166,6 +177,8 @@ class ManifestResource:
         if cacheable:
             resp.set_header(CACHEABLE_HEADER, "1")
         resp.data = body
+        self._notifier.manifest_pulled(req, name, str(digest), media_type, len(body),
+                                       None if is_digest_reference(reference) else reference)
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str,
                 reference: str) -> None:
@@ -192,13 +205,15 @@ class ManifestResource:
             with self._blobs.manifest_lock(name, digest):
                 if self._blobs.manifest_media_type(name, digest) is None:
                     raise errors.ManifestUnknown(detail={"digest": reference})
-                self._index.delete_manifest(name, str(digest))
+                self._index.delete_manifest(
+                    name, str(digest), self._notifier.manifest_deleted(req, name, str(digest)))
                 self._blobs.unlink_manifest(name, digest)
                 # The index's event went out before the unlink; a cache that read
                 # the manifest in between learns of the change from this one.
                 self._index.repository_changed(name)
         else:
-            if not self._index.delete_tag(name, reference):
+            if not self._index.delete_tag(name, reference,
+                                          self._notifier.tag_deleted(req, name, reference)):
                 raise errors.ManifestUnknown(detail={"tag": reference})
         resp.status = falcon.HTTP_202
         resp.content_length = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 
 from services.storage.blobstore import BlobStore
+from services.storage.notifier import Notifier
 from services.storage.resources.common import (
     blob_location,
     request_body,
@@ -35,9 +36,10 @@ def _accepted(req: falcon.Request, resp: falcon.Response, name: str, upload_id: 
 class UploadStartResource:
     """POST: a new session, a single-request upload (?digest=), or a mount (?mount=&from=)."""
 
-    def __init__(self, blobs: BlobStore, uploads: UploadStore) -> None:
+    def __init__(self, blobs: BlobStore, uploads: UploadStore, notifier: Notifier) -> None:
         self._blobs = blobs
         self._uploads = uploads
+        self._notifier = notifier
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         check_name(name)
@@ -49,6 +51,8 @@ class UploadStartResource:
                 check_name(source)
                 if self._blobs.has_layer(source, d):
                     self._blobs.link_layer(name, d)
+                    self._notifier.blob_mounted(req, name, str(d), self._blobs.size(d) or 0,
+                                                source)
                     _created(req, resp, name, str(d))
                     return
             elif self._blobs.has_layer(name, d):
@@ -61,6 +65,7 @@ class UploadStartResource:
             d = parse_digest(digest)
             self._blobs.ingest_body(body, d)
             self._blobs.link_layer(name, d)
+            self._notifier.blob_pushed(req, name, str(d), self._blobs.size(d) or 0)
             _created(req, resp, name, str(d))
             return
         upload_id = self._uploads.start(name)
@@ -72,8 +77,9 @@ class UploadStartResource:
 class UploadResource:
     """The session: PATCH a chunk, PUT to finish, GET its status, DELETE to cancel."""
 
-    def __init__(self, uploads: UploadStore) -> None:
+    def __init__(self, uploads: UploadStore, notifier: Notifier) -> None:
         self._uploads = uploads
+        self._notifier = notifier
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str,
                upload_id: str) -> None:
@@ -107,6 +113,7 @@ class UploadResource:
             raise errors.DigestInvalid("digest parameter is required")
         d = parse_digest(digest)
         self._uploads.finish(upload_id, name, d, request_body(req, self._uploads.layout))
+        self._notifier.blob_pushed(req, name, str(d), self._uploads.blobs.size(d) or 0)
         _created(req, resp, name, str(d))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str,
