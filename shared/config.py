@@ -202,6 +202,17 @@ SCHEMA: dict[str, Any] = {
                   "anonymous: [actions], actions: [pull|push|delete]}; once any "
                   "authentication is configured, what no rule grants is denied",
                   items=dict),
+    # Pull-through cache: repositories that mirror other registries (docs/pull-through-cache.md).
+    "proxy": {
+        "upstreams": Key(list, [], "upstream registries: a list of {prefix, url, username, "
+                         "password, tag_ttl, max_age, docker_hub, ca_certs}; prefix \"\" "
+                         "makes the whole registry a mirror", items=dict),
+        "timeout": Key(float, 30.0, "seconds to connect to an upstream, and to wait for each "
+                       "read from it, before it counts as down"),
+        "eviction_interval": Key(int, 3600, "seconds between passes that evict cached "
+                                 "manifests not pulled within their upstream's max_age",
+                                 minimum=1),
+    },
     # Service-to-service authentication (shared/service_auth.py).
     "internal": {
         "secret": Key(str, "", "shared secret that signs every call into storage and the "
@@ -356,10 +367,12 @@ def _check_values(cfg: dict[str, Any]) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
+    from services.storage.proxy import settings as proxy_settings
     from shared.auth import settings
 
     try:
         settings.check(cfg)
+        proxy_settings.check(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

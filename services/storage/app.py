@@ -6,6 +6,7 @@ from typing import Any
 
 import falcon
 
+from services.storage import proxy
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
 from services.storage.notifier import Notifier
@@ -60,13 +61,20 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     app = falcon.App(media_type="application/json")
     errors.install(app)
     router = routing.RegexRouter()
-    # Upload routes first: an upload URL also has the shape of a blob URL.
-    router.add(routing.UPLOADS, UploadStartResource(blobs, uploads, notifier))
-    router.add(routing.UPLOAD, UploadResource(uploads, notifier))
-    router.add(routing.BLOB, BlobResource(blobs, cfg["delete_enabled"], notifier))
-    router.add(routing.MANIFEST, ManifestResource(
+    start: Any = UploadStartResource(blobs, uploads, notifier)
+    blob: Any = BlobResource(blobs, cfg["delete_enabled"], notifier)
+    manifest: Any = ManifestResource(
         blobs, index, max_size=cfg["manifest_max_size"], delete_enabled=cfg["delete_enabled"],
-        notifier=notifier))
+        notifier=notifier)
+    mirrors = proxy.upstream_map(config)
+    if mirrors:
+        start, blob, manifest = proxy.wrap(config, mirrors, blobs, index, start, blob, manifest,
+                                           metrics, start_background)
+    # Upload routes first: an upload URL also has the shape of a blob URL.
+    router.add(routing.UPLOADS, start)
+    router.add(routing.UPLOAD, UploadResource(uploads, notifier))
+    router.add(routing.BLOB, blob)
+    router.add(routing.MANIFEST, manifest)
     router.install(app, r"/v2/")
     admin = routing.RegexRouter()
     admin.add(routing.REPOSITORY, RepositoryResource(blobs, index,

@@ -26,6 +26,8 @@
     │       ├── data                             the bytes received so far, appended in order
     │       └── info                             msgpack {repo, started}
     └── tmp/                                     partial files, renamed into place when complete
+        ├── fetch-<algorithm>-<hex>              a blob being fetched from an upstream
+        └── fetch-<algorithm>-<hex>.size         its length, for the readers that follow it
 
 Every path component comes from `shared.validation`: names match the spec's
 grammar (no ``..``, no leading ``_``, so ``_layers`` can never be a name
@@ -100,3 +102,10 @@ class Layout:
 
     def upload_info(self, upload_id: str) -> Path:
         return self.uploads / upload_id / "info"
+
+    def proxy_fetch(self, digest: Digest) -> Path:
+        """The file an upstream blob is written into, while readers follow it."""
+        return self.tmp / f"fetch-{digest.algorithm}-{digest.hex}"
+
+    def proxy_fetch_size(self, digest: Digest) -> Path:
+        return self.tmp / f"fetch-{digest.algorithm}-{digest.hex}.size"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -171,8 +172,10 @@ class DockerDaemon:
     so it cannot collide with the separate containerd used for the ctr tests.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, daemon_config: dict[str, object] | None = None) -> None:
         self.root = root
+        # daemon.json's settings (e.g. registry-mirrors); none by default.
+        self.daemon_config = daemon_config or {}
         self.socket = root / "docker.sock"
         config_dir = root / "client-config"
         config_dir.mkdir(parents=True, exist_ok=True)
@@ -187,7 +190,7 @@ class DockerDaemon:
     def start(self) -> None:
         daemon_json = self.root / "daemon.json"
         # An explicit empty config keeps /etc/docker/daemon.json (mirrors etc.) out.
-        daemon_json.write_text("{}\n")
+        daemon_json.write_text(json.dumps(self.daemon_config) + "\n")
         argv = [
             "dockerd",
             "--data-root", str(self.root / "data"),

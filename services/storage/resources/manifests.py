@@ -79,6 +79,13 @@ class ManifestResource:
             resp.set_header("OCI-Subject", str(manifest.subject))
         resp.content_length = 0
 
+    def record(self, name: str, digest: Digest, tag: str | None, manifest: mf.Manifest,
+               size: int, labels: dict[str, str]) -> None:
+        """Link and record a manifest whose bytes are stored (the pull-through cache's:
+        no push event, since no client pushed it)."""
+        with self._blobs.manifest_lock(name, digest):
+            self._link_and_record(name, digest, tag, manifest, size, labels, None)
+
     def _link_and_record(self, name: str, digest: Digest, tag: str | None,
                          manifest: mf.Manifest, size: int, labels: dict[str, str],
                          event: str | None) -> None:
