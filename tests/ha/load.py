@@ -167,8 +167,16 @@ class Client:
                 "Content-Range": f"{start}-{start + len(piece) - 1}"})
             location = _path(r.headers["Location"])
         sep = "&" if "?" in location else "?"
-        r = self.send("PUT", f"{location}{sep}digest={digest}", b"",
-                      {"Content-Type": "application/octet-stream"})
+        try:
+            r = self.send("PUT", f"{location}{sep}digest={digest}", b"",
+                          {"Content-Type": "application/octet-stream"})
+        except Failed as e:
+            # A storage killed after it committed the blob but before the answer got
+            # out: the router's retry finds the session gone. A client then pushes
+            # the blob again, as docker does, and nothing acknowledged was lost.
+            if "BLOB_UPLOAD_UNKNOWN" in str(e):
+                raise Retryable(str(e)) from None
+            raise
         if r.headers.get("Docker-Content-Digest") != digest:
             raise Failed("chunked upload answered another digest")
         return digest
