@@ -267,11 +267,11 @@ def _token_key_args(config: dict[str, Any], data_dir: Path) -> list[str]:
 
     if not settings.enabled(config) or config["auth"]["token"]["key"]:
         return []
-    # Only now: PyJWT and cryptography would stay in the supervisor's RSS.
-    from shared.auth.tokens import generate_key
-
     key = data_dir / "auth" / "token-key.pem"
     if not key.exists():
+        # Only now: PyJWT and cryptography would stay in the supervisor's RSS.
+        from shared.auth.tokens import generate_key
+
         generate_key(key)
         log.info("generated the token signing key %s", key)
     return ["--token-key", str(key)]
