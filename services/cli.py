@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,11 +72,11 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str,
         raise click.ClickException(str(e)) from None
     except supervisor.ListenError as e:
         raise click.ClickException(str(e)) from None
-    except (OSError, ssl.SSLError) as e:
+    except OSError as e:  # ssl.SSLError is one
         raise click.ClickException(f"TLS certificate and key: {e}") from None
     for name, address in addresses.items():
         log.info("%s: %s", name, address)
-    from services.gc.runtime import write_serve_file
+    from services.gc.serve_file import write_serve_file
 
     write_serve_file(Path(data_dir).resolve(), addresses, children_root(children))
     sys.exit(supervisor.run(children))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from services import redis_server
-from shared import redis_client, service_auth
+from shared import redis_source, service_auth
 
 log = logging.getLogger("dockyard.supervisor")
 
@@ -192,7 +192,7 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     children: list[Child] = []
     redis_url = config["index"]["redis"]["url"]
     if config["index"]["redis"]["sentinels"]:
-        redis_url = redis_client.to_url(redis_client.from_section(config["index"]["redis"]))
+        redis_url = redis_source.to_url(redis_source.from_section(config["index"]["redis"]))
     redis_port, index_port, storage_port, metrics_port = free_ports(4)
     if not redis_url:
         redis_dir = data_dir / "redis"
@@ -264,12 +264,14 @@ def _token_key_args(config: dict[str, Any], data_dir: Path) -> list[str]:
     """With access control on and no key configured, one generated in the data directory
     (kept across restarts, so issued tokens and upload URLs stay valid)."""
     from shared.auth import settings
-    from shared.auth.tokens import generate_key
 
     if not settings.enabled(config) or config["auth"]["token"]["key"]:
         return []
     key = data_dir / "auth" / "token-key.pem"
     if not key.exists():
+        # Only now: PyJWT and cryptography would stay in the supervisor's RSS.
+        from shared.auth.tokens import generate_key
+
         generate_key(key)
         log.info("generated the token signing key %s", key)
     return ["--token-key", str(key)]

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from shared import notify_config
-from shared.redis_client import from_url as redis_source_from_url
-from shared.redis_client import parse_address as parse_redis_address
+from shared.redis_source import from_url as redis_source_from_url
+from shared.redis_source import parse_address as parse_redis_address
 
 
 class ConfigError(ValueError):

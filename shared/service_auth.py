@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from shared import errors
 from shared.config import ConfigError
 
 log = logging.getLogger("dockyard.service_auth")
@@ -219,6 +218,10 @@ class _SeenNonces:
 
 
 def _refusal(reason: str) -> bytes:
+    # Imported here: `shared.errors` brings in falcon (~17 MiB of RSS), which
+    # the supervisor, a user of this module's key handling only, does not need.
+    from shared import errors
+
     err = errors.RegistryError("this endpoint answers only dockyard's own services",
                                detail={"reason": reason})
     err.code = "UNAUTHORIZED"

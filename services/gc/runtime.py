@@ -10,13 +10,13 @@ storage process) and the index's Redis. With ``--data-dir D`` of
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from services.gc import retention, usage
 from services.gc.collector import Collector, Settings
 from services.gc.report import Progress, Report, save_summary
+from services.gc.serve_file import SERVE_FILE, write_serve_file  # noqa: F401 (re-exported)
 from services.index.read_model import IndexReader
 from services.index.store import IndexStore
 from services.storage.blobstore import BlobStore
@@ -24,20 +24,8 @@ from services.storage.paths import Layout
 from shared import redis_client
 from shared.config import ConfigError
 
-SERVE_FILE = "serve.json"
 USAGE_FILE = "usage.json"
 DEFAULT_ROOT = "./dockyard-data/storage"
-
-
-def write_serve_file(data_dir: Path, addresses: dict[str, Any], storage_root: str) -> None:
-    """Written by `dockyard serve`: where its parts listen, for `dockyard gc --data-dir`."""
-    path = data_dir / SERVE_FILE
-    tmp = path.with_name(f".{SERVE_FILE}.{os.getpid()}")
-    # The Redis URL may carry its password: readable by the owner alone.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps({**addresses, "storage_root": storage_root}))
-    os.replace(tmp, path)
 
 
 def apply_data_dir(config: dict[str, Any], data_dir: Path) -> None:

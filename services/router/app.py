@@ -23,19 +23,13 @@ import json
 import logging
 import re
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 
 from services.router import ui
 from services.router.auth import audit, listing
-from services.router.auth.controller import (
-    LISTINGS,
-    USAGE,
-    AccessController,
-    error_response,
-)
-from services.router.auth.token_endpoint import TokenResource
+from services.router.auth.kinds import LISTINGS, USAGE
 from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
 from services.router.response_cache import Capture, ResponseCache
@@ -43,11 +37,15 @@ from services.router.shared_disk import SharedDisk
 from shared import errors, events, routing
 from shared.auth import identity as identity_mod
 from shared.auth import settings as auth_settings
-from shared.auth.tokens import SigningKey
 from shared.event_cache import EventCache
 from shared.health import HealthResource
 from shared.observability import AccessLog, Metrics
 from shared.service_auth import key_from_config
+
+# The access controller (PyJWT, cryptography, bcrypt) is imported only when
+# access control is configured: a router without it does not pay their RSS.
+if TYPE_CHECKING:
+    from services.router.auth.controller import AccessController
 
 log = logging.getLogger("dockyard.router")
 
@@ -163,6 +161,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     local.add_route("/readyz", ReadyResource([storage, index]))
     local.add_route("/openapi.yaml", OpenApiResource())
     if access is not None:
+        from services.router.auth.token_endpoint import TokenResource
+
         local.add_route("/auth/token", TokenResource(access))
     # The web UI reads through `app`, the same public API (and checks) as any client.
     ui.install(local, lambda environ, start_response: app(environ, start_response))
@@ -178,6 +178,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
                 identity = access.authorize(environ, kind, groups.get("name"),
                                             groups.get("upload_id"))
             except errors.RegistryError as e:
+                from services.router.auth.controller import error_response
+
                 return error_response(environ, start_response, e, API_VERSION)
             environ[identity_mod.ENVIRON_KEY] = identity
         if pool_name is None:
@@ -223,6 +225,9 @@ def _match(path: str) -> tuple[str | None, str | None, str | None, dict[str, str
 def _access_controller(config: dict[str, Any]) -> AccessController | None:
     if not auth_settings.enabled(config):
         return None
+    from services.router.auth.controller import AccessController
+    from shared.auth.tokens import SigningKey
+
     path = config["auth"]["token"]["key"]
     if path:
         key = SigningKey.load(path)
@@ -243,6 +248,8 @@ def _access_controller(config: dict[str, Any]) -> AccessController | None:
 
 def _filtered_listing(access: Any, identity: Any, kind: str, pool: Pool,
                       environ: dict[str, Any], start_response: Any, retry_after: int) -> Any:
+    from services.router.auth.controller import error_response
+
     answer = {"catalog": listing.catalog, "search": listing.search,
               "summaries": listing.summaries}[kind]
     try:

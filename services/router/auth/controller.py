@@ -28,6 +28,16 @@ import logging
 import threading
 from typing import Any
 
+from services.router.auth.kinds import (  # noqa: F401 (re-exported)
+    BASE,
+    CATALOG,
+    LISTINGS,
+    SEARCH,
+    SUMMARIES,
+    UPLOAD,
+    UPLOADS,
+    USAGE,
+)
 from shared import errors
 from shared.auth.access import mount_source, required, without_mount
 from shared.auth.credentials import VerifiedCache
@@ -48,14 +58,7 @@ from shared.validation import is_valid_name
 
 log = logging.getLogger("dockyard.auth")
 
-# Route kinds the router hands in (see services.router.app).
-BASE, CATALOG, SEARCH, UPLOADS, UPLOAD = "base", "catalog", "search", "uploads", "upload"
-# Registry-wide administration (GET /api/v1/usage): see `_administrator`.
-USAGE = "usage"
 _EVERY_REPOSITORY = glob_regex("**").pattern
-# The web UI's repository summaries list repositories as the catalog does.
-SUMMARIES = "summaries"
-LISTINGS = (CATALOG, SEARCH, SUMMARIES)
 MAX_HEADER = 16 * 1024
 
 
