@@ -146,3 +146,22 @@ def test_a_bad_url_error_does_not_repeat_its_secret(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError) as e:
         config.load(str(path))
     assert "hunter2" not in str(e.value) and "path-secret" not in str(e.value)
+
+
+def test_config_check_output_hides_the_internal_secret_and_redis_passwords(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({
+        "internal": {"secret": "internal-s3cret-0123456789",
+                     "also_accept": ["old-s3cret-0123456789"]},
+        "index": {"redis": {"url": "redis://:redispw@127.0.0.1:6379/0"}},
+        "router": {"events_url": "redis://default:eventspw@127.0.0.1:6379/0"},
+    }))
+    cfg = config.load(str(path), environ={})
+    text = config.dump(cfg)
+    for secret in ("internal-s3cret", "old-s3cret", "redispw", "eventspw"):
+        assert secret not in text, secret
+    assert "redis://:<redacted>@127.0.0.1:6379/0" in text
+    assert "redis://default:<redacted>@127.0.0.1:6379/0" in text
+    exact = config.dump(cfg, reveal_secrets=True)
+    assert "internal-s3cret-0123456789" in exact and "redispw" in exact
