@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from typing import Any
 
 from tests.support.processes import VENV_BIN, Dockyard
@@ -16,7 +17,7 @@ from tests.support.secured import PASSWORDS, AuthClient
 from .test_rules import unique
 
 
-def test_repository_delete_needs_delete(as_user: Any, admin: AuthClient,
+def test_repository_delete_needs_delete(secured: Dockyard, as_user: Any, admin: AuthClient,
                                         anon: AuthClient) -> None:
     alice = as_user("alice")
     name = unique("team-a")
@@ -29,6 +30,12 @@ def test_repository_delete_needs_delete(as_user: Any, admin: AuthClient,
     assert r.status == 202, r.data
     assert json.loads(r.data)["manifests_deleted"] == 1
     assert alice.get_manifest(name, "v1").status == 404
+    # The most destructive write of all leaves its audit line too.
+    line = f"audit identity=admin action=delete-repository repository={name} "
+    deadline = time.monotonic() + 5
+    while line not in secured.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert line in secured.log_text()
 
 
 def test_usage_is_for_administrators(as_user: Any, admin: AuthClient,
