@@ -28,6 +28,7 @@ import logging
 import threading
 from typing import Any
 
+from services.router.auth.listing import Cursors
 from shared import errors
 from shared.auth.access import mount_source, required, without_mount
 from shared.auth.credentials import VerifiedCache
@@ -90,6 +91,7 @@ class AccessController:
         self.tokens = TokenVerifier(trusted, VerifiedCache(24 * 3600.0,
                                                            auth["credential_cache_size"]))
         self.uploads = UploadBinding(key.pem)
+        self.cursors = Cursors(key.pem)
 
     # -- who -------------------------------------------------------------------
 
