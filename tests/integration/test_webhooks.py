@@ -163,6 +163,24 @@ def test_tag_and_manifest_deletes(hooks: dict[str, Any]) -> None:
     assert len({e["id"] for e in events}) == 5
 
 
+def test_a_repository_delete_reports_its_manifests_tags_and_itself(
+        hooks: dict[str, Any]) -> None:
+    client: RegistryClient = hooks["client"]
+    repo = unique_repo("repodel")
+    digest, _ = client.push_image(repo, "v1")
+    wait_events(hooks["all"], repo, 1)  # the manifest push
+    r = client.request("DELETE", f"/api/v1/repositories/{repo}")
+    assert r.status == 202, r.data
+    events = wait_events(hooks["all"], repo, 4)
+    time.sleep(0.3)
+    events = of_repo(hooks["all"], repo)
+    assert [(e["action"], e["target"]) for e in events[1:]] == [
+        ("delete", {"digest": digest, "repository": repo}),
+        ("delete", {"repository": repo, "tag": "v1"}),  # removed with the manifest
+        ("delete", {"repository": repo}),  # the repository itself (docs/webhooks.md)
+    ]
+
+
 def test_events_queued_meanwhile_go_out_together_in_order(hooks: dict[str, Any]) -> None:
     """While one POST is in flight, the next events queue up and leave as one envelope."""
     client: RegistryClient = hooks["client"]

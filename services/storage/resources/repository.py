@@ -19,16 +19,19 @@ import falcon
 from services.storage import inventory
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
+from services.storage.notifier import Notifier
 from services.storage.resources.common import check_deletes
 from shared import errors
 from shared.validation import check_name, parse_digest
 
 
 class RepositoryResource:
-    def __init__(self, blobs: BlobStore, index: IndexClient, *, delete_enabled: bool) -> None:
+    def __init__(self, blobs: BlobStore, index: IndexClient, *, delete_enabled: bool,
+                 notifier: Notifier) -> None:
         self._blobs = blobs
         self._index = index
         self._delete_enabled = delete_enabled
+        self._notifier = notifier
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         check_deletes(self._delete_enabled)
@@ -41,11 +44,14 @@ class RepositoryResource:
         for value in sorted(digests):
             digest = parse_digest(value)
             with self._blobs.manifest_lock(name, digest):
-                self._index.delete_manifest(name, value)
+                # Webhook events as a manifest DELETE makes them (docs/webhooks.md).
+                self._index.delete_manifest(
+                    name, value, self._notifier.manifest_deleted(req, name, value))
                 self._blobs.unlink_manifest(name, digest)
         forgotten = self._index.forget_repository(name)
         # The index's events went out before the unlinks: announce them again.
         self._index.repository_changed(name)
+        self._notifier.repository_deleted(req, name)
         resp.status = falcon.HTTP_202
         resp.content_type = "application/json"
         resp.data = json.dumps({"repository": name, "manifests_deleted": len(digests),
