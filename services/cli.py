@@ -12,6 +12,11 @@ import click
 from shared import config as config_mod
 from shared.logs import setup_logging
 
+# `serve` hands its children the Redis URL in this variable, never on their
+# command lines: a URL may carry the password, and every local user can read
+# a process's arguments (ps, /proc/<pid>/cmdline).
+CHILD_REDIS_URL = "DOCKYARD_CHILD_REDIS_URL"
+
 log = logging.getLogger("dockyard")
 
 
@@ -95,7 +100,8 @@ def children_root(children: list[Any]) -> str:
 @click.option("--listen", help="host:port to listen on (storage.listen).")
 @click.option("--root", help="Storage root directory (storage.root).")
 @click.option("--index", "index_urls", multiple=True, help="Index service URL; repeatable.")
-@click.option("--events-url", help="Redis URL for index events (storage.events_url).")
+@click.option("--events-url", envvar=CHILD_REDIS_URL,
+              help="Redis URL for index events (storage.events_url).")
 def storage(config_path: str | None, listen: str | None, root: str | None,
             index_urls: tuple[str, ...], events_url: str | None) -> None:
     """Run one storage service."""
@@ -118,7 +124,7 @@ def storage(config_path: str | None, listen: str | None, root: str | None,
 @main.command()
 @config_option
 @click.option("--listen", help="host:port to listen on (index.listen).")
-@click.option("--redis-url", help="Redis URL (index.redis.url).")
+@click.option("--redis-url", envvar=CHILD_REDIS_URL, help="Redis URL (index.redis.url).")
 def index(config_path: str | None, listen: str | None, redis_url: str | None) -> None:
     """Run one index service."""
     from services.index.app import create_app
@@ -142,7 +148,8 @@ def index(config_path: str | None, listen: str | None, redis_url: str | None) ->
 @click.option("--metrics-listen", help="host:port for /metrics (router.metrics_listen).")
 @click.option("--storage-root", help="Shared storage root to send blobs from "
               "(router.storage_root).")
-@click.option("--events-url", help="Redis URL for index events (router.events_url).")
+@click.option("--events-url", envvar=CHILD_REDIS_URL,
+              help="Redis URL for index events (router.events_url).")
 @click.option("--listen-fd", help="Serve on these inherited listening sockets (comma-"
               "separated descriptors) instead of binding --listen; set by `serve`.")
 @click.option("--write-fence", help="File the router processes of one `serve` share to "
@@ -244,7 +251,8 @@ def passwd(file: str, user: str, password_stdin: bool) -> None:
 
 @main.command()
 @config_option
-@click.option("--redis-url", help="Redis URL of the index (index.redis.url).")
+@click.option("--redis-url", envvar=CHILD_REDIS_URL,
+              help="Redis URL of the index (index.redis.url).")
 @click.option("--consumer", help="This dispatcher's consumer name; default host-pid. A "
               "stable name resumes its own unfinished events at once after a restart.")
 @click.option("--metrics-listen", help="host:port for /metrics "

@@ -184,6 +184,7 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
          data_dir: Path) -> tuple[list[Child], dict[str, Any]]:
     """The children of `serve` and the addresses they were given."""
     from services import tls
+    from services.cli import CHILD_REDIS_URL
 
     data_dir.mkdir(parents=True, exist_ok=True)
     _share_internal_secret(config, data_dir)
@@ -206,11 +207,13 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
     storage_root = config["storage"]["root"]
     if storage_root == "./dockyard-data/storage":
         storage_root = str(data_dir / "storage")
+    # The URL (which may carry a password) goes in the environment, not in argv.
+    redis_env = {CHILD_REDIS_URL: redis_url}
     children.append(Child("index", [*cli, "index", *common, "--listen",
-                                    index_url[len("http://"):], "--redis-url", redis_url]))
+                                    index_url[len("http://"):]], env=redis_env))
     children.append(Child("storage", [*cli, "storage", *common, "--listen",
                                       storage_url[len("http://"):], "--root", storage_root,
-                                      "--index", index_url, "--events-url", redis_url]))
+                                      "--index", index_url], env=redis_env))
     # With TLS, haproxy takes the public address and the routers a private one behind it.
     router_host, router_port, public_url, behind = host, port, f"http://{host}:{port}", []
     if tls.enabled(config):
@@ -224,10 +227,9 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
               "--storage", storage_url, "--index", index_url,
               "--metrics-listen", f"127.0.0.1:{metrics_port}",
               # One machine, one disk: the router sends blobs itself.
-              "--storage-root", storage_root,
-              "--events-url", redis_url]
+              "--storage-root", storage_root]
     count = router_processes(config)
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(redis_env)
     if count > 1:
         # One /metrics for all router processes: each writes its samples to
         # files in this directory (prometheus_client's multiprocess mode), and
@@ -254,8 +256,9 @@ def plan(config: dict[str, Any], config_path: str | None, host: str, port: int,
         # unfinished deliveries at once when it is restarted.
         listen = config["notifications"]["metrics_listen"] or f"127.0.0.1:{free_port()}"
         children.append(Child("notifications", [
-            *cli, "notifications", *common, "--redis-url", redis_url,
-            "--consumer", f"{socket.gethostname()}-serve", "--metrics-listen", listen]))
+            *cli, "notifications", *common,
+            "--consumer", f"{socket.gethostname()}-serve", "--metrics-listen", listen],
+            env=redis_env))
         addresses["notifications_metrics"] = f"http://{listen}/metrics"
     return children, addresses
 

@@ -438,10 +438,52 @@ def load(path: str | os.PathLike[str] | None = None,
     return cfg
 
 
-def dump(cfg: dict[str, Any]) -> str:
-    shown = {**cfg, "notifications": {
-        **cfg["notifications"],
-        "endpoints": notify_config.redacted(cfg["notifications"]["endpoints"])}}
+# Keys whose values are secrets, and keys holding a Redis URL that may carry a password.
+_SECRET_KEYS = (("internal", "secret"), ("internal", "also_accept"),
+                ("index", "redis", "password"), ("index", "redis", "sentinel_password"))
+_URL_KEYS = (("index", "redis", "url"), ("router", "events_url"), ("storage", "events_url"),
+             ("gc", "redis_url"))
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return notify_config.REDACTED
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}{notify_config.REDACTED}@{host}"))
+
+
+def dump(cfg: dict[str, Any], *, reveal_secrets: bool = False) -> str:
+    """`cfg` as YAML. For people (`dockyard config check`, which CI logs keep) every
+    secret is shown as ``<redacted>``: the internal secret, Redis passwords (also
+    inside URLs), webhook secrets and header values. `reveal_secrets` gives the
+    exact configuration, for a child process that must run with it."""
+    if reveal_secrets:
+        return yaml.safe_dump(cfg, sort_keys=False)
+    shown = copy.deepcopy(cfg)
+    shown["notifications"]["endpoints"] = notify_config.redacted(
+        cfg["notifications"]["endpoints"])
+    for path in _SECRET_KEYS:
+        *parents, leaf = path
+        section = shown
+        for name in parents:
+            section = section[name]
+        if section[leaf]:
+            section[leaf] = ([notify_config.REDACTED] * len(section[leaf])
+                             if isinstance(section[leaf], list) else notify_config.REDACTED)
+    for path in _URL_KEYS:
+        *parents, leaf = path
+        section = shown
+        for name in parents:
+            section = section[name]
+        if section[leaf]:
+            section[leaf] = _without_password(section[leaf])
     return yaml.safe_dump(shown, sort_keys=False)
 
 

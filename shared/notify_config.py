@@ -77,6 +77,22 @@ def _strings(where: str, value: Any) -> list[str]:
     return list(value)
 
 
+def redacted_url(url: str) -> str:
+    """`url` for a log line: scheme, host and port only. Many receivers (Slack,
+    Teams, chat bridges) carry their secret in the path or query, some in the
+    user-info part, and a log line must hold none of them."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unparsable URL)"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    rest = "/…" if parts.path.strip("/") or parts.query else "/"
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}{rest}"
+
+
 def _url(where: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise EndpointError(f"{where}: required, an http or https URL")
@@ -87,7 +103,7 @@ def _url(where: str, value: Any) -> str:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or (
             any(c.isspace() for c in value)):
-        raise EndpointError(f"{where}: not an http or https URL: {value!r}")
+        raise EndpointError(f"{where}: not an http or https URL: {redacted_url(value)!r}")
     return value
 
 

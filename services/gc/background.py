@@ -77,7 +77,7 @@ class Background:
         process's request threads for the GIL."""
         started = time.monotonic()
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="dockyard-gc-") as f:
-            f.write(config_mod.dump(self._config))
+            f.write(config_mod.dump(self._config, reveal_secrets=True))
             f.flush()
             try:
                 out = subprocess.run(

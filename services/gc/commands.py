@@ -131,10 +131,14 @@ def repo_group() -> None:
 @deployment_options
 @click.option("--url", help="The registry's URL (default: from --data-dir or router.listen).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--user", help="With access control on: a user who may delete NAME; the "
+              "password comes from DOCKYARD_PASSWORD, or is asked for.")
 def repo_delete(name: str, config_path: str | None, data_dir: str | None, url: str | None,
-                yes: bool) -> None:
+                yes: bool, user: str | None) -> None:
     """Delete repository NAME: every tag and manifest. `dockyard gc` then reclaims
     its layers (after gc.grace)."""
+    import base64
+    import os
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -144,11 +148,20 @@ def repo_delete(name: str, config_path: str | None, data_dir: str | None, url: s
         click.confirm(f"Delete every tag and manifest of {name} at {base}?", abort=True)
     request = urllib.request.Request(
         f"{base}/api/v1/repositories/{urllib.parse.quote(name, safe='/')}", method="DELETE")
+    if user:
+        # The router takes Basic credentials in either auth mode (docs/access-control.md).
+        password = os.environ.get("DOCKYARD_PASSWORD")
+        if password is None:
+            password = click.prompt(f"Password for {user}", hide_input=True)
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {pair}")
     try:
         with urllib.request.urlopen(request, timeout=300) as resp:
             answer = json.loads(resp.read())
     except urllib.error.HTTPError as e:
-        raise click.ClickException(f"{e.code}: {e.read().decode(errors='replace')[:500]}") from None
+        hint = "; access control is on: pass --user" if e.code == 401 and not user else ""
+        raise click.ClickException(
+            f"{e.code}: {e.read().decode(errors='replace')[:500]}{hint}") from None
     except urllib.error.URLError as e:
         raise click.ClickException(f"{base}: {e.reason}") from None
     click.echo(f"deleted {answer['manifests_deleted']} manifests of {name}; "

@@ -20,6 +20,7 @@ import redis
 from services.notifications.metrics import DispatcherMetrics
 from services.notifications.queue import EndpointQueue, trim
 from services.notifications.worker import EndpointWorker
+from shared.notify_config import redacted_url
 from shared.redis_client import connect, from_section
 
 log = logging.getLogger("dockyard.notifications")
@@ -46,7 +47,7 @@ def probe(endpoint: dict[str, Any]) -> None:
         socket.create_connection((parts.hostname, port), timeout=endpoint["timeout"]).close()
     except OSError as e:
         log.warning("endpoint %s (%s) is not reachable now: %s; its events stay queued "
-                    "and are retried", endpoint["name"], endpoint["url"],
+                    "and are retried", endpoint["name"], redacted_url(endpoint["url"]),
                     e.strerror or type(e).__name__)
 
 
@@ -73,7 +74,7 @@ class Dispatcher:
                                         daemon=True))
         threads[-1].start()
         log.info("delivering to %d endpoints: %s", len(self.endpoints),
-                 ", ".join(f"{e['name']} ({e['url']})" for e in self.endpoints))
+                 ", ".join(f"{e['name']} ({redacted_url(e['url'])})" for e in self.endpoints))
         return threads
 
     def _trim_loop(self) -> None:

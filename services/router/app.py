@@ -254,7 +254,7 @@ def _filtered_listing(access: Any, identity: Any, kind: str, pool: Pool,
               "summaries": listing.summaries}[kind]
     try:
         headers, body = answer(pool, environ, lambda name: access.may_list(identity, name),
-                               retry_after)
+                               retry_after, access.cursors)
     except errors.RegistryError as e:
         return error_response(environ, start_response, e, API_VERSION)
     start_response("200 OK", [*headers, ("Content-Length", str(len(body))), API_VERSION])

@@ -77,8 +77,9 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     router.add(routing.MANIFEST, manifest)
     router.install(app, r"/v2/")
     admin = routing.RegexRouter()
-    admin.add(routing.REPOSITORY, RepositoryResource(
-        blobs, index, delete_enabled=cfg["delete_enabled"], notifier=notifier))
+    admin.add(routing.REPOSITORY, RepositoryResource(blobs, index,
+                                                     delete_enabled=cfg["delete_enabled"],
+                                                     notifier=notifier))
     admin.add(routing.USAGE, UsageResource(config))
     admin.install(app, routing.API)
 

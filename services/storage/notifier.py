@@ -113,11 +113,11 @@ class Notifier:
             return None
         return self._event(req, DELETE, Target(name, tag=tag)).to_json()
 
-    def repository_deleted(self, req: falcon.Request, name: str) -> str | None:
-        """For a repository delete, to be queued with it: target ``{repository}``."""
-        if not self.enabled:
-            return None
-        return self._event(req, DELETE, Target(name)).to_json()
+    def repository_deleted(self, req: falcon.Request, name: str) -> None:
+        """After a repository delete (whose manifests and tags each made their own
+        events): one event of target ``{repository}``."""
+        if self.enabled:
+            self.record(self._event(req, DELETE, Target(name)))
 
     # -- events of their own -------------------------------------------------
 

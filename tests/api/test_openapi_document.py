@@ -79,6 +79,9 @@ def test_every_public_endpoint_is_described(client: RegistryClient) -> None:
         ("/v2/{name}/blobs/uploads/", "post"),
         *(("/v2/{name}/blobs/uploads/{uuid}", m) for m in ("get", "patch", "put", "delete")),
         ("/v2/{name}/referrers/{digest}", "get"), ("/healthz", "get"), ("/readyz", "get"),
+        ("/v2/_dockyard/repositories", "get"), ("/v2/{name}/_dockyard/tags", "get"),
+        ("/auth/token", "get"), ("/auth/token", "post"),
+        ("/api/v1/repositories/{name}", "delete"), ("/api/v1/usage", "get"),
     }
     described = {(path, method) for path, method, _ in _operations(doc)}
     assert expected <= described, expected - described

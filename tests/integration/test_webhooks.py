@@ -163,20 +163,21 @@ def test_tag_and_manifest_deletes(hooks: dict[str, Any]) -> None:
     assert len({e["id"] for e in events}) == 5
 
 
-def test_a_repository_delete_sends_its_manifests_tags_and_its_own(
+def test_a_repository_delete_reports_its_manifests_tags_and_itself(
         hooks: dict[str, Any]) -> None:
     client: RegistryClient = hooks["client"]
-    repo = unique_repo("gone")
+    repo = unique_repo("repodel")
     digest, _ = client.push_image(repo, "v1")
-    wait_events(hooks["all"], repo, 1)  # the push
-    assert client.request("DELETE", f"/api/v1/repositories/{repo}").status == 202
-    wait_events(hooks["all"], repo, 4)
+    wait_events(hooks["all"], repo, 1)  # the manifest push
+    r = client.request("DELETE", f"/api/v1/repositories/{repo}")
+    assert r.status == 202, r.data
+    events = wait_events(hooks["all"], repo, 4)
     time.sleep(0.3)
-    deletes = [(e["action"], e["target"]) for e in of_repo(hooks["all"], repo)[1:]]
-    assert deletes == [
+    events = of_repo(hooks["all"], repo)
+    assert [(e["action"], e["target"]) for e in events[1:]] == [
         ("delete", {"digest": digest, "repository": repo}),
         ("delete", {"repository": repo, "tag": "v1"}),  # removed with the manifest
-        ("delete", {"repository": repo}),                # the repository itself
+        ("delete", {"repository": repo}),  # the repository itself (docs/webhooks.md)
     ]
 
 

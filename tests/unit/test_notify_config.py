@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared import config
-from shared.notify_config import matches
+from shared.notify_config import matches, redacted_url
 
 
 def load(tmp_path: Path, endpoints: Any, environ: dict[str, str] | None = None,
@@ -127,3 +127,41 @@ def test_filters_by_action_repository_glob_and_media_type() -> None:
     assert not matches(e, _event("push", "TEAM-A/app"))
     assert not matches(e, _event("push", "team-a/app", "application/octet-stream"))
     assert matches(_endpoint(), _event("mount", "anything/at/all"))
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "https://hooks.slack.com/…"),
+    ("http://user:pw@ci.example:8080/hook?token=abc", "http://ci.example:8080/…"),
+    ("http://ci.example/", "http://ci.example/"),
+    ("http://[::1/hook", "(an unparsable URL)"),
+])
+def test_redacted_url_keeps_no_secret(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
+
+
+def test_a_bad_url_error_does_not_repeat_its_secret(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({"notifications": {"endpoints": [
+        {"name": "a", "url": "ftp://user:hunter2@h/path-secret"}]}}))
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(path))
+    assert "hunter2" not in str(e.value) and "path-secret" not in str(e.value)
+
+
+def test_config_check_output_hides_the_internal_secret_and_redis_passwords(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({
+        "internal": {"secret": "internal-s3cret-0123456789",
+                     "also_accept": ["old-s3cret-0123456789"]},
+        "index": {"redis": {"url": "redis://:redispw@127.0.0.1:6379/0"}},
+        "router": {"events_url": "redis://default:eventspw@127.0.0.1:6379/0"},
+    }))
+    cfg = config.load(str(path), environ={})
+    text = config.dump(cfg)
+    for secret in ("internal-s3cret", "old-s3cret", "redispw", "eventspw"):
+        assert secret not in text, secret
+    assert "redis://:<redacted>@127.0.0.1:6379/0" in text
+    assert "redis://default:<redacted>@127.0.0.1:6379/0" in text
+    exact = config.dump(cfg, reveal_secrets=True)
+    assert "internal-s3cret-0123456789" in exact and "redispw" in exact

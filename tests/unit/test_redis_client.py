@@ -90,15 +90,19 @@ def test_retryable(error: Exception, retryable: bool) -> None:
 def test_serve_with_sentinels_starts_no_private_redis(tmp_path) -> None:
     """`dockyard serve` given sentinels uses them, for the index and both subscribers."""
     from services import supervisor
+    from services.cli import CHILD_REDIS_URL
 
     cfg = config.load(environ={"DOCKYARD_INDEX_REDIS_SENTINELS": "s1:26379,s2:26380",
-                               "DOCKYARD_INDEX_REDIS_PASSWORD": "pw",
+                               "DOCKYARD_INDEX_REDIS_PASSWORD": "redis-s3cret",
                                "DOCKYARD_ROUTER_PROCESSES": "1"})
     # Port 0: `plan` binds the public socket itself.
     children, addresses = supervisor.plan(cfg, None, "127.0.0.1", 0, tmp_path)
     assert [c.name for c in children] == ["index", "storage", "router"]
     source = redis_client.from_url(addresses["redis"])
-    assert source.sentinels == (("s1", 26379), ("s2", 26380)) and source.password == "pw"
+    assert source.sentinels == (("s1", 26379), ("s2", 26380)) and source.password == "redis-s3cret"
     for child in children:
-        flag = "--redis-url" if child.name == "index" else "--events-url"
-        assert child.argv[child.argv.index(flag) + 1] == addresses["redis"]
+        # In the environment, never on the command line, which any local user can
+        # read: the URL carries the password.
+        assert child.env[CHILD_REDIS_URL] == addresses["redis"]
+        assert "--redis-url" not in child.argv and "--events-url" not in child.argv
+        assert not any("redis-s3cret" in arg for arg in child.argv), child.argv

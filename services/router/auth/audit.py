@@ -6,8 +6,10 @@ One line per successful write on logger ``dockyard.audit``::
 
 Actions: ``push`` (a manifest by digest), ``tag`` (a manifest put under a
 tag: a tag created or moved), ``push-blob`` (an upload completed or a blob
-mounted), ``delete`` (a manifest, tag or blob). The identity is ``-`` for
-anonymous callers and when access control is off. Credentials never appear.
+mounted), ``delete`` (a manifest, tag or blob), ``delete-repository`` (every
+tag and manifest of a repository, ``DELETE /api/v1/repositories/<name>``).
+The identity is ``-`` for anonymous callers and when access control is off.
+Credentials never appear.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from typing import Any
 log = logging.getLogger("dockyard.audit")
 
 MANIFEST, BLOB, UPLOADS, UPLOAD = "manifest", "blob", "uploads", "upload"
+REPOSITORY = "repository"  # services.router.app's kind of the admin repository route
 
 
 def _action(kind: str, method: str, reference: str) -> str | None:
     if method == "DELETE" and kind in (MANIFEST, BLOB):
         return "delete"
+    if method == "DELETE" and kind == REPOSITORY:
+        return "delete-repository"
     if method == "PUT" and kind == MANIFEST:
         return "push" if reference.startswith("sha256:") or ":" in reference else "tag"
     if (method == "PUT" and kind == UPLOAD) or (method == "POST" and kind == UPLOADS):

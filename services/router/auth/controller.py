@@ -38,6 +38,7 @@ from services.router.auth.kinds import (  # noqa: F401 (re-exported)
     UPLOADS,
     USAGE,
 )
+from services.router.auth.listing import Cursors
 from shared import errors
 from shared.auth.access import mount_source, required, without_mount
 from shared.auth.credentials import VerifiedCache
@@ -93,6 +94,7 @@ class AccessController:
         self.tokens = TokenVerifier(trusted, VerifiedCache(24 * 3600.0,
                                                            auth["credential_cache_size"]))
         self.uploads = UploadBinding(key.pem)
+        self.cursors = Cursors(key.pem)
 
     # -- who -------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ whose answers are shared by every caller) and keeps the names the caller may
 pull. Catalog paging stays exact: the index lists names in order, so a page
 ends at the last name returned, or at the last name examined when a page
 scanned `MAX_SCAN_PAGES` index pages without filling up, and `last=` that
-name continues right after it. Search answers are filtered over the first
+name continues right after it. A name the caller may not pull never appears
+in a `Link`: such a cursor is sealed (`Cursors`), so that scanning past
+private repositories does not name them. Search answers are filtered over the first
 `MAX_SEARCH_RESULTS` matches, then paged with the caller's `n` and `page`.
 The web UI's repository summaries page as the catalog does, or answer only
 for the named repositories the caller may pull.
@@ -13,11 +15,15 @@ for the named repositories the caller may pull.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from cryptography.fernet import Fernet, InvalidToken
 
 from services.router.backends import Pool
 from shared import errors
@@ -29,6 +35,31 @@ CATALOG_DEFAULT, CATALOG_MAX = 1000, 10_000
 MAX_SCAN_PAGES = 50
 SEARCH_PAGE, SEARCH_DEFAULT = 100, 25
 MAX_SEARCH_RESULTS = 5000
+
+
+# A sealed cursor starts with "~", which no repository name does.
+SEALED = "~"
+
+
+class Cursors:
+    """Catalog cursors that do not reveal the name they stand for (Fernet, keyed
+    from the router's token key, which every router process of a deployment shares)."""
+
+    def __init__(self, secret: bytes) -> None:
+        key = hashlib.sha256(b"dockyard catalog cursor\0" + secret).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+    def seal(self, name: str) -> str:
+        return SEALED + self._fernet.encrypt(name.encode()).decode()
+
+    def open(self, last: str) -> str:
+        """The name a `last` stands for: itself, or the one a sealed cursor holds."""
+        if not last.startswith(SEALED):
+            return last
+        try:
+            return self._fernet.decrypt(last[len(SEALED):].encode()).decode()
+        except (InvalidToken, UnicodeDecodeError):
+            raise errors.PaginationNumberInvalid(detail={"last": last[:50]}) from None
 
 
 def _get(pool: Pool, target: str, retry_after: int) -> Any:
@@ -65,10 +96,11 @@ def _base(environ: dict[str, Any]) -> str:
 
 
 def catalog(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool],
-            retry_after: int) -> tuple[list[tuple[str, str]], bytes]:
+            retry_after: int, cursors: Cursors) -> tuple[list[tuple[str, str]], bytes]:
     params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
     n, last = parse_pagination(params.get("n"), params.get("last"),
                                default=CATALOG_DEFAULT, maximum=CATALOG_MAX)
+    last = cursors.open(last)
     names: list[str] = []
     cursor, more = last, n > 0
     for _ in range(MAX_SCAN_PAGES if n else 0):
@@ -86,13 +118,14 @@ def catalog(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool]
             break
     headers = [("Content-Type", "application/json")]
     if more and cursor and n:
-        link = f"{_base(environ)}/v2/_catalog?{urlencode({'n': n, 'last': cursor})}"
+        shown = cursor if may_pull(cursor) else cursors.seal(cursor)
+        link = f"{_base(environ)}/v2/_catalog?{urlencode({'n': n, 'last': shown})}"
         headers.append(("Link", f'<{link}>; rel="next"'))
     return headers, json.dumps({"repositories": names}).encode()
 
 
 def search(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool],
-           retry_after: int) -> tuple[list[tuple[str, str]], bytes]:
+           retry_after: int, cursors: Cursors) -> tuple[list[tuple[str, str]], bytes]:
     params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
     query = params.get("q", "")[:256]
     page_size = min(max(_int(params.get("n"), SEARCH_DEFAULT), 1), SEARCH_PAGE)
@@ -118,7 +151,7 @@ SUMMARIES_DEFAULT, SUMMARIES_MAX, SUMMARIES_PER_ASK = 100, 1000, 100
 
 
 def summaries(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool],
-              retry_after: int) -> tuple[list[tuple[str, str]], bytes]:
+              retry_after: int, cursors: Cursors) -> tuple[list[tuple[str, str]], bytes]:
     """``/v2/_dockyard/repositories``: the names of a filtered catalog page (or the
     `name`s asked for that the caller may pull), with their summaries."""
     pairs = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
@@ -133,7 +166,7 @@ def summaries(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], boo
         n, last = parse_pagination(params.get("n"), params.get("last"),
                                    default=SUMMARIES_DEFAULT, maximum=SUMMARIES_MAX)
         page_headers, body = catalog(pool, {**environ, "QUERY_STRING": urlencode(
-            {"n": n, "last": last})}, may_pull, retry_after)
+            {"n": n, "last": last})}, may_pull, retry_after, cursors)
         names = json.loads(body)["repositories"]
         headers = [(k, v.replace("/v2/_catalog?", "/v2/_dockyard/repositories?"))
                    for k, v in page_headers]

@@ -10,6 +10,7 @@ page number.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import falcon
 
@@ -114,9 +115,11 @@ class HomePage(Page):
                        if data else "")
         else:
             summary = api.get("/v2/_dockyard/repositories", {"n": HOME_PAGE_SIZE, "last": last})
-            if "next" in summary.headers.get("link", "") and summary.status == 200:
-                names = [r["name"] for r in summary.json()["repositories"]]
-                pager = (f'<a rel="next" href="{h(t.query_url("/ui/", last=names[-1]))}">'
+            following = _next_last(summary.headers.get("link", ""))
+            if following and summary.status == 200:
+                # The Link's own cursor: a page may end past names it does not
+                # show (private ones, sealed by the router), or show none at all.
+                pager = (f'<a rel="next" href="{h(t.query_url("/ui/", last=following))}">'
                          "Next page</a>")
             counted = ""
         if last or page_number > 1:
@@ -139,6 +142,14 @@ class HomePage(Page):
 <div id="listing">{listing}</div>
 <nav class="pager" id="pager" aria-label="Pages">{pager}</nav>"""
         self.send(resp, t.layout("Repositories", body, page="home", host=api.host), status)
+
+
+def _next_last(link: str) -> str:
+    """The `last` of a ``Link: <...?n=..&last=..>; rel="next"`` header, or ""."""
+    if 'rel="next"' not in link or "<" not in link:
+        return ""
+    target = link[link.index("<") + 1:link.find(">")]
+    return dict(parse_qsl(urlsplit(target).query)).get("last", "")
 
 
 def _platforms(platforms: list[str]) -> str:

@@ -44,8 +44,7 @@ class RepositoryResource:
         for value in sorted(digests):
             digest = parse_digest(value)
             with self._blobs.manifest_lock(name, digest):
-                # Each manifest's and tag's delete event is queued with its delete,
-                # as a manifest DELETE queues them (docs/webhooks.md).
+                # Webhook events as a manifest DELETE makes them (docs/webhooks.md).
                 self._index.delete_manifest(
                     name, value, self._notifier.manifest_deleted(req, name, value))
                 self._blobs.unlink_manifest(name, digest)
@@ -55,6 +54,7 @@ class RepositoryResource:
             self._index.record_event(event)
         # The index's events went out before the unlinks: announce them again.
         self._index.repository_changed(name)
+        self._notifier.repository_deleted(req, name)
         resp.status = falcon.HTTP_202
         resp.content_type = "application/json"
         resp.data = json.dumps({"repository": name, "manifests_deleted": len(digests),
