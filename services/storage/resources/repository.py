@@ -49,9 +49,6 @@ class RepositoryResource:
                     name, value, self._notifier.manifest_deleted(req, name, value))
                 self._blobs.unlink_manifest(name, digest)
         forgotten = self._index.forget_repository(name)
-        event = self._notifier.repository_deleted(req, name)
-        if event is not None:
-            self._index.record_event(event)
         # The index's events went out before the unlinks: announce them again.
         self._index.repository_changed(name)
         self._notifier.repository_deleted(req, name)
