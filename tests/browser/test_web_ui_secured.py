@@ -93,3 +93,31 @@ def test_the_summary_reads_follow_the_access_rules(secured: Dockyard) -> None:
     reader = AuthClient(secured.url, basic("reader"))
     assert reader.json("GET", "/v2/team-a/app/_dockyard/tags")[0] == 403
     assert reader.json("GET", "/v2/readers/doc/_dockyard/tags")[0] == 200
+
+
+def test_usage_is_refused_to_all_but_administrators(
+        browser: Browser, secured: Dockyard) -> None:
+    refusal = "Usage is for administrators only"
+    browser.open("/ui/usage")
+    browser.wait(lambda d: refusal in " ".join(browser.texts("main")))
+    assert browser.find("#nav-usage").is_displayed()
+    browser.find("#sign-in").click()
+    sign_in(browser, "reader", PASSWORDS["reader"])
+    browser.wait(lambda d: browser.texts("#session strong") == ["reader"])
+    browser.open("/ui/usage")
+    browser.wait(lambda d: refusal in " ".join(browser.texts("main")))
+    # No figure and no repository name of the answer reaches the page.
+    assert not browser.all("#usage, #registry-usage, main [title$=' bytes']")
+    assert not any(name in browser.driver.page_source for name in REPOS)
+    browser.shot("usage-refused")
+    # An administrator, by password, gets the page's figures from the same endpoint.
+    admin = AuthClient(secured.url, basic("admin"))
+    status, _, usage = admin.json("GET", "/api/v1/usage")
+    assert status == 200
+    page = admin.request("GET", "/ui/usage")
+    assert page.status == 200 and b'id="usage"' in page.data
+    for name in REPOS:
+        tagged = usage["repositories"][name]["tagged_bytes"]
+        assert f'data-repository="{name}"'.encode() in page.data
+        assert f'data-bytes="{tagged}"'.encode() in page.data
+    assert AuthClient(secured.url, basic("reader")).request("GET", "/ui/usage").status == 403

@@ -15,6 +15,7 @@ from services.router.ui.api import Wsgi
 from services.router.ui.manifest_page import ManifestPage
 from services.router.ui.pages import HomePage, RepositoryPage
 from services.router.ui.static import StaticResource
+from services.router.ui.usage_page import UsagePage
 from shared import errors, routing
 
 REPOSITORY = r"/ui/r/" + routing.NAME
@@ -43,6 +44,7 @@ def install(app: falcon.App, public: Wsgi) -> None:
     app.add_route("/", RootResource())
     app.add_route("/ui", UiRedirect())
     app.add_route("/ui/", HomePage(public))
+    app.add_route("/ui/usage", UsagePage(public))
     app.add_route("/ui/static/{name}", StaticResource())
     pages = routing.RegexRouter()
     pages.add(MANIFEST, ManifestPage(public))

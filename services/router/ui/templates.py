@@ -119,6 +119,8 @@ def layout(title: str, body: str, *, page: str, host: str, repo: str = "",
                     for text, url in (crumbs or []))
     nav = (f'<nav aria-label="Breadcrumb" class="crumbs"><ol>{trail}'
            f'<li aria-current="page">{h(title)}</li></ol></nav>') if crumbs else ""
+    # Shown to everyone; the page itself tells who may not see it.
+    current = ' aria-current="page"' if page == "usage" else ""
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -133,6 +135,7 @@ def layout(title: str, body: str, *, page: str, host: str, repo: str = "",
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
 <a class="brand" href="/ui/">dockyard</a>
+<nav aria-label="Registry" class="site"><a href="/ui/usage" id="nav-usage"{current}>Usage</a></nav>
 <div id="session" class="session" aria-live="polite"></div>
 </header>
 <main id="main">
