@@ -560,8 +560,7 @@ def inprocess_router(dockyard: Dockyard) -> tuple[falcon.testing.TestClient, Res
 
 
 def redis_client(dockyard: Dockyard) -> redis.Redis:
-    cmd = dockyard.child("storage").cmdline()
-    return redis.Redis.from_url(cmd[cmd.index("--events-url") + 1])
+    return redis.Redis.from_url(dockyard.redis_url())
 
 
 def test_writes_forwarded_by_a_router_are_read_by_it_without_the_event(

@@ -128,6 +128,13 @@ class Dockyard:
             time.sleep(0.05)
         raise TimeoutError(f"{service} was not restarted within {timeout}s")
 
+    def redis_url(self) -> str:
+        """The URL of the Redis `serve` gave its children (in their environment, so that
+        a password in it is not on a command line)."""
+        from services.cli import CHILD_REDIS_URL
+
+        return self.child("index").environ()[CHILD_REDIS_URL]
+
     def service_key(self) -> Any:
         """The key `serve` generated for its services' calls to each other."""
         from shared.service_auth import SECRET_FILE_NAME, ServiceKey

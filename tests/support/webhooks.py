@@ -22,8 +22,7 @@ def deployment(tmp_path: Path, endpoints: list[dict[str, Any]], **notifications:
 
 
 def redis_url(dockyard: Dockyard) -> str:
-    cmd = dockyard.child("index").cmdline()
-    return cmd[cmd.index("--redis-url") + 1]
+    return dockyard.redis_url()
 
 
 def metrics_text(dockyard: Dockyard) -> str:
