@@ -26,7 +26,7 @@ from tests.ha.load import Client, Failed, Report
 from tests.ha.topology import Topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SECONDS = float(os.environ.get("HA_SECONDS", "30"))
+SECONDS = float(os.environ.get("HA_SECONDS", "60"))
 CLIENTS = int(os.environ.get("HA_CLIENTS", "3"))
 
 

@@ -185,7 +185,7 @@ def test_storage_partitioned_from_redis(topology: Topology) -> None:
     for address in addresses:
         _iptables("-I", PARTITION_GID, address)
     try:
-        outcome = scenario.run(t, "storage-partitioned", seconds=min(scenario.SECONDS, 25))
+        outcome = scenario.run(t, "storage-partitioned")
         assert victim.log_text().count("index events unavailable") > before, \
             "the partition was not seen by the storage replica"
         # Directly at the cut-off replica: every pushed image, by digest.
