@@ -125,6 +125,11 @@ class WaitressDrain:
                     if (not channel.requests and channel.request is None
                             and not channel.total_outbufs_len and not channel.will_close):
                         channel.will_close = True
+                        # The epoll loop (shared/event_loop.py) looks again only at
+                        # connections marked as changed.
+                        mark = getattr(self._map, "mark", None)
+                        if mark is not None:
+                            mark(channel._fileno)
             finally:
                 done.set()
 

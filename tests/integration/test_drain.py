@@ -15,14 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from shared.service_auth import ServiceKey
 from tests.support.processes import free_port, wait_http
+
+# Storage answers only calls signed with the services' shared secret.
+SECRET = "drain-test-internal-secret-0123456789"
 
 
 class Storage:
     def __init__(self, root: Path, drain_timeout: float) -> None:
         self.port = free_port()
         self.log = root.with_suffix(".log")
-        env = {**os.environ, "DOCKYARD_HTTP_DRAIN_TIMEOUT": str(drain_timeout)}
+        env = {**os.environ, "DOCKYARD_HTTP_DRAIN_TIMEOUT": str(drain_timeout),
+               "DOCKYARD_INTERNAL_SECRET": SECRET}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "storage", "--listen",
@@ -72,8 +77,12 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
 
 
 def upload_head(digest: str, size: int) -> bytes:
-    return (f"POST /v2/drain/test/blobs/uploads/?digest={digest} HTTP/1.1\r\n"
+    target = f"/v2/drain/test/blobs/uploads/?digest={digest}"
+    # A streamed body, as the router sends one: storage checks it by its digest.
+    signature = ServiceKey(SECRET).sign("POST", target, [], body=iter(()))
+    return (f"POST {target} HTTP/1.1\r\n"
             f"Host: storage\r\nContent-Type: application/octet-stream\r\n"
+            f"X-Dockyard-Signature: {signature}\r\n"
             f"Content-Length: {size}\r\n\r\n").encode()
 
 
