@@ -41,7 +41,7 @@ def test_header_size_limit(limited_dockyard: Dockyard) -> None:
     resp = raw_bytes_request(d.url, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                              b"X-Pad: " + b"a" * (2 * MAX_HEADER_SIZE) + b"\r\n\r\n")
     assert resp.status == 431, resp
-    assert_oci_error(resp.body, "UNKNOWN")
+    assert_oci_error(resp.body, "UNSUPPORTED")  # 431: see docs/architecture.md
 
 
 def test_manifest_size_limit(limited_dockyard: Dockyard) -> None:
