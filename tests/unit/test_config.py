@@ -54,7 +54,10 @@ def config_docs(draw: st.DrawFn) -> dict[str, Any]:
 
 def assert_names_a_path(error: config.ConfigError, candidates: list[str]) -> None:
     message = str(error)
+    # A list-valued key (auth.external, notifications.endpoints, ...) may be named
+    # down to the item at fault: "auth.external[0].issuer: ...".
     assert any(message.startswith((f"{c}: ", f"{c} (from "))
+               or re.match(re.escape(c) + r"\[\d+\]", message)
                for c in [*candidates, "(top level)"]), message
 
 
@@ -97,6 +100,7 @@ def every_path(doc: Any, prefix: str = "") -> list[str]:
 @example({"storage": {"index_urls": "http://a:1, http://b:2"}})
 @example({"storage": {"index_urls": [1]}})
 @example({1: 2})
+@example({"auth": {"external": [{}]}})
 def test_any_mapping_loads_or_names_the_key(config_file: Path, doc: dict[str, Any]) -> None:
     config_file.write_text(yaml.safe_dump(doc))
     try:
