@@ -27,8 +27,10 @@ class Identity:
     `access` is what a token grants (repository -> actions), None for a
     password or anonymous caller, whose rights are the policy's alone.
     `catalog` says whether the caller may list (a token needs the
-    ``registry:catalog:*`` scope). `use_policy` is False for an external
-    issuer's token: that issuer decided, and its claims are the grant.
+    ``registry:catalog:*`` scope). `usage` says whether a token carries
+    ``registry:usage:*``, which an administrator's token needs for
+    registry-wide answers (`shared.auth.admin`). `use_policy` is False for an
+    external issuer's token: that issuer decided, and its claims are the grant.
     """
 
     name: str
@@ -36,6 +38,7 @@ class Identity:
     access: Mapping[str, frozenset[str]] | None = None
     catalog: bool = True
     use_policy: bool = True
+    usage: bool = False
 
     @property
     def anonymous(self) -> bool:

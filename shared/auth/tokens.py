@@ -18,7 +18,8 @@ code, where every classic JWT bug lives. Its rules here:
 - ``iss`` picks the trusted issuer (ours or an external one); ``aud`` must
   be that issuer's audience; ``exp`` is required and checked.
 - A token grants only its ``access`` claims: a token for repository A grants
-  nothing on B. ``registry:catalog:*`` allows listing.
+  nothing on B. ``registry:catalog:*`` allows listing; ``registry:usage:*``
+  lets an administrator's token read registry-wide usage (`shared.auth.admin`).
 """
 
 from __future__ import annotations
@@ -195,12 +196,13 @@ class TrustedIssuer:
     own: bool
 
 
-def _access(claims: Mapping[str, Any]) -> tuple[dict[str, frozenset[str]], bool]:
+def _access(claims: Mapping[str, Any]) -> tuple[dict[str, frozenset[str]], bool, bool]:
+    """(repository grants, catalog scope, usage scope) of the ``access`` claim."""
     raw = claims.get("access", [])
     if not isinstance(raw, list):
         raise InvalidToken("access claim is not a list")
     grants: dict[str, frozenset[str]] = {}
-    catalog = False
+    catalog = usage = False
     for entry in raw:
         if not isinstance(entry, dict):
             raise InvalidToken("access entry is not an object")
@@ -213,7 +215,9 @@ def _access(claims: Mapping[str, Any]) -> tuple[dict[str, frozenset[str]], bool]
             grants[name] = grants.get(name, frozenset()) | acts
         elif kind == "registry" and name == "catalog" and actions:
             catalog = True
-    return grants, catalog
+        elif kind == "registry" and name == "usage" and actions:
+            usage = True
+    return grants, catalog, usage
 
 
 class TokenVerifier:
@@ -262,8 +266,9 @@ class TokenVerifier:
         subject = claims.get("sub", "")
         if not isinstance(subject, str):
             raise InvalidToken("sub is not a string")
-        grants, catalog = _access(claims)
-        identity = Identity(subject, TOKEN, grants, catalog, use_policy=trusted.own)
+        grants, catalog, usage = _access(claims)
+        identity = Identity(subject, TOKEN, grants, catalog, use_policy=trusted.own,
+                            usage=usage)
         expires = float(claims["exp"])
         self._cache.put(key, (identity, expires), ttl=max(0.0, expires - time.time()))
         return identity

@@ -3,7 +3,8 @@ its own token endpoint, htpasswd users and access rules, in a real browser.
 
 Anonymous callers may pull ``public/**``; ``reader`` may pull ``readers/**``;
 ``admin`` may do anything. Each sees only the repositories they may pull, and
-a delete button only with delete permission.
+a delete button only with delete permission; only ``admin``, signed in through
+the UI, sees usage.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.auth.tokens import unverified_claims
 from tests.browser.driving import Browser, browsing, delete_buttons_shown, sign_in
 from tests.browser.seed import push_image
 from tests.support.processes import Dockyard
@@ -96,29 +98,60 @@ def test_the_summary_reads_follow_the_access_rules(secured: Dockyard) -> None:
     assert reader.json("GET", "/v2/readers/doc/_dockyard/tags")[0] == 200
 
 
+def page_token_claims(browser: Browser) -> dict[str, Any]:
+    """The claims of the token the page keeps in its cookie (what the pages read with)."""
+    cookie = browser.driver.get_cookie("dockyard_ui_token")
+    return unverified_claims(cookie["value"]) if cookie else {}
+
+
+def granted(claims: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(a["type"], a["name"]) for a in claims.get("access", []) if a["actions"]}
+
+
 def test_usage_is_refused_to_all_but_administrators(
         browser: Browser, secured: Dockyard) -> None:
     refusal = "Usage is for administrators only"
     browser.open("/ui/usage")
     browser.wait(lambda d: refusal in " ".join(browser.texts("main")))
     assert browser.find("#nav-usage").is_displayed()
-    browser.find("#sign-in").click()
+    # Anonymous: the endpoint's challenge makes the page ask to sign in.
     sign_in(browser, "reader", PASSWORDS["reader"])
     browser.wait(lambda d: browser.texts("#session strong") == ["reader"])
+    browser.wait(lambda d: refusal in " ".join(browser.texts("main")))
+    # A non-administrator asked for the usage scope and was not given it; the
+    # page is the plain refusal, with no second sign-in.
+    assert ("registry", "usage") not in granted(page_token_claims(browser))
+    assert not browser.all("#auth-required")
     browser.open("/ui/usage")
     browser.wait(lambda d: refusal in " ".join(browser.texts("main")))
     # No figure and no repository name of the answer reaches the page.
     assert not browser.all("#usage, #registry-usage, main [title$=' bytes']")
     assert not any(name in browser.driver.page_source for name in REPOS)
     browser.shot("usage-refused")
-    # An administrator, by password, gets the page's figures from the same endpoint.
+    assert AuthClient(secured.url, basic("reader")).request("GET", "/ui/usage").status == 403
+
+    # An administrator signs in through the UI (on the home page), follows the
+    # Usage link, and sees the endpoint's figures: the sign-in's token carries
+    # registry:usage:*.
+    browser.find("#sign-out").click()
+    browser.open("/ui/")
+    browser.wait(lambda d: browser.texts("#session") == ["Sign in"])
+    browser.find("#sign-in").click()
+    sign_in(browser, "admin", PASSWORDS["admin"])
+    browser.wait(lambda d: browser.texts("#session strong") == ["admin"])
+    assert ("registry", "usage") in granted(page_token_claims(browser))
+    browser.find("#nav-usage").click()
+    browser.wait(lambda d: browser.all("#usage"))
+    assert refusal not in " ".join(browser.texts("main"))
     admin = AuthClient(secured.url, basic("admin"))
     status, _, usage = admin.json("GET", "/api/v1/usage")
     assert status == 200
+    shown = dict(zip(browser.texts("#usage tbody th"), browser.driver.execute_script(
+        "return [...document.querySelectorAll('#usage tbody tr')]"
+        ".map(r => r.cells[3].dataset.bytes)"), strict=True))
+    for name in REPOS:
+        assert shown[name] == str(usage["repositories"][name]["tagged_bytes"]), name
+    browser.shot("usage-admin")
+    # By password, the same page answers the same figures.
     page = admin.request("GET", "/ui/usage")
     assert page.status == 200 and b'id="usage"' in page.data
-    for name in REPOS:
-        tagged = usage["repositories"][name]["tagged_bytes"]
-        assert f'data-repository="{name}"'.encode() in page.data
-        assert f'data-bytes="{tagged}"'.encode() in page.data
-    assert AuthClient(secured.url, basic("reader")).request("GET", "/ui/usage").status == 403

@@ -40,11 +40,12 @@ from services.router.auth.kinds import (  # noqa: F401 (re-exported)
 )
 from services.router.auth.listing import Cursors
 from shared import errors
+from shared.auth import admin
 from shared.auth.access import mount_source, required, without_mount
 from shared.auth.credentials import VerifiedCache
 from shared.auth.htpasswd import Htpasswd
 from shared.auth.identity import ANONYMOUS, PASSWORD, TOKEN, Identity
-from shared.auth.policy import ACTIONS, DELETE, PULL, Policy, glob_regex
+from shared.auth.policy import ACTIONS, PULL, Policy
 from shared.auth.ratelimit import FailedLogins
 from shared.auth.tokens import (
     InvalidToken,
@@ -59,7 +60,6 @@ from shared.validation import is_valid_name
 
 log = logging.getLogger("dockyard.auth")
 
-_EVERY_REPOSITORY = glob_regex("**").pattern
 MAX_HEADER = 16 * 1024
 
 
@@ -193,6 +193,8 @@ class AccessController:
             scope = None
             if kind in LISTINGS:
                 scope = "registry:catalog:*"
+            elif kind == USAGE:
+                scope = admin.USAGE_SCOPE
             elif name is not None and kind != BASE and is_valid_name(name):
                 scope = f"repository:{name}:{_order(required(environ))}"
             raise self.unauthorized(scope, e.message, getattr(e, "oauth_error", None)) from None
@@ -226,19 +228,15 @@ class AccessController:
         return identity
 
     def _administrator(self, identity: Identity) -> Identity:
-        """An administrator: a caller, by password, whom a rule for every repository
-        (``**``) lets delete. Registry-wide answers such as usage name every
-        repository and its size, which no narrower right may see."""
+        """Registry-wide answers (usage) are for administrators: see `shared.auth.admin`.
+        A non-administrator gets the same refusal whatever credentials they use."""
         if identity.anonymous:
-            raise self.unauthorized(None, "authentication required")
-        groups = self.policy.groups_of(identity.name)
-        admin = identity.access is None and any(
-            any(p.pattern == _EVERY_REPOSITORY for p in rule.patterns)
-            and DELETE in (rule.authenticated | (
-                rule.actions if identity.name in rule.users or groups & rule.groups
-                else frozenset()))
-            for rule in self.policy.rules)
-        if not admin:
+            raise self.unauthorized(admin.USAGE_SCOPE, "authentication required")
+        verdict = admin.decide(self.policy, identity)
+        if verdict is admin.Verdict.INSUFFICIENT_SCOPE:
+            raise self.unauthorized(admin.USAGE_SCOPE, "insufficient scope",
+                                    error="insufficient_scope")
+        if verdict is not admin.Verdict.ALLOWED:
             raise errors.Denied(detail=[{"Type": "registry", "Name": "usage",
                                          "Action": "admin"}])
         return identity

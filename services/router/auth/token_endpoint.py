@@ -8,7 +8,8 @@ token. POST (its OAuth2 flow): a form with ``grant_type=password``
 
 A token grants, for each scope asked, the intersection of the actions asked
 and those the policy gives the caller now: never more, and nothing for a
-repository not asked. Without credentials the caller is anonymous, and gets
+repository not asked. ``registry:usage:*`` goes to administrators only
+(`shared.auth.admin`). Without credentials the caller is anonymous, and gets
 what anonymous rules give (the way public repositories are pulled). Bad
 credentials get 401 with a Basic challenge; too many of them 429.
 """
@@ -25,6 +26,7 @@ import falcon
 
 from services.router.auth.controller import AccessController
 from shared import errors
+from shared.auth import admin
 from shared.auth.identity import ANONYMOUS, PASSWORD, Identity
 from shared.auth.policy import ALL
 from shared.auth.tokens import InvalidToken, Scope, parse_scopes
@@ -52,6 +54,9 @@ class TokenResource:
             elif scope.type == "registry" and scope.name == "catalog" and (
                     not identity.anonymous or self._access.policy.anonymous_anywhere):
                 granted.append(Scope("registry", "catalog", frozenset({"*"})))
+            elif scope.type == "registry" and scope.name == "usage" and \
+                    admin.is_administrator(self._access.policy, identity.name):
+                granted.append(Scope("registry", "usage", frozenset({"*"})))
         return granted
 
     def _answer(self, resp: falcon.Response, identity: Identity, scopes: list[Scope],

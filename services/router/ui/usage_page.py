@@ -2,8 +2,11 @@
 
 It reads the endpoint through the UI's in-process API client like every
 page, so the endpoint's own check decides who sees it: with access control
-on, only an administrator (docs/garbage-collection.md). A 401 or 403 becomes
-an "administrators only" page that shows nothing of the answer. The
+on, only an administrator (`shared.auth.admin`: by password, or with a token
+of this registry carrying ``registry:usage:*``, which the UI asks for when it
+signs in). A 401 or 403 becomes an "administrators only" page that shows
+nothing of the answer; a 401 also carries the challenge the script signs in
+with. The
 endpoint never computes per request; the page shows when its figures were
 computed. Sorting is a query parameter, so it works without the script.
 """
@@ -53,10 +56,14 @@ class UsagePage(Page):
         answer = api.get("/api/v1/usage")
         data = answer.json() if answer.status == 200 else None
         if answer.status in (401, 403):
-            # Nothing of the answer is shown: not even its error detail.
+            # Nothing of the answer is shown: not even its error detail. A 401's
+            # challenge (anonymous, or an administrator's token without the usage
+            # scope) lets the script sign in for it; a signed-in non-administrator
+            # gets 403, and only this notice.
             body = ("<h1>Usage</h1>" + t.notice(
                 "Usage is for administrators only: it names every repository and its size. "
-                "Administrators sign in with their password (HTTP Basic) to see it.", "warn"))
+                "Sign in as an administrator to see it.", "warn")
+                + (t.auth_required(answer.challenge) if answer.challenge else ""))
             self.send(resp, t.layout("Usage", body, page="usage", host=api.host),
                       self.status_of(answer))
             return

@@ -110,8 +110,12 @@ function askCredentials(failed) {
   });
 }
 
+// Every sign-in also asks for the usage scope: the token endpoint grants it
+// to administrators only (others get a token without it), so an
+// administrator's page token reads /ui/usage with no second sign-in.
 function pageScopes() {
-  return [repo ? `repository:${repo}:pull` : "", "registry:catalog:*"].filter(Boolean);
+  return [repo ? `repository:${repo}:pull` : "", "registry:catalog:*", "registry:usage:*"]
+    .filter(Boolean);
 }
 
 async function setUpSession() {
