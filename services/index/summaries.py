@@ -83,6 +83,68 @@ redis.call('HINCRBY', KEYS[3], 'size', -size)
 return 1
 """
 
+# The reads are scripts too: one round trip, and one reply to parse, however
+# many repositories or tags a page shows (a pipeline costs the client a
+# command and a reply per key, which at 50 repositories was most of the page).
+# KEYS: repos, descriptions, then each name's tags and summary   ARGV: the names
+_REPOSITORIES = """
+local out = {}
+for i, name in ipairs(ARGV) do
+  if redis.call('ZSCORE', KEYS[1], name) then
+    local s = redis.call('HMGET', KEYS[2 * i + 2], 'size', 'pushed')
+    out[#out + 1] = {name, redis.call('ZCARD', KEYS[2 * i + 1]), s[1], s[2],
+                     redis.call('HGET', KEYS[2], name)}
+  end
+end
+return out
+"""
+
+# KEYS: repos, tags, pushed, tagmap, manifests, summary, descriptions
+# ARGV: repo, sort, offset, n
+# -> known, total, size, pushed, description, covered, page, times, digests,
+#    then digest, metadata pairs of the page's distinct manifests. `covered` is
+#    0 when a push-time order was asked but the times do not cover every tag
+#    (the caller sorts then); the page is empty.
+_TAGS = """
+local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local total = redis.call('ZCARD', KEYS[2])
+local s = redis.call('HMGET', KEYS[6], 'size', 'pushed')
+local head = {known, total, s[1], s[2], redis.call('HGET', KEYS[7], ARGV[1])}
+local first = tonumber(ARGV[3])
+local last = first + tonumber(ARGV[4]) - 1
+local sort = ARGV[2]
+local page, times = {}, {}
+if last < first then
+  -- n = 0: no tags (a range to first - 1 would read to the end)
+elseif sort == 'name' or sort == '-name' then
+  page = redis.call(sort == 'name' and 'ZRANGE' or 'ZREVRANGE', KEYS[2], first, last)
+  for i, tag in ipairs(page) do times[i] = redis.call('ZSCORE', KEYS[3], tag) end
+elseif redis.call('ZCARD', KEYS[3]) ~= total then
+  head[6] = 0
+  return head
+else
+  local raw = redis.call(sort == 'pushed' and 'ZREVRANGE' or 'ZRANGE', KEYS[3], first, last,
+                         'WITHSCORES')
+  for i = 1, #raw, 2 do
+    page[#page + 1] = raw[i]
+    times[#times + 1] = raw[i + 1]
+  end
+end
+head[6] = 1
+head[7], head[8] = page, times
+head[9] = {}
+if #page > 0 then head[9] = redis.call('HMGET', KEYS[4], unpack(page)) end
+local seen = {}
+for _, digest in ipairs(head[9]) do
+  if digest and not seen[digest] then
+    seen[digest] = true
+    head[#head + 1] = digest
+    head[#head + 1] = redis.call('HGET', KEYS[5], digest)
+  end
+end
+return head
+"""
+
 INDEX_TYPES = frozenset({"application/vnd.oci.image.index.v1+json",
                          "application/vnd.docker.distribution.manifest.list.v2+json"})
 SORTS = ("name", "-name", "pushed", "-pushed")
@@ -112,6 +174,7 @@ class TagDetail:
 class TagPage:
     total: int
     tags: list[TagDetail]
+    repository: RepositorySummary  # read with the page, so a page needs no second read
 
 
 class Summaries:
@@ -126,6 +189,8 @@ class Summaries:
         self._record = client.register_script(_RECORD)
         self._forget = client.register_script(_FORGET)
         self._forget_tags = client.register_script(_FORGET_TAGS)
+        self._read_repositories = client.register_script(_REPOSITORIES)
+        self._read_tags = client.register_script(_TAGS)
 
     # -- writes --------------------------------------------------------------
 
@@ -155,59 +220,50 @@ class Summaries:
 
     def repositories(self, names: list[str]) -> list[RepositorySummary]:
         """The summaries of those of `names` that exist, in the order given; one round trip."""
+        if not names:
+            return []
         k = self.keys
-        pipe = self.redis.pipeline(transaction=False)
+        keys = [k.repos, k.descriptions]
         for name in names:
-            pipe.zscore(k.repos, name)
-            pipe.zcard(k.tags(name))
-            pipe.hmget(k.summary(name), "size", "pushed")
-            pipe.hget(k.descriptions, name)
-        raw = pipe.execute()
-        out = []
-        for i, name in enumerate(names):
-            known, tags, (size, pushed), description = raw[4 * i:4 * i + 4]
-            if known is None:
-                continue
-            out.append(RepositorySummary(
-                name, self._description(description) if description else "", int(tags),
-                int(size or 0), int(pushed) / 1000 if pushed else None))
-        return out
+            keys += [k.tags(name), k.summary(name)]
+        return [self._summary(name.decode(), size, pushed, description, tags)
+                for name, tags, size, pushed, description
+                in self._read_repositories(keys=keys, args=names)]
+
+    def _summary(self, name: str, size: bytes | None, pushed: bytes | None,
+                 description: bytes | None, tags: int) -> RepositorySummary:
+        return RepositorySummary(name, self._description(description) if description else "",
+                                 int(tags), int(size or 0),
+                                 int(pushed) / 1000 if pushed else None)
 
     def tags(self, repo: str, sort: str, offset: int, n: int) -> TagPage | None:
         """A page of the repository's tags in `sort` order, or None when it is unknown.
 
         Both orders are sorted sets (the tags by name, their push times by
-        time), so a page costs the same at 10 or 10,000 tags. Should the push
-        times not cover every tag (tags pushed before they were kept), the
-        page is sorted from the whole tag map instead.
+        time), so a page costs the same at 10 or 10,000 tags: one script
+        reads the page, its tags' digests and times, their manifests'
+        records and the repository's summary. Should the push times not
+        cover every tag (tags pushed before they were kept), the page is
+        sorted from the whole tag map instead.
         """
         k = self.keys
-        newest_first = sort == "pushed"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zscore(k.repos, repo)
-        pipe.zcard(k.tags(repo))
-        if sort.lstrip("-") == "name":
-            getattr(pipe, "zrevrange" if sort == "-name" else "zrange")(
-                k.tags(repo), offset, offset + n - 1)
-        else:
-            pipe.zcard(k.pushed(repo))
-            getattr(pipe, "zrevrange" if newest_first else "zrange")(
-                k.pushed(repo), offset, offset + n - 1, withscores=True)
-        known, total, *rest = pipe.execute()
+        known, total, size, pushed_at, description, covered, *rest = self._read_tags(
+            keys=[k.repos, k.tags(repo), k.pushed(repo), k.tagmap(repo), k.manifests(repo),
+                  k.summary(repo), k.descriptions],
+            args=[repo, sort, offset, n])
         if known is None and not total:
             return None
-        if sort.lstrip("-") == "name":
-            page = [t.decode() for t in rest[0]]
-            pushed = dict(zip(page, self.redis.zmscore(k.pushed(repo), page) if page else [],
-                              strict=True))
-        elif rest[0] == total:
-            page = [t.decode() for t, _ in rest[1]]
-            pushed = {t.decode(): ms for t, ms in rest[1]}
+        if covered:
+            page_raw, times, digests, *pairs = rest
+            page = [t.decode() for t in page_raw]
+            pushed = {t: float(ms) for t, ms in zip(page, times, strict=True) if ms is not None}
+            metas = {pairs[i].decode(): msgpack.unpackb(pairs[i + 1])
+                     for i in range(0, len(pairs), 2) if pairs[i + 1] is not None}
         else:
-            page, pushed = self._sorted_by_time(repo, newest_first, offset, n)
-        digests = self.redis.hmget(k.tagmap(repo), page) if page else []
+            page, pushed = self._sorted_by_time(repo, sort == "pushed", offset, n)
+            digests = self.redis.hmget(k.tagmap(repo), page) if page else []
+            metas = self._metas(repo, sorted({d.decode() for d in digests if d}))
         found = [(tag, d.decode()) for tag, d in zip(page, digests, strict=True) if d]
-        metas = self._metas(repo, sorted({d for _, d in found}))
         children = sorted({c for m in metas.values() if m.get("media_type") in INDEX_TYPES
                            for c in m.get("refs", [])} - metas.keys())
         metas.update(self._metas(repo, children))
@@ -219,7 +275,8 @@ class Summaries:
                                  meta.get("artifact_type"), _total_size(meta, metas),
                                  list(meta.get("platforms") or []),
                                  ms / 1000 if ms is not None else None))
-        return TagPage(int(total), out)
+        return TagPage(int(total), out,
+                       self._summary(repo, size, pushed_at, description, total))
 
     def _sorted_by_time(self, repo: str, newest_first: bool, offset: int,
                         n: int) -> tuple[list[str], dict[str, float]]:

@@ -19,8 +19,10 @@ class Browser:
 
     def open(self, path: str) -> None:
         self.driver.get(self.base + path)
-        self.wait(lambda d: d.find_element("css selector", "body").get_attribute(
-            "data-ready") == "1")
+        # Read in one script: the page may reload itself (signing in again for
+        # a scope its token lacks) between finding the body and reading it.
+        self.wait(lambda d: d.execute_script(
+            "return document.body !== null && document.body.dataset.ready === '1'"))
 
     def wait(self, condition: Any, timeout: float = WAIT) -> Any:
         from selenium.webdriver.support.ui import WebDriverWait

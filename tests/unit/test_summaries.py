@@ -81,6 +81,13 @@ def test_tags_sort_page_and_describe_an_index(index_api: Api) -> None:
         "zz-newest", "multi"]
     second = tags(index_api, "sum/tags", "n=1&page=2")
     assert (second["total"], [t["tag"] for t in second["tags"]]) == (2, ["zz-newest"])
+    # Every page carries the repository's summary, as the summaries read answers it.
+    [summary] = summaries(index_api, "name=sum/tags")
+    assert second["repository"] == summary
+    assert (summary["tags"], summary["size"]) == (2, 50 + 60 + 300 + 500 + 7)
+    for query in ("n=0", "n=0&sort=pushed", "page=9"):
+        empty = tags(index_api, "sum/tags", query)
+        assert (empty["total"], empty["tags"], empty["repository"]) == (2, [], summary), query
     rpc(index_api, "delete_tag", repo="sum/tags", tag="multi")
     assert [t["tag"] for t in tags(index_api, "sum/tags")["tags"]] == ["zz-newest"]
 

@@ -8,7 +8,9 @@ those repositories only, which is how the UI decorates search results.
 ``GET /v2/<name>/_dockyard/tags`` answers a page of the repository's tags
 with digest, media type, size, platforms and push time, sorted by ``sort``
 (``name``, ``-name``, ``pushed`` newest first, ``-pushed`` oldest first),
-``n`` per page (default and maximum `MAX_TAGS`), page ``page`` (from 1).
+``n`` per page (default and maximum `MAX_TAGS`), page ``page`` (from 1),
+and the repository's own summary (``repository``, as the first read answers
+it), so that a repository's page needs one read.
 
 ``_dockyard`` cannot be a repository path component (components start with a
 letter or digit), so neither path can be mistaken for a repository's.
@@ -24,7 +26,7 @@ from urllib.parse import urlencode
 import falcon
 
 from services.index.store import IndexStore
-from services.index.summaries import SORTS
+from services.index.summaries import SORTS, RepositorySummary
 from shared import errors
 from shared.events import CACHEABLE_HEADER
 from shared.urls import external_url
@@ -40,6 +42,11 @@ def iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def summary_json(s: RepositorySummary) -> dict[str, Any]:
+    return {"name": s.name, "description": s.description, "tags": s.tags, "size": s.size,
+            "pushed": iso(s.pushed)}
 
 
 def _json(resp: falcon.Response, body: dict[str, Any]) -> None:
@@ -68,9 +75,7 @@ class RepositorySummariesResource:
                 query = urlencode({"n": n, "last": names[-1]})
                 resp.set_header("Link", f'<{external_url(req, req.path)}?{query}>; rel="next"')
         summaries = self._store.summaries.repositories(names)
-        _json(resp, {"repositories": [
-            {"name": s.name, "description": s.description, "tags": s.tags, "size": s.size,
-             "pushed": iso(s.pushed)} for s in summaries]})
+        _json(resp, {"repositories": [summary_json(s) for s in summaries]})
 
 
 class TagSummariesResource:
@@ -95,4 +100,5 @@ class TagSummariesResource:
                          {"tag": t.tag, "digest": t.digest, "mediaType": t.media_type,
                           "artifactType": t.artifact_type, "size": t.size,
                           "platforms": t.platforms, "pushed": iso(t.pushed)}
-                         for t in page.tags]})
+                         for t in page.tags],
+                     "repository": summary_json(page.repository)})

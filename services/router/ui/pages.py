@@ -9,8 +9,9 @@ page number.
 
 from __future__ import annotations
 
+import time
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import falcon
 
@@ -172,13 +173,16 @@ class RepositoryPage(Page):
                                      crumbs=crumbs), self.status_of(answer))
             return
         data = answer.json()
-        summary = api.get("/v2/_dockyard/repositories", {"name": name}).json() or {}
-        about = (summary.get("repositories") or [{}])[0]
+        about = data.get("repository")
+        if not isinstance(about, dict):  # an index without it: ask for it
+            summary = api.get("/v2/_dockyard/repositories", {"name": name}).json() or {}
+            about = (summary.get("repositories") or [{}])[0]
         tags = data["tags"]
         default = next((x["tag"] for x in tags if x["tag"] == "latest"),
                        tags[0]["tag"] if tags else "latest")
         ref = f"{api.host}/{name}:{default}"
-        rows = [self._row(api.host, name, tag) for tag in tags]
+        row = TagRow(api.host, name)
+        rows = [row(tag) for tag in tags]
         body = f"""<h1>{h(name)}</h1>
 <p class="description">{h(about.get("description", ""))}</p>
 {t.key_values([("Tags", f"{int(data['total']):,}"), ("Size", t.size(about.get("size"))),
@@ -224,17 +228,27 @@ class RepositoryPage(Page):
             links.append(link("next", page_number + 1, "Next page"))
         return " ".join(links)
 
-    @staticmethod
-    def _row(host: str, name: str, tag: dict[str, Any]) -> str:
-        digest = tag["digest"]
-        pull = f"docker pull {host}/{name}:{tag['tag']}"
-        return (f'<tr data-tag="{h(tag["tag"])}"><th scope="row"><a href="'
-                f'{h(t.manifest_url(name, tag["tag"]))}">{h(tag["tag"])}</a></th>'
+
+class TagRow:
+    """One row of the tags table. What is the same on every row (the repository's
+    escaped name and URL, the clock) is worked out once per page: a page shows
+    up to 100 rows, and escaping and quoting are most of its cost."""
+
+    def __init__(self, host: str, name: str) -> None:
+        self.manifests = t.repo_url(name) + "/-/manifests/"
+        self.pull = f"docker pull {host}/{name}:"
+        self.now = time.time()
+
+    def __call__(self, tag: dict[str, Any]) -> str:
+        digest, name = tag["digest"], tag["tag"]
+        shown = h(name)
+        return (f'<tr data-tag="{shown}"><th scope="row"><a href="'
+                f'{h(self.manifests + quote(name, safe=":"))}">{shown}</a></th>'
                 f'<td><code title="{h(digest)}">{h(t.short_digest(digest))}</code> '
                 f'{t.copy_button(digest, "Copy digest")}</td>'
                 f'<td class="num">{t.size(tag.get("size"))}</td>'
                 f'<td>{_platforms(tag.get("platforms") or [])}</td>'
-                f'<td>{t.age(tag.get("pushed"))}</td>'
-                f'<td class="actions">{t.copy_button(pull, "Copy pull command")} '
+                f'<td>{t.age(tag.get("pushed"), self.now)}</td>'
+                f'<td class="actions">{t.copy_button(self.pull + name, "Copy pull command")} '
                 f'<button type="button" class="danger delete" hidden data-kind="tag" '
-                f'data-reference="{h(tag["tag"])}">Delete tag</button></td></tr>')
+                f'data-reference="{shown}">Delete tag</button></td></tr>')
