@@ -44,7 +44,7 @@ from shared.auth.access import mount_source, required, without_mount
 from shared.auth.credentials import VerifiedCache
 from shared.auth.htpasswd import Htpasswd
 from shared.auth.identity import ANONYMOUS, PASSWORD, TOKEN, Identity
-from shared.auth.policy import ACTIONS, DELETE, PULL, Policy, glob_regex
+from shared.auth.policy import ACTIONS, DELETE, PULL, Policy
 from shared.auth.ratelimit import FailedLogins
 from shared.auth.tokens import (
     InvalidToken,
@@ -55,11 +55,12 @@ from shared.auth.tokens import (
     load_public_keys,
 )
 from shared.auth.upload_state import UploadBinding
+from shared.globs import compile_glob
 from shared.validation import is_valid_name
 
 log = logging.getLogger("dockyard.auth")
 
-_EVERY_REPOSITORY = glob_regex("**").pattern
+_EVERY_REPOSITORY = compile_glob("**").pattern
 MAX_HEADER = 16 * 1024
 
 
