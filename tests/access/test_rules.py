@@ -160,6 +160,23 @@ def test_search_lists_only_pullable_repositories(admin: AuthClient, as_user: Any
     assert none["results"] == [] and none["num_results"] == 0
 
 
+def test_a_search_query_the_index_refuses_is_its_400_not_a_503(admin: AuthClient,
+                                                             as_user: Any) -> None:
+    """Filtering search per caller must not turn the index's refusal of a query (more
+    than 10 words) into 503 UNAVAILABLE, which clients retry: it is the same 400."""
+    words = " ".join(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
+                      "hotel", "india", "juliet", "kilo"])
+    for client in (admin, as_user("alice")):
+        r = client.request("GET", "/v1/search", fields={"q": words})
+        assert r.status == 400, (r.status, r.data)
+        assert error_code(json.loads(r.data)) == "UNSUPPORTED"
+        assert b"at most 10 words" in r.data
+        assert "Retry-After" not in r.headers
+        # Ten words are a query like any other.
+        r = client.request("GET", "/v1/search", fields={"q": words.rsplit(" ", 1)[0]})
+        assert r.status == 200 and json.loads(r.data)["results"] == []
+
+
 def test_tags_and_referrers_need_pull(admin: AuthClient, as_user: Any) -> None:
     name = unique("team-a")
     digest, _ = admin.push_image(name, "v1")
