@@ -446,3 +446,51 @@ def test_fsck_finds_reports_and_repairs(fresh_dockyard: Dockyard) -> None:
     assert client.push_blob("fsck/a", data) == layer["digest"]
     assert_pulls(client, "fsck/a", "v1", body_a)
     assert fsck(d) == (0, [])
+
+
+def test_gc_on_a_terminal_shows_its_phases_then_a_summary(gc_dockyard: Dockyard,
+                                                           gc_client: RegistryClient) -> None:
+    """`dockyard gc` run by a person: progress redrawn in place on the terminal (phases,
+    counts, bytes), the dry run's list, and a closing summary of what went."""
+    import os
+    import pty
+
+    name = unique_repo("gc")
+    digest, body = gc_client.push_image(name, "gone")
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/{digest}").status == 202
+
+    def on_a_terminal(*args: str) -> str:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen([str(VENV_BIN / "dockyard"), "gc", "--data-dir",
+                                     str(gc_dockyard.data_dir), "--grace", "0", *args],
+                                    stdin=follower, stdout=follower, stderr=follower)
+            os.close(follower)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            assert proc.wait(timeout=120) == 0, out
+            return out.decode()
+        finally:
+            os.close(leader)
+
+    dry = on_a_terminal("--dry-run")
+    for phase in ("barrier", "mark", "index", "links", "blobs"):
+        assert f"\r\x1b[K{phase}: " in dry, (phase, dry)
+    layer = image_digests(body)[1]
+    assert f"blob\t{layer}\t" in dry
+    assert "would delete " in dry and " to reclaim in " in dry
+    assert blob_path(gc_dockyard, layer).exists()
+
+    real = on_a_terminal()
+    assert "\r\x1b[Kblobs deleted: " in real
+    summary = next(line for line in real.splitlines() if line.startswith("deleted "))
+    blobs = int(summary.split()[1])
+    assert blobs >= len(image_digests(body)) and "reclaimed in" in summary, summary
+    assert not blob_path(gc_dockyard, layer).exists()
