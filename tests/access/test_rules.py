@@ -177,6 +177,25 @@ def test_a_search_query_the_index_refuses_is_its_400_not_a_503(admin: AuthClient
         assert r.status == 200 and json.loads(r.data)["results"] == []
 
 
+def test_a_long_search_query_is_matched_whole(admin: AuthClient, as_user: Any) -> None:
+    """Every word of a query must be found, also past its 256th character."""
+    word = uuid.uuid4().hex[:8]
+    name = f"team-a/{word}-long"
+    admin.push_image(name, "v1")
+    alice = as_user("alice")
+    deadline = time.monotonic() + 10
+    while not json.loads(alice.request("GET", f"/v1/search?q={word}").data)["results"]:
+        assert time.monotonic() < deadline, "the pushed repository was never found"
+        time.sleep(0.2)
+    for tail, found in (("long", [name]), ("absent" + word, [])):
+        query = word + " " * 300 + tail
+        r = alice.request("GET", "/v1/search", fields={"q": query})
+        assert r.status == 200, r.data
+        answer = json.loads(r.data)
+        assert [x["name"] for x in answer["results"]] == found, (tail, answer)
+        assert answer["query"] == query
+
+
 def test_tags_and_referrers_need_pull(admin: AuthClient, as_user: Any) -> None:
     name = unique("team-a")
     digest, _ = admin.push_image(name, "v1")

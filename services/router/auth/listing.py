@@ -145,7 +145,10 @@ def catalog(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool]
 def search(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool],
            retry_after: int, cursors: Cursors) -> tuple[list[tuple[str, str]], bytes]:
     params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-    query = params.get("q", "")[:256]
+    # Whole, as a registry without access control passes it: the index bounds the
+    # work of any query itself (at most 10 words), and a cut query would match
+    # repositories that a word past the cut excludes.
+    query = params.get("q", "")
     page_size = min(max(_int(params.get("n"), SEARCH_DEFAULT), 1), SEARCH_PAGE)
     page = max(_int(params.get("page"), 1), 1)
     results: list[dict[str, Any]] = []
