@@ -122,18 +122,3 @@ def test_usage_is_refused_to_all_but_administrators(
         assert f'data-repository="{name}"'.encode() in page.data
         assert f'data-bytes="{tagged}"'.encode() in page.data
     assert AuthClient(secured.url, basic("reader")).request("GET", "/ui/usage").status == 403
-
-
-def test_an_administrator_signed_in_through_the_ui_sees_usage(
-        browser: Browser, secured: Dockyard) -> None:
-    """The UI's sign-in holds a token with the registry-wide scope, which the usage
-    endpoint accepts from an administrator: no HTTP Basic needed."""
-    browser.open("/ui/")
-    browser.find("#sign-in").click()
-    sign_in(browser, "admin", PASSWORDS["admin"])
-    browser.wait(lambda d: browser.texts("#session strong") == ["admin"])
-    browser.open("/ui/usage")
-    browser.wait(lambda d: browser.all("#usage tbody tr"))
-    shown = {e.get_attribute("data-repository") for e in browser.all("#usage tbody tr")}
-    assert set(REPOS) <= shown
-    assert "administrators only" not in " ".join(browser.texts("main"))

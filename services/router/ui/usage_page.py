@@ -56,7 +56,7 @@ class UsagePage(Page):
             # Nothing of the answer is shown: not even its error detail.
             body = ("<h1>Usage</h1>" + t.notice(
                 "Usage is for administrators only: it names every repository and its size. "
-                "Administrators sign in to see it.", "warn"))
+                "Administrators sign in with their password (HTTP Basic) to see it.", "warn"))
             self.send(resp, t.layout("Usage", body, page="usage", host=api.host),
                       self.status_of(answer))
             return
