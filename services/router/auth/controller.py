@@ -61,7 +61,6 @@ from shared.validation import is_valid_name
 log = logging.getLogger("dockyard.auth")
 
 _EVERY_REPOSITORY = compile_glob("**").pattern
-CATALOG_SCOPE = "registry:catalog:*"
 MAX_HEADER = 16 * 1024
 
 
@@ -193,8 +192,8 @@ class AccessController:
         except errors.Unauthorized as e:
             # Bad credentials: the challenge names what this request needs.
             scope = None
-            if kind in LISTINGS or kind == USAGE:
-                scope = CATALOG_SCOPE
+            if kind in LISTINGS:
+                scope = "registry:catalog:*"
             elif name is not None and kind != BASE and is_valid_name(name):
                 scope = f"repository:{name}:{_order(required(environ))}"
             raise self.unauthorized(scope, e.message, getattr(e, "oauth_error", None)) from None
@@ -207,7 +206,7 @@ class AccessController:
         if kind in LISTINGS:
             if (identity.anonymous and not self.policy.anonymous_anywhere) or not (
                     identity.catalog or identity.access is None):
-                raise self.unauthorized(CATALOG_SCOPE, "authentication required")
+                raise self.unauthorized("registry:catalog:*", "authentication required")
             return identity
         assert name is not None
         if not is_valid_name(name):
@@ -228,31 +227,22 @@ class AccessController:
         return identity
 
     def _administrator(self, identity: Identity) -> Identity:
-        """An administrator: a caller whom a rule for every repository (``**``) lets
-        delete. Registry-wide answers such as usage name every repository and its
-        size, which no narrower right may see. By password, or with a token of our
-        own issuer that carries the registry-wide ``registry:catalog:*`` scope (the
-        token clients' way, the web UI's sign-in included); an external issuer's
-        claims name repositories only, so its tokens never qualify."""
+        """An administrator: a caller, by password, whom a rule for every repository
+        (``**``) lets delete. Registry-wide answers such as usage name every
+        repository and its size, which no narrower right may see."""
         if identity.anonymous:
-            raise self.unauthorized(CATALOG_SCOPE, "authentication required")
-        own_token = identity.via == TOKEN and identity.use_policy
-        if not (identity.access is None or own_token) or not self._is_admin(identity.name):
-            raise errors.Denied(detail=[{"Type": "registry", "Name": "usage",
-                                         "Action": "admin"}])
-        if own_token and not identity.catalog:
-            # The holder may, this token was not asked for it: ask for a new one.
-            raise self.unauthorized(CATALOG_SCOPE, "insufficient scope",
-                                    error="insufficient_scope")
-        return identity
-
-    def _is_admin(self, user: str) -> bool:
-        groups = self.policy.groups_of(user)
-        return any(
+            raise self.unauthorized(None, "authentication required")
+        groups = self.policy.groups_of(identity.name)
+        admin = identity.access is None and any(
             any(p.pattern == _EVERY_REPOSITORY for p in rule.patterns)
             and DELETE in (rule.authenticated | (
-                rule.actions if user in rule.users or groups & rule.groups else frozenset()))
+                rule.actions if identity.name in rule.users or groups & rule.groups
+                else frozenset()))
             for rule in self.policy.rules)
+        if not admin:
+            raise errors.Denied(detail=[{"Type": "registry", "Name": "usage",
+                                         "Action": "admin"}])
+        return identity
 
     def _refusal(self, identity: Identity, name: str,
                  needs: frozenset[str]) -> errors.RegistryError:
