@@ -34,7 +34,9 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 # A child that ran this long is healthy again: its next crash restarts fast.
 STABLE_AFTER = 10.0
-STOP_GRACE = 5.0
+# On stop, what a child gets beyond its own drain deadline (http.drain_timeout)
+# to close its listener and exit, before it is killed.
+STOP_MARGIN = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -280,7 +282,13 @@ def _token_key_args(config: dict[str, Any], data_dir: Path) -> list[str]:
     return ["--token-key", str(key)]
 
 
-def run(children: list[Child]) -> int:
+def run(children: list[Child], drain_timeout: float = 0.0) -> int:
+    """Start the children and restart any that dies, until SIGTERM or SIGINT.
+
+    Then stop them in reverse order, routers first, so that what a draining
+    router still forwards finds storage and the index up. They share one
+    deadline: the drain timeout plus a margin, after which a child is killed.
+    """
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -299,7 +307,7 @@ def run(children: list[Child]) -> int:
             time.sleep(0.05)
     finally:
         log.info("stopping")
-        deadline = time.monotonic() + STOP_GRACE
+        deadline = time.monotonic() + drain_timeout + STOP_MARGIN
         for child in reversed(children):
             child.stop()
             child.wait(deadline)

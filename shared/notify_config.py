@@ -24,11 +24,12 @@ Endpoint keys (defaults in ENDPOINT_DEFAULTS):
 from __future__ import annotations
 
 import copy
-import fnmatch
 import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+from shared import globs
 
 ACTIONS = ("push", "pull", "mount", "delete")
 SIGNATURE_HEADER = "X-Dockyard-Webhook-Signature"
@@ -136,8 +137,8 @@ def _globs(where: str, value: Any) -> list[str]:
     patterns = _strings(where, value)
     for p in patterns:
         try:
-            re.compile(fnmatch.translate(p))
-        except re.error as e:
+            globs.compile_glob(p)
+        except globs.GlobError as e:
             raise EndpointError(f"{where}: bad pattern {p!r}: {e}") from None
     return patterns
 
@@ -229,7 +230,7 @@ def matches(endpoint: dict[str, Any], event: dict[str, Any]) -> bool:
         return False
     patterns = endpoint["repositories"]
     repo = target.get("repository", "")
-    return not patterns or any(fnmatch.fnmatchcase(repo, p) for p in patterns)
+    return not patterns or globs.matches_any(patterns, repo)
 
 
 def redacted(endpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,8 +4,9 @@ A policy is one line of the ``gc.retention`` list::
 
     <repository pattern> [keep_last=N] [max_age=AGE] [keep=PATTERN,PATTERN...]
 
-for example ``"ci/* keep_last=10 max_age=30d keep=v*,release-*"``. Patterns
-are shell globs (``*`` also crosses ``/``); AGE is a number with ``s``,
+for example ``"ci/** keep_last=10 max_age=30d keep=v*,release-*"``. Patterns
+are `shared.globs` globs, as in access rules (``*`` stays within one path
+segment, ``**`` crosses ``/``); AGE is a number with ``s``,
 ``m``, ``h``, ``d`` or ``w``. The first policy whose pattern matches a
 repository's name applies to it; a repository no policy matches keeps
 every tag.
@@ -25,10 +26,11 @@ meanwhile is the new push's and stays.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from shared import globs
 
 _AGE = re.compile(r"(\d+)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -46,7 +48,7 @@ class Policy:
     keep: tuple[str, ...] = ()
 
     def matches(self, repository: str) -> bool:
-        return fnmatch.fnmatchcase(repository, self.pattern)
+        return globs.matches(self.pattern, repository)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,11 @@ def parse(line: str) -> Policy:
                               "(keep_last, max_age or keep)")
     if keep_last is None and max_age is None:
         raise PolicyError(f"{line!r}: needs keep_last or max_age, or it removes nothing")
+    for glob in (pattern, *keep):
+        try:
+            globs.compile_glob(glob)
+        except globs.GlobError as e:
+            raise PolicyError(f"{line!r}: {e}") from None
     return Policy(pattern, keep_last, max_age, keep)
 
 
@@ -105,7 +112,7 @@ def select(policy: Policy, repository: str, tags: dict[str, str],
     """The tags `policy` removes from a repository's `tags` (tag -> digest), given
     when each was pushed."""
     candidates = [t for t in tags
-                  if not any(fnmatch.fnmatchcase(t, p) for p in policy.keep)]
+                  if not globs.matches_any(policy.keep, t)]
     # Newest first; the tag's name breaks ties so that the choice is stable.
     candidates.sort(key=lambda t: (-pushed.get(t, 0.0), t))
     removals = []

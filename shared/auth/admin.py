@@ -35,10 +35,11 @@ from __future__ import annotations
 from enum import Enum
 
 from shared.auth.identity import PASSWORD, Identity
-from shared.auth.policy import DELETE, Policy, glob_regex
+from shared.auth.policy import DELETE, Policy
+from shared.globs import compile_glob
 
 USAGE_SCOPE = "registry:usage:*"
-_EVERY_REPOSITORY = glob_regex("**").pattern
+_EVERY_REPOSITORY = compile_glob("**").pattern
 
 
 class Verdict(Enum):

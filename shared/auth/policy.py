@@ -10,11 +10,10 @@ Config shape (the ``access`` list; see docs/access-control.md)::
       anonymous: [pull]            # anyone, logged in or not, may do these
 
 Rules add up: a caller's actions on a repository are the union over every rule
-whose glob matches it. What no rule grants is denied. Globs: ``**`` matches
-any characters including ``/``, ``*`` any run without ``/``, ``?`` one
-character other than ``/``; everything else is literal, and a glob matches
-the whole name. Names are compared as the registry stores them (lower case,
-already validated), so case or encoding variants cannot slip past a rule.
+whose glob matches it. What no rule grants is denied. Globs are those of
+`shared.globs` (``**`` crosses ``/``, ``*`` stays within one segment). Names
+are compared as the registry stores them (lower case, already validated), so
+case or encoding variants cannot slip past a rule.
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.globs import compile_glob
+
 PULL, PUSH, DELETE = "pull", "push", "delete"
 ACTIONS = (PULL, PUSH, DELETE)
 ALL = frozenset(ACTIONS)
@@ -32,25 +33,6 @@ NONE: frozenset[str] = frozenset()
 RULE_KEYS = frozenset({"repositories", "users", "groups", "actions", "authenticated",
                        "anonymous"})
 _CACHE_LIMIT = 65536
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out.append(r"[\s\S]*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append(r"[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append(r"[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
 
 
 def _strings(rule: Mapping[str, Any], key: str, where: str) -> list[str]:
@@ -92,7 +74,7 @@ class Rule:
         repos = _strings(raw, "repositories", where)
         if not repos:
             raise ValueError(f"{where}.repositories: at least one pattern is required")
-        rule = cls(tuple(glob_regex(p) for p in repos),
+        rule = cls(tuple(compile_glob(p) for p in repos),
                    frozenset(_strings(raw, "users", where)),
                    frozenset(_strings(raw, "groups", where)),
                    _actions(raw, "actions", where), _actions(raw, "authenticated", where),

@@ -160,6 +160,42 @@ def test_search_lists_only_pullable_repositories(admin: AuthClient, as_user: Any
     assert none["results"] == [] and none["num_results"] == 0
 
 
+def test_a_search_query_the_index_refuses_is_its_400_not_a_503(admin: AuthClient,
+                                                             as_user: Any) -> None:
+    """Filtering search per caller must not turn the index's refusal of a query (more
+    than 10 words) into 503 UNAVAILABLE, which clients retry: it is the same 400."""
+    words = " ".join(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
+                      "hotel", "india", "juliet", "kilo"])
+    for client in (admin, as_user("alice")):
+        r = client.request("GET", "/v1/search", fields={"q": words})
+        assert r.status == 400, (r.status, r.data)
+        assert error_code(json.loads(r.data)) == "UNSUPPORTED"
+        assert b"at most 10 words" in r.data
+        assert "Retry-After" not in r.headers
+        # Ten words are a query like any other.
+        r = client.request("GET", "/v1/search", fields={"q": words.rsplit(" ", 1)[0]})
+        assert r.status == 200 and json.loads(r.data)["results"] == []
+
+
+def test_a_long_search_query_is_matched_whole(admin: AuthClient, as_user: Any) -> None:
+    """Every word of a query must be found, also past its 256th character."""
+    word = uuid.uuid4().hex[:8]
+    name = f"team-a/{word}-long"
+    admin.push_image(name, "v1")
+    alice = as_user("alice")
+    deadline = time.monotonic() + 10
+    while not json.loads(alice.request("GET", f"/v1/search?q={word}").data)["results"]:
+        assert time.monotonic() < deadline, "the pushed repository was never found"
+        time.sleep(0.2)
+    for tail, found in (("long", [name]), ("absent" + word, [])):
+        query = word + " " * 300 + tail
+        r = alice.request("GET", "/v1/search", fields={"q": query})
+        assert r.status == 200, r.data
+        answer = json.loads(r.data)
+        assert [x["name"] for x in answer["results"]] == found, (tail, answer)
+        assert answer["query"] == query
+
+
 def test_tags_and_referrers_need_pull(admin: AuthClient, as_user: Any) -> None:
     name = unique("team-a")
     digest, _ = admin.push_image(name, "v1")

@@ -105,6 +105,7 @@ def test_oauth_password_and_refresh_grants(secured: Any, anon: AuthClient) -> No
         "scope": f"repository:{name}:pull,push"})
     assert r.status == 200, r.data
     body = json.loads(r.data)
+    assert body["scope"] == f"repository:{name}:pull,push"
     refresh = body["refresh_token"]
     bearer(secured, body["access_token"]).push_image(name, "v1")
     # A refresh token is not an access token, and the other way round.
@@ -138,6 +139,15 @@ def test_oauth_password_and_refresh_grants(secured: Any, anon: AuthClient) -> No
             break
         time.sleep(0.2)
     assert r.status == 401
+    # The answer's scope is what was granted, not what was asked (RFC 6749 5.1).
+    r = anon.request("POST", "/auth/token", encode_multipart=False, fields={
+        "grant_type": "password", "username": "alice", "password": "alice-pw",
+        "service": "dockyard", "client_id": "test",
+        "scope": f"repository:{name}:pull,push,delete repository:secret/x:pull "
+                 "registry:catalog:*"})
+    assert r.status == 200, r.data
+    assert json.loads(r.data)["scope"] == (f"repository:{name}:pull,push "
+                                           "registry:catalog:*")
     r = anon.request("POST", "/auth/token", encode_multipart=False, fields={
         "grant_type": "password", "username": "alice", "password": "nope",
         "service": "dockyard", "client_id": "test"})

@@ -8,6 +8,7 @@ delete what other tests of the shared session registry are in the middle of.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -446,3 +447,75 @@ def test_fsck_finds_reports_and_repairs(fresh_dockyard: Dockyard) -> None:
     assert client.push_blob("fsck/a", data) == layer["digest"]
     assert_pulls(client, "fsck/a", "v1", body_a)
     assert fsck(d) == (0, [])
+
+
+def test_gc_on_a_terminal_shows_its_phases_then_a_summary(gc_dockyard: Dockyard,
+                                                           gc_client: RegistryClient) -> None:
+    """`dockyard gc` run by a person: progress redrawn in place on the terminal (phases,
+    counts, bytes), the dry run's list, and a closing summary of what went."""
+    import pty
+
+    name = unique_repo("gc")
+    digest, body = gc_client.push_image(name, "gone")
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/{digest}").status == 202
+
+    def on_a_terminal(*args: str) -> str:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen([str(VENV_BIN / "dockyard"), "gc", "--data-dir",
+                                     str(gc_dockyard.data_dir), "--grace", "0", *args],
+                                    stdin=follower, stdout=follower, stderr=follower)
+            os.close(follower)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            assert proc.wait(timeout=120) == 0, out
+            return out.decode()
+        finally:
+            os.close(leader)
+
+    dry = on_a_terminal("--dry-run")
+    for phase in ("barrier", "mark", "index", "links", "blobs"):
+        assert f"\r\x1b[K{phase}: " in dry, (phase, dry)
+    layer = image_digests(body)[1]
+    assert f"blob\t{layer}\t" in dry
+    assert "would delete " in dry and " to reclaim in " in dry
+    assert blob_path(gc_dockyard, layer).exists()
+
+    real = on_a_terminal()
+    assert "\r\x1b[Kblobs deleted: " in real
+    summary = next(line for line in real.splitlines() if line.startswith("deleted "))
+    blobs = int(summary.split()[1])
+    assert blobs >= len(image_digests(body)) and "reclaimed in" in summary, summary
+    assert not blob_path(gc_dockyard, layer).exists()
+
+
+def test_gc_of_a_scaled_out_deployment_from_its_config_file(
+        gc_dockyard: Dockyard, gc_client: RegistryClient, tmp_path: Path) -> None:
+    """`dockyard gc --config FILE`, with no --data-dir: the storage root and the index's
+    Redis come from the file, as for a deployment that `dockyard serve` did not start."""
+    served = json.loads((gc_dockyard.data_dir / "serve.json").read_text())
+    config = tmp_path / "deployment.yaml"
+    config.write_text(json.dumps({
+        "storage": {"root": served.get("storage_root")
+                    or str(gc_dockyard.data_dir / "storage")},
+        "index": {"redis": {"url": served["redis"]}}}))
+    name = unique_repo("gc")
+    digest, body = gc_client.push_image(name, "gone")
+    _, kept = gc_client.push_image(name, "kept")
+    assert gc_client.request("DELETE", f"/v2/{name}/manifests/{digest}").status == 202
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--config", str(config),
+                          "--grace", "0", "--json"], capture_output=True, text=True,
+                         timeout=120, env={k: v for k, v in os.environ.items()
+                                           if not k.startswith("DOCKYARD_")})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert set(image_digests(body)) <= deleted(report, "blob")
+    assert not blob_path(gc_dockyard, image_digests(body)[1]).exists()
+    assert_pulls(gc_client, name, "kept", kept)

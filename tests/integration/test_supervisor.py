@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import psutil
 
 from tests.integration.helpers import direct, service_url, wait_until
+from tests.integration.test_drain import read_response
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, sha256
 
@@ -167,3 +169,28 @@ def test_sigterm_stops_every_child_without_orphans(fresh_dockyard: Dockyard) -> 
     _, alive = psutil.wait_procs(children, timeout=2)
     assert alive == [], [p.pid for p in alive]
     assert not ready(fresh_dockyard.url)
+
+
+def test_stop_lets_an_upload_in_flight_finish_past_the_old_5s_grace(
+        fresh_dockyard: Dockyard) -> None:
+    """`dockyard serve` stopping gives its children their drain deadline
+    (http.drain_timeout), routers first, so a push in flight through the router
+    completes even when it takes longer than a fixed few seconds."""
+    fresh_dockyard.env = {"DOCKYARD_HTTP_DRAIN_TIMEOUT": "20"}
+    fresh_dockyard.start()
+    assert fresh_dockyard.process is not None
+    data = os.urandom(300_000)
+    digest = sha256(data)
+    busy = socket.create_connection((fresh_dockyard.host, fresh_dockyard.port))
+    busy.sendall((f"POST /v2/drain/serve/blobs/uploads/?digest={digest} HTTP/1.1\r\n"
+                  f"Host: {fresh_dockyard.addr}\r\nContent-Type: application/octet-stream\r\n"
+                  f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:100_000])
+    time.sleep(0.5)
+    fresh_dockyard.process.send_signal(signal.SIGTERM)
+    time.sleep(6.5)
+    assert fresh_dockyard.process.poll() is None, "serve exited with a push in flight"
+    busy.sendall(data[100_000:])
+    status, headers, body = read_response(busy)
+    assert status == 201, body
+    assert headers["docker-content-digest"] == digest
+    assert fresh_dockyard.process.wait(15) == 0

@@ -8,7 +8,7 @@ import pytest
 
 from shared import config
 from shared.auth.htpasswd import Htpasswd, set_password
-from shared.auth.policy import Policy, glob_regex
+from shared.auth.policy import Policy
 
 
 def load(tmp_path: Path, text: str) -> dict:
@@ -40,17 +40,6 @@ def test_defaults_leave_access_control_off(tmp_path: Path) -> None:
                                            "anonymous: [pull]}]"))
     keys = {path for path, *_ in config.reference()}
     assert {"auth.htpasswd", "auth.token.key", "auth.external", "access"} <= keys
-
-
-@pytest.mark.parametrize("pattern, name, matches", [
-    ("team-a/**", "team-a/x", True), ("team-a/**", "team-a/x/y", True),
-    ("team-a/**", "team-a", False), ("team-a/**", "team-ab/x", False),
-    ("*/x", "a/x", True), ("*/x", "a/b/x", False), ("a/?", "a/b", True),
-    ("a/?", "a/bc", False), ("**", "anything/at/all", True), ("a.b", "axb", False),
-    ("lib/[x]", "lib/[x]", True), ("lib/[x]", "lib/x", False),
-])
-def test_globs(pattern: str, name: str, matches: bool) -> None:
-    assert (glob_regex(pattern).fullmatch(name) is not None) is matches
 
 
 def test_rules_add_up_and_groups_count() -> None:

@@ -12,20 +12,24 @@ DAY = 86400.0
 
 
 def test_parse_a_full_policy() -> None:
-    p = retention.parse("ci/* keep_last=10 max_age=30d keep=v*,release-*")
-    assert p == retention.Policy("ci/*", 10, 30 * DAY, ("v*", "release-*"))
+    p = retention.parse("ci/** keep_last=10 max_age=30d keep=v*,release-*")
+    assert p == retention.Policy("ci/**", 10, 30 * DAY, ("v*", "release-*"))
     assert p.matches("ci/app") and p.matches("ci/team/app") and not p.matches("prod/app")
+    # The globs of access rules: one * stays within a path segment.
+    one_level = retention.parse("ci/* keep_last=1")
+    assert one_level.matches("ci/app") and not one_level.matches("ci/team/app")
 
 
 @pytest.mark.parametrize("line", ["", "x keep_last=ten", "x max_age=3y", "x keep=v*",
-                                  "x color=blue", "x keep_last"])
+                                  "x color=blue", "x keep_last", "[z-a] keep_last=1",
+                                  "x keep_last=1 keep=[z-a]"])
 def test_bad_policies_are_refused(line: str) -> None:
     with pytest.raises(retention.PolicyError):
         retention.parse(line)
 
 
 def test_first_matching_policy_applies() -> None:
-    policies = retention.parse_all(["prod/* keep_last=100", "* keep_last=1"])
+    policies = retention.parse_all(["prod/* keep_last=100", "** keep_last=1"])
     assert retention.policy_for(policies, "prod/app").keep_last == 100
     assert retention.policy_for(policies, "dev/app").keep_last == 1
 

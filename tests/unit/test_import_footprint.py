@@ -22,7 +22,7 @@ HEAVY = ("redis", "falcon", "jwt", "cryptography", "bcrypt", "ssl")
 SUPERVISOR = """
 import json, sys
 from services import supervisor
-supervisor.run = lambda children: print(json.dumps(
+supervisor.run = lambda children, *_: print(json.dumps(
     {"children": [c.name for c in children],
      "loaded": [m for m in %(heavy)r if m in sys.modules]}))
 from services.cli import main

@@ -126,6 +126,9 @@ def test_filters_by_action_repository_glob_and_media_type() -> None:
     assert not matches(e, _event("push", "team-b/app"))
     assert not matches(e, _event("push", "TEAM-A/app"))
     assert not matches(e, _event("push", "team-a/app", "application/octet-stream"))
+    # The globs of access rules: * stays within one path segment, ** crosses it.
+    assert not matches(e, _event("push", "team-a/tools/lint"))
+    assert matches(_endpoint(repositories=["team-a/**"]), _event("push", "team-a/tools/lint"))
     assert matches(_endpoint(), _event("mount", "anything/at/all"))
 
 

@@ -74,10 +74,28 @@ def _get(pool: Pool, target: str, retry_after: int) -> Any:
             backend.mark_down()
             continue
         if resp.status != 200:
-            raise errors.Unavailable("the index could not list repositories",
-                                     retry_after=retry_after)
+            raise _refusal(resp.status, body) or errors.Unavailable(
+                "the index could not list repositories", retry_after=retry_after)
         return json.loads(body)
     raise errors.Unavailable(f"no {pool.name} backend is available", retry_after=retry_after)
+
+
+def _refusal(status: int, body: bytes) -> errors.RegistryError | None:
+    """The index's refusal of the request itself (a 4xx, such as a search query of too
+    many words), passed on as it is: the caller gets the answer a registry without
+    access control gives, not a 503 that invites a retry of the same request."""
+    if not 400 <= status < 500:
+        return None
+    try:
+        entry = json.loads(body)["errors"][0]
+        code, message = entry["code"], entry["message"]
+    except (ValueError, LookupError, TypeError):
+        return None
+    if not (isinstance(code, str) and isinstance(message, str)):
+        return None
+    err = errors.RegistryError(message, detail=entry.get("detail"))
+    err.status, err.code = status, code
+    return err
 
 
 def _int(raw: str | None, default: int) -> int:
@@ -127,7 +145,10 @@ def catalog(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool]
 def search(pool: Pool, environ: dict[str, Any], may_pull: Callable[[str], bool],
            retry_after: int, cursors: Cursors) -> tuple[list[tuple[str, str]], bytes]:
     params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-    query = params.get("q", "")[:256]
+    # Whole, as a registry without access control passes it: the index bounds the
+    # work of any query itself (at most 10 words), and a cut query would match
+    # repositories that a word past the cut excludes.
+    query = params.get("q", "")
     page_size = min(max(_int(params.get("n"), SEARCH_DEFAULT), 1), SEARCH_PAGE)
     page = max(_int(params.get("page"), 1), 1)
     results: list[dict[str, Any]] = []

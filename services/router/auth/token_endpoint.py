@@ -28,7 +28,7 @@ from services.router.auth.controller import AccessController
 from shared import errors
 from shared.auth import admin
 from shared.auth.identity import ANONYMOUS, PASSWORD, Identity
-from shared.auth.policy import ALL
+from shared.auth.policy import ACTIONS, ALL
 from shared.auth.tokens import InvalidToken, Scope, parse_scopes
 from shared.validation import is_valid_name
 
@@ -61,8 +61,8 @@ class TokenResource:
 
     def _answer(self, resp: falcon.Response, identity: Identity, scopes: list[Scope],
                 refresh: bool, oauth: bool) -> None:
-        token, issued = self._access.issuer.access_token(identity.name,
-                                                         self._grant(identity, scopes))
+        granted = self._grant(identity, scopes)
+        token, issued = self._access.issuer.access_token(identity.name, granted)
         body: dict[str, Any] = {
             "token": token, "access_token": token,
             "expires_in": self._access.issuer.lifetime,
@@ -70,8 +70,11 @@ class TokenResource:
             .strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         if oauth:
-            body["scope"] = " ".join(f"{s.type}:{s.name}:{','.join(sorted(s.actions))}"
-                                     for s in scopes)
+            # The token spec's OAuth2 answer: the scope granted, which may be less
+            # than the scope asked (RFC 6749 5.1), never what was only asked.
+            body["scope"] = " ".join(
+                f"{s.type}:{s.name}:{','.join(a for a in (*ACTIONS, '*') if a in s.actions)}"
+                for s in granted if s.actions)
         htpasswd = self._access.htpasswd
         binding = htpasswd.fingerprint(identity.name) if htpasswd is not None else None
         if refresh and not identity.anonymous and binding is not None:

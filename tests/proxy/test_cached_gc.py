@@ -1,0 +1,89 @@
+"""Cached content is collected like pushed content: `dockyard gc` keeps what a cached
+tag references, deletes what nothing references, and retention policies apply to
+mirrored repositories as to any other."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.proxy.conftest import proxy_dockyard
+from tests.support.processes import VENV_BIN, Dockyard
+from tests.support.registry_client import RegistryClient
+from tests.support.upstream import Front, Pusher
+
+
+def _blob_file(d: Dockyard, digest: str) -> Path:
+    algorithm, hexpart = digest.split(":")
+    return d.data_dir / "storage" / "blobs" / algorithm / hexpart[:2] / hexpart
+
+
+def _digests(image: dict[str, Any]) -> list[str]:
+    doc = json.loads(image["manifest"])
+    return [image["digest"], doc["config"]["digest"], *(x["digest"] for x in doc["layers"])]
+
+
+def _pull(client: RegistryClient, name: str, tag: str, image: dict[str, Any]) -> list[str]:
+    """Pull the image through the mirror; the Cache-Status of each of its blobs."""
+    r = client.get_manifest(name, tag)
+    assert r.status == 200 and r.data == image["manifest"], (r.status, r.data[:200])
+    statuses = []
+    for digest in _digests(image)[1:]:
+        b = client.request("GET", f"/v2/{name}/blobs/{digest}")
+        assert b.status == 200, (digest, b.status)
+        statuses.append(b.headers["Cache-Status"])
+    return statuses
+
+
+def _gc(d: Dockyard, config: Path) -> dict[str, Any]:
+    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir", str(d.data_dir),
+                          "--config", str(config), "--grace", "0", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_cached_content_is_collected_and_retained_like_pushed_content(
+        tmp_path: Path, front: Front, pusher: Pusher) -> None:
+    name = f"team/gc-{uuid.uuid4().hex[:8]}"
+    old = pusher.image(name, "v0", layers=[os.urandom(6000)])
+    new = pusher.image(name, "v1", layers=[os.urandom(6000)])
+    stray = os.urandom(3000)
+    stray_digest = pusher.blob(name, stray)
+    server = proxy_dockyard(tmp_path / "mirror", [{"prefix": "up", "url": front.url}]).start()
+    try:
+        client = RegistryClient(server.url)
+        local = f"up/{name}"
+        _pull(client, local, "v0", old)
+        _pull(client, local, "v1", new)
+        # A blob pulled through that no cached manifest references.
+        r = client.request("GET", f"/v2/{local}/blobs/{stray_digest}")
+        assert r.status == 200 and r.data == stray
+        policy = tmp_path / "gc.yaml"
+        policy.write_text(json.dumps({"gc": {"retention": ["up/** keep_last=1"]}}))
+
+        report = _gc(server, policy)
+
+        gone = {i["name"] for i in report["items"] if i["kind"] in ("blob", "tag")}
+        # Retention removed the older cached tag; its image and the stray blob went.
+        assert "v0" in gone and "v1" not in gone
+        for digest in (*_digests(old), stray_digest):
+            assert digest in gone, digest
+            assert not _blob_file(server, digest).exists(), digest
+        # What the remaining cached tag references stayed, and is served from the cache.
+        for digest in _digests(new):
+            assert digest not in gone and _blob_file(server, digest).exists(), digest
+        fetched = {d: front.count("GET", f"/v2/{name}/blobs/{d}") for d in _digests(new)[1:]}
+        assert _pull(client, local, "v1", new) == ["dockyard; hit"] * len(fetched)
+        assert all(front.count("GET", f"/v2/{name}/blobs/{d}") == n
+                   for d, n in fetched.items())
+        status, _, tags = client.json("GET", f"/v2/{local}/tags/list")
+        assert status == 200 and tags["tags"] == ["v1"]
+        # The collected tag is pulled through again, from the upstream.
+        assert "dockyard; hit" not in _pull(client, local, "v0", old)
+    finally:
+        server.stop()
