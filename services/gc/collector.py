@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass, field
 
 from services.gc import graph, retention
+from services.gc.events import GcEvents
 from services.gc.report import Item, Progress, Report, Silent
 from services.index.read_model import IndexReader, RepositoryState
 from services.index.store import IndexStore
@@ -95,8 +96,10 @@ class Snapshot:
 
 class Collector:
     def __init__(self, blobs: BlobStore, index: IndexStore, reader: IndexReader,
-                 settings: Settings, progress: Progress | None = None) -> None:
+                 settings: Settings, progress: Progress | None = None,
+                 events: GcEvents | None = None) -> None:
         self.blobs = blobs
+        self.events = events or GcEvents(enabled=False)
         self.layout = blobs.layout
         self.fences = blobs.fences
         self.index = index
@@ -112,6 +115,7 @@ class Collector:
             if not ours:
                 return None
             report = Report(dry_run=dry_run)
+            self.events.new_run()
             self.progress.phase("barrier")
             start_ns = self.fences.barrier()
             cutoff = start_ns - int(self.settings.grace * NS)
@@ -189,7 +193,9 @@ class Collector:
             pushed = {t: times.get(t) or self._pushed(repo, d) for t, d in repo.tags.items()}
             removals = retention.select(policy, name, repo.tags, pushed, now)
             for removal in removals:
-                if dry_run or self.index.delete_tag_if(name, removal.tag, removal.digest):
+                if dry_run or self.index.delete_tag_if(
+                        name, removal.tag, removal.digest,
+                        self.events.tag_removed(name, removal.tag)):
                     report.add(Item("tag", name, removal.tag))
                     self.progress.advance()
                 del repo.tags[removal.tag]
@@ -236,8 +242,9 @@ class Collector:
                 self.fences.holding(self.layout.blob_lock(d) for _, d in digests):
             doomed = [(item, d) for item, (n, d) in zip(batch, digests, strict=True)
                       if (mtime_ns(self.layout.manifest_link(n, d)) or 0) < cutoff]
-            self.index.delete_manifests([(n, node.digest, node.subject)
-                                         for (n, node), _ in doomed])
+            self.index.delete_manifests(
+                [(n, node.digest, node.subject) for (n, node), _ in doomed],
+                [self.events.manifest_removed(n, node.digest) for (n, node), _ in doomed])
             unlink_all([self.layout.manifest_link(name, digest)
                         for (name, _), digest in doomed])
         # The index's events went out before the unlinks: announce them again.

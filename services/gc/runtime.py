@@ -15,6 +15,7 @@ from typing import Any
 
 from services.gc import retention, usage
 from services.gc.collector import Collector, Settings
+from services.gc.events import GcEvents
 from services.gc.report import Progress, Report, save_summary
 from services.gc.serve_file import SERVE_FILE, write_serve_file  # noqa: F401 (re-exported)
 from services.index.read_model import IndexReader
@@ -80,8 +81,10 @@ def collector(config: dict[str, Any], *, progress: Progress | None = None,
         chosen = Settings(**{**chosen.__dict__, **overrides})
     # Index writes wait for the replicas the index's own writes wait for.
     ack = redis_client.ReplicaAck(section["min_replicas_ack"], section["replica_ack_timeout"])
-    return Collector(BlobStore(layout), IndexStore(client, prefix, ack),
-                     IndexReader(client, prefix), chosen, progress)
+    groups = tuple(e["name"] for e in config["notifications"]["endpoints"])
+    return Collector(BlobStore(layout), IndexStore(client, prefix, ack, groups),
+                     IndexReader(client, prefix), chosen, progress,
+                     GcEvents.from_config(config))
 
 
 def record(collector: Collector, report: Report) -> None:

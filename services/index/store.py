@@ -110,11 +110,14 @@ redis.call('PUBLISH', KEYS[3], ARGV[3])
 """
 
 # KEYS: tags, tagmap, events   ARGV: tag, digest it must still name, repo scope
+# KEYS: tags, tagmap, events, user events stream
+# ARGV: tag, digest it must still name, repo scope, user event JSON or ""
 _DELETE_TAG_IF = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[3])
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], '*', 'event', ARGV[4]) end
 return 1
 """
 
@@ -280,12 +283,17 @@ class IndexStore:
         removed, *_ = self._ack.run(pipe)
         return {"tags_removed": int(removed)}
 
-    def delete_manifests(self, items: list[tuple[str, str, str | None]]) -> None:
+    def delete_manifests(self, items: list[tuple[str, str, str | None]],
+                         events: list[str | None] | None = None) -> None:
         """(repo, digest, subject) of each; one round trip, each its own atomic script.
-        For the garbage collector: no user event (what it deletes, no user did)."""
+        For the garbage collector, whose `events` (one user event JSON per item, or
+        None) are recorded with the deletes, as a DELETE's are."""
+        if events and any(events):
+            self._groups.ensure()
         pipe = self.redis.pipeline(transaction=False)
-        for repo, digest, subject in items:
-            self._queue_delete_manifest(pipe, repo, digest, subject)
+        for (repo, digest, subject), event in zip(items, events or [None] * len(items),
+                                                  strict=True):
+            self._queue_delete_manifest(pipe, repo, digest, subject, event)
         self._ack.run(pipe)
 
     def _queue_delete_manifest(self, pipe: Any, repo: str, digest: str,
@@ -301,13 +309,17 @@ class IndexStore:
         )
         self.summaries.queue_forget(pipe, repo, digest)
 
-    def delete_tag_if(self, repo: str, tag: str, digest: str) -> bool:
+    def delete_tag_if(self, repo: str, tag: str, digest: str,
+                      event: str | None = None) -> bool:
         """Delete the tag only while it still names `digest`: a tag pushed again since
-        a policy chose it is the new push's, and stays."""
+        a policy chose it is the new push's, and stays. `event` (user event JSON) is
+        recorded only when the tag goes."""
         k = self.keys
+        if event:
+            self._groups.ensure()
         pipe = self.redis.pipeline(transaction=False)
-        self._delete_tag_if(keys=[k.tags(repo), k.tagmap(repo), k.events],
-                            args=[tag, digest, repo_scope(repo)], client=pipe)
+        self._delete_tag_if(keys=[k.tags(repo), k.tagmap(repo), k.events, k.user_events],
+                            args=[tag, digest, repo_scope(repo), event or ""], client=pipe)
         (deleted,) = self._ack.run(pipe)
         if deleted:
             # The summaries' push time of the tag; a push of the same tag in the

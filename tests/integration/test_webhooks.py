@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import statistics
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from services.notifications.delivery import verify
 from tests.integration.helpers import direct, service_url, unique_repo, wait_until
-from tests.support.processes import Dockyard
+from tests.support.processes import VENV_BIN, Dockyard
 from tests.support.registry_client import OCI_MANIFEST, RegistryClient
 from tests.support.webhook_receiver import Receiver, metric
 from tests.support.webhooks import ManifestPusher, deployment, events_cli, metrics_text
@@ -179,6 +182,43 @@ def test_a_repository_delete_reports_its_manifests_tags_and_itself(
         ("delete", {"repository": repo, "tag": "v1"}),  # removed with the manifest
         ("delete", {"repository": repo}),  # the repository itself (docs/webhooks.md)
     ]
+
+
+def test_retention_and_the_collector_report_their_deletes(
+        hooks: dict[str, Any], tmp_path: Path) -> None:
+    """What `dockyard gc` deletes, no client asked for; webhook consumers still see
+    it: the tag a retention policy removes, then the manifest it left untagged."""
+    client: RegistryClient = hooks["client"]
+    server: Dockyard = hooks["server"]
+    repo = unique_repo("gc")
+    old, _ = client.push_image(repo, "old")
+    time.sleep(0.05)
+    new, _ = client.push_image(repo, "new")
+    assert server.config is not None
+    config = yaml.safe_load(server.config.read_text())
+    config.setdefault("gc", {})["retention"] = [f"{repo} keep_last=1"]
+    gc_config = tmp_path / "gc.yml"
+    gc_config.write_text(yaml.safe_dump(config))
+    out = subprocess.run(
+        [str(VENV_BIN / "dockyard"), "gc", "--config", str(gc_config), "--data-dir",
+         str(server.data_dir), "--grace", "0", "--json"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **server.env})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {(i["kind"], i["name"]) for i in report["items"] if i["repository"] == repo} >= {
+        ("tag", "old"), ("manifest", old)}
+
+    pushes_and_deletes = wait_events(hooks["all"], repo, 4)
+    deletes = [e for e in pushes_and_deletes if e["action"] == "delete"]
+    assert [e["target"] for e in deletes] == [
+        {"repository": repo, "tag": "old"}, {"repository": repo, "digest": old}]
+    for event in deletes:
+        assert event["actor"] == {"name": "dockyard-gc"}
+        assert event["request"]["useragent"] == "dockyard-gc"
+        assert event["request"]["method"] == "DELETE"
+    assert len({e["request"]["id"] for e in deletes}) == 1, "one run, one request id"
+    assert client.get_manifest(repo, "new").status == 200
+    assert client.get_manifest(repo, new).status == 200
 
 
 def test_events_queued_meanwhile_go_out_together_in_order(hooks: dict[str, Any]) -> None:
