@@ -83,7 +83,8 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str,
         log.info("%s: %s", name, address)
     from services.gc.serve_file import write_serve_file
 
-    write_serve_file(Path(data_dir).resolve(), addresses, children_root(children))
+    write_serve_file(Path(data_dir).resolve(), addresses, children_root(children),
+                     config_path)
     sys.exit(supervisor.run(children, cfg["http"]["drain_timeout"]))
 
 

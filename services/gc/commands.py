@@ -34,6 +34,9 @@ def load(config_path: str | None, data_dir: str | None) -> dict[str, Any]:
     from services.gc import runtime
 
     try:
+        if config_path is None and data_dir is not None:
+            # The file `serve` runs with: its retention, webhooks and mirrors apply.
+            config_path = runtime.served_config(Path(data_dir).resolve())
         cfg = config_mod.load(config_path)
         if data_dir is not None:
             runtime.apply_data_dir(cfg, Path(data_dir).resolve())
@@ -89,7 +92,7 @@ def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
     if report is None:
         raise click.ClickException("another collection is running on this storage root")
     if not dry_run:
-        runtime.record(collector, report)
+        runtime.record(collector, report, cfg)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1))
         return
@@ -187,7 +190,7 @@ def usage_command(config_path: str | None, data_dir: str | None, as_json: bool,
             raise click.ClickException("no usage computed yet: run `dockyard usage` or a "
                                        "collection first")
     else:
-        answer = runtime.fresh_usage(collector)
+        answer = runtime.fresh_usage(collector, cfg)
         collector.progress.done()
     click.echo(json.dumps(answer, indent=1) if as_json else usage.table(answer))
 

@@ -10,6 +10,7 @@ storage process) and the index's Redis. With ``--data-dir D`` of
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ from shared.config import ConfigError
 
 USAGE_FILE = "usage.json"
 DEFAULT_ROOT = "./dockyard-data/storage"
+
+
+def served_config(data_dir: Path) -> str | None:
+    """The configuration file `dockyard serve --data-dir data_dir` runs with, if any."""
+    try:
+        served = json.loads((data_dir / SERVE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return served.get("config") or None
 
 
 def apply_data_dir(config: dict[str, Any], data_dir: Path) -> None:
@@ -87,15 +97,28 @@ def collector(config: dict[str, Any], *, progress: Progress | None = None,
                      GcEvents.from_config(config))
 
 
-def record(collector: Collector, report: Report) -> None:
+def cached_from(config: dict[str, Any]) -> Callable[[str], str | None]:
+    """Repository name -> the URL of the upstream it mirrors, for usage."""
+    from services.storage.proxy.settings import upstream_map
+
+    mirrors = upstream_map(config)
+
+    def lookup(name: str) -> str | None:
+        upstream = mirrors.match(name)
+        return upstream.url if upstream else None
+    return lookup
+
+
+def record(collector: Collector, report: Report, config: dict[str, Any]) -> None:
     """After a run that deleted: its summary (for metrics) and the usage it leaves."""
     save_summary(collector.layout.gc_file("last-run.json"), report)
     usage.save(collector.layout.gc_file(USAGE_FILE),
-               usage.compute(usage.view(collector.snapshot, report)))
+               usage.compute(usage.view(collector.snapshot, report),
+                             cached_from=cached_from(config)))
 
 
-def fresh_usage(collector: Collector) -> dict[str, Any]:
+def fresh_usage(collector: Collector, config: dict[str, Any]) -> dict[str, Any]:
     """Read everything now (no barrier: nothing is deleted), and cache the answer."""
-    answer = usage.compute(usage.view(collector.read()))
+    answer = usage.compute(usage.view(collector.read()), cached_from=cached_from(config))
     usage.save(collector.layout.gc_file(USAGE_FILE), answer)
     return answer

@@ -8,12 +8,17 @@ Per repository:
   its manifests or linked into it, and by no other repository), which
   deleting it and collecting would free.
 
+A repository that mirrors an upstream (the pull-through cache) also carries
+``cached_from``, the upstream's URL: its bytes are a cache, which a pull
+fetches again once collected.
+
 Registry-wide: ``physical_bytes`` on disk (every blob once, garbage
 included), ``logical_bytes`` (the sum of every repository's ``tagged_bytes``:
 what the images would take without sharing), ``referenced_bytes`` (the blobs
 some tagged image needs, once each), ``reclaimable_bytes`` (what no
 repository holds: the next collection's), and ``dedup_ratio`` =
-logical / referenced.
+logical / referenced; ``cached_bytes``, the ``tagged_bytes`` of the mirrored
+repositories.
 
 Computing it reads every blob's size, so it is never done per request: each
 collection leaves it in ``gc/usage.json`` (from what it read, less what it
@@ -25,6 +30,7 @@ carries ``computed_at``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +70,10 @@ def _bytes(digests: set[str], sizes: dict[str, int]) -> int:
     return sum(sizes.get(d, 0) for d in digests)
 
 
-def compute(v: View, now: float | None = None) -> dict[str, Any]:
+def compute(v: View, now: float | None = None,
+            cached_from: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+    """The usage answer of `v`; `cached_from` names the upstream a repository
+    mirrors (None: an ordinary one)."""
     tagged: dict[str, set[str]] = {}
     held: dict[str, set[str]] = {}
     for name, repo in v.repos.items():
@@ -86,6 +95,9 @@ def compute(v: View, now: float | None = None) -> dict[str, Any]:
             "tagged_bytes": _bytes(tagged[name], v.sizes),
             "exclusive_bytes": _bytes({d for d in held[name] if holders[d] == 1}, v.sizes),
         }
+        upstream = cached_from(name) if cached_from else None
+        if upstream:
+            repositories[name]["cached_from"] = upstream
     logical = sum(r["tagged_bytes"] for r in repositories.values())
     referenced = _bytes(set().union(*tagged.values()) if tagged else set(), v.sizes)
     physical = sum(v.sizes.values())
@@ -99,6 +111,8 @@ def compute(v: View, now: float | None = None) -> dict[str, Any]:
             "referenced_bytes": referenced,
             "reclaimable_bytes": physical - _bytes(set(holders), v.sizes),
             "dedup_ratio": round(logical / referenced, 3) if referenced else 1.0,
+            "cached_bytes": sum(r["tagged_bytes"] for r in repositories.values()
+                                if "cached_from" in r),
         },
     }
 
@@ -114,7 +128,8 @@ def load(path: Path) -> dict[str, Any] | None:
 def table(usage: dict[str, Any]) -> str:
     rows = [("REPOSITORY", "TAGS", "MANIFESTS", "TAGGED", "ONLY HERE")]
     for name, r in sorted(usage["repositories"].items(), key=lambda kv: -kv[1]["tagged_bytes"]):
-        rows.append((name, str(r["tags"]), str(r["manifests"]),
+        rows.append((name + (" (cached)" if r.get("cached_from") else ""),
+                     str(r["tags"]), str(r["manifests"]),
                      human_bytes(r["tagged_bytes"]), human_bytes(r["exclusive_bytes"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)

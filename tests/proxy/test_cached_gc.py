@@ -85,5 +85,23 @@ def test_cached_content_is_collected_and_retained_like_pushed_content(
         assert status == 200 and tags["tags"] == ["v1"]
         # The collected tag is pulled through again, from the upstream.
         assert "dockyard; hit" not in _pull(client, local, "v0", old)
+
+        # Usage marks the mirrored repository as a cache. `--data-dir` alone reads
+        # the configuration file `serve` runs with (its upstreams), as gc does.
+        pushed = "own/app"
+        client.push_image(pushed, "v1")
+        out = subprocess.run([str(VENV_BIN / "dockyard"), "usage", "--data-dir",
+                              str(server.data_dir), "--json"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        usage = json.loads(out.stdout)
+        assert usage["repositories"][local]["cached_from"] == front.url
+        assert "cached_from" not in usage["repositories"][pushed]
+        assert usage["registry"]["cached_bytes"] == \
+            usage["repositories"][local]["tagged_bytes"] > 0
+        table = subprocess.run([str(VENV_BIN / "dockyard"), "usage", "--data-dir",
+                                str(server.data_dir), "--cached"],
+                               capture_output=True, text=True, timeout=60).stdout
+        assert f"{local} (cached)" in table and f"{pushed} (cached)" not in table
     finally:
         server.stop()

@@ -117,8 +117,11 @@ images would take without sharing. Reclaimable: what the next collection deletes
     @staticmethod
     def _row(name: str, r: dict[str, Any]) -> str:
         tagged, exclusive = _count(r.get("tagged_bytes")), _count(r.get("exclusive_bytes"))
+        upstream = r.get("cached_from")
+        cached = (f' <span class="chip" title="cached from {h(upstream)}">cached</span>'
+                  if isinstance(upstream, str) and upstream else "")
         return (f'<tr data-repository="{h(name)}"><th scope="row"><a href="'
-                f'{h(t.repo_url(name))}">{h(name)}</a></th>'
+                f'{h(t.repo_url(name))}">{h(name)}</a>{cached}</th>'
                 f'<td class="num">{_count(r.get("tags")) or 0:,}</td>'
                 f'<td class="num">{_count(r.get("manifests")) or 0:,}</td>'
                 f'<td class="num" data-bytes="{h(tagged)}">{t.size(tagged)}</td>'

@@ -33,7 +33,7 @@ class UsageResource:
     def _compute(self) -> dict[str, Any]:
         from services.gc import runtime
 
-        return runtime.fresh_usage(runtime.collector(self._config))
+        return runtime.fresh_usage(runtime.collector(self._config), self._config)
 
     def _cached(self) -> dict[str, Any] | None:
         from services.gc import runtime, usage
