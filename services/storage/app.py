@@ -69,7 +69,7 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     mirrors = proxy.upstream_map(config)
     if mirrors:
         start, blob, manifest = proxy.wrap(config, mirrors, blobs, index, start, blob, manifest,
-                                           metrics, start_background)
+                                           metrics, notifier, start_background)
     # Upload routes first: an upload URL also has the shape of a blob URL.
     router.add(routing.UPLOADS, start)
     router.add(routing.UPLOAD, UploadResource(uploads, notifier))

@@ -25,7 +25,7 @@ __all__ = ["upstream_map", "wrap"]
 
 
 def wrap(config: dict[str, Any], mirrors: UpstreamMap, blobs: Any, index: Any, start: Any,
-         blob: Any, manifest: Any, metrics: Any,
+         blob: Any, manifest: Any, metrics: Any, notifier: Any,
          start_background: bool = False) -> tuple[Any, Any, Any]:
     """The upload-start, blob and manifest resources with the pull-through cache in front.
 
@@ -48,5 +48,5 @@ def wrap(config: dict[str, Any], mirrors: UpstreamMap, blobs: Any, index: Any, s
     if start_background and any(u.max_age > 0 for u in mirrors.upstreams):
         assert pull.evictor is not None
         pull.evictor.start(config["proxy"]["eviction_interval"])
-    return (ProxyUploadStartResource(start, pull), ProxyBlobResource(blob, pull),
+    return (ProxyUploadStartResource(start, pull), ProxyBlobResource(blob, pull, notifier),
             ProxyManifestResource(manifest, pull))

@@ -15,6 +15,7 @@ from typing import Any
 
 import falcon
 
+from services.storage.notifier import Notifier
 from services.storage.proxy.cache import PullThrough
 from services.storage.proxy.fetch import FetchFailed
 from shared import errors
@@ -64,6 +65,10 @@ class ProxyManifestResource(_Wrapper):
 
 
 class ProxyBlobResource(_Wrapper):
+    def __init__(self, inner: Any, proxy: PullThrough, notifier: Notifier) -> None:
+        super().__init__(inner, proxy)
+        self._notifier = notifier
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str,
                digest: str) -> None:
         upstream = self._proxy.match(name)
@@ -86,6 +91,9 @@ class ProxyBlobResource(_Wrapper):
         # A Range on a first pull gets the whole blob: a 200 is a valid answer to it.
         resp.content_length = size
         if body is not None:
+            # A first pull is a pull as a cached one is (the ordinary resource
+            # reports those).
+            self._notifier.blob_pulled(req, name, str(d), size)
             # Raises FetchFailed mid-body when the bytes fail verification:
             # waitress then closes the connection short of Content-Length.
             resp.stream = body
