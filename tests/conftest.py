@@ -14,9 +14,32 @@ from tests.support.seaweedfs import SeaweedCluster, SeaweedServer
 
 
 @pytest.fixture(scope="session")
-def dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
+def filesystem_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
     """One `dockyard serve` for the session, on a free port with a fresh data directory."""
     server = Dockyard(tmp_path_factory.mktemp("dockyard") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dockyard(filesystem_dockyard: Dockyard) -> Dockyard:
+    """The session registry (tests/integration runs it once per storage backend)."""
+    return filesystem_dockyard
+
+
+@pytest.fixture(scope="session")
+def s3_dockyard(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
+    """One `dockyard serve` for the session with `storage.backend: s3`, in a bucket of
+    its own (which dockyard creates) under a key prefix on the session SeaweedFS."""
+    if not seaweed.backend_available():
+        pytest.skip("this dockyard has no S3 backend (no storage.backend in its config schema)")
+    weed: SeaweedServer = request.getfixturevalue("seaweedfs")
+    env = seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("session"))
+    server = Dockyard(tmp_path_factory.mktemp("dockyard-s3") / "data", env=env)
     server.start()
     try:
         yield server

@@ -121,6 +121,38 @@ class S3Access:
         self.client().delete_bucket(Bucket=name)
 
 
+def dockyard_env(access: S3Access, bucket: str, prefix: str = "registry",
+                 **extra: Any) -> dict[str, str]:
+    """The environment that makes a `dockyard serve` keep its blobs in `bucket` under
+    `prefix` (env overrides of `storage.backend` and `storage.s3.*`, values read as YAML);
+    `extra` sets other `storage.s3` keys, e.g. redirect=True, timeout=3."""
+    env = {"DOCKYARD_STORAGE_BACKEND": "s3"}
+    for key, value in access.storage_config(bucket, prefix, **extra).items():
+        env[f"DOCKYARD_STORAGE_S3_{key.upper()}"] = json.dumps(value)
+    return env
+
+
+def bucket_of(env: dict[str, str]) -> tuple[S3Access, str, str] | None:
+    """The endpoint, bucket and prefix a dockyard started with `dockyard_env` uses;
+    None for the filesystem backend."""
+    if env.get("DOCKYARD_STORAGE_BACKEND") != "s3":
+        return None
+
+    def value(key: str) -> Any:
+        return json.loads(env[f"DOCKYARD_STORAGE_S3_{key}"])
+
+    access = S3Access(value("ENDPOINT"), value("ACCESS_KEY"), value("SECRET_KEY"),
+                      value("REGION"))
+    return access, value("BUCKET"), value("PREFIX")
+
+
+def backend_available() -> bool:
+    """Whether this dockyard has the S3 backend (`storage.backend` in its schema)."""
+    from shared.config import SCHEMA
+
+    return "backend" in SCHEMA["storage"]
+
+
 def new_bucket_name(prefix: str = "dy") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
