@@ -36,7 +36,7 @@ def s3_dockyard(request: pytest.FixtureRequest,
     """One `dockyard serve` for the session with `storage.backend: s3`, in a bucket of
     its own (which dockyard creates) under a key prefix on the session SeaweedFS."""
     if not seaweed.backend_available():
-        pytest.skip("this dockyard has no S3 backend (no storage.backend in its config schema)")
+        pytest.skip(seaweed.NO_BACKEND)
     weed: SeaweedServer = request.getfixturevalue("seaweedfs")
     env = seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("session"))
     server = Dockyard(tmp_path_factory.mktemp("dockyard-s3") / "data", env=env)

@@ -121,7 +121,7 @@ class S3Access:
         self.client().delete_bucket(Bucket=name)
 
 
-def dockyard_env(access: S3Access, bucket: str, prefix: str = "registry",
+def dockyard_env(access: S3Access, bucket: str, prefix: str = "registry/",
                  **extra: Any) -> dict[str, str]:
     """The environment that makes a `dockyard serve` keep its blobs in `bucket` under
     `prefix` (env overrides of `storage.backend` and `storage.s3.*`, values read as YAML);
@@ -151,6 +151,14 @@ def backend_available() -> bool:
     from shared.config import SCHEMA
 
     return "backend" in SCHEMA["storage"]
+
+
+NO_BACKEND = "this dockyard has no S3 backend (no storage.backend in its config schema)"
+
+
+def needs_s3_backend() -> pytest.MarkDecorator:
+    """A mark that skips a test at once, before any fixture starts, without the backend."""
+    return pytest.mark.skipif(not backend_available(), reason=NO_BACKEND)
 
 
 def new_bucket_name(prefix: str = "dy") -> str:
@@ -294,6 +302,28 @@ class SeaweedServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def kill(self) -> None:
+        """kill -9: the object store is gone; connections are refused."""
+        assert self.process is not None
+        self.process.kill()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start it again on the same directory and ports, after `kill`."""
+        assert self.process is not None
+        old = self.process
+        old.kill()
+        self.process = WeedProcess(old.name, old.argv, old.log_path).start()
+        _wait("server restart", lambda: _s3_answers(self.access), [self.process], timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP: the object store hangs; connections are accepted but never answered."""
+        assert self.process is not None and self.process.alive()
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
 
 
 @dataclass
