@@ -128,7 +128,9 @@ def dockyard_env(access: S3Access, bucket: str, prefix: str = "registry/",
     `extra` sets other `storage.s3` keys, e.g. redirect=True, timeout=3."""
     env = {"DOCKYARD_STORAGE_BACKEND": "s3"}
     for key, value in access.storage_config(bucket, prefix, **extra).items():
-        env[f"DOCKYARD_STORAGE_S3_{key.upper()}"] = json.dumps(value)
+        # A string key takes the text as it is; others read it as YAML.
+        text = value if isinstance(value, str) else json.dumps(value)
+        env[f"DOCKYARD_STORAGE_S3_{key.upper()}"] = text
     return env
 
 
@@ -138,8 +140,8 @@ def bucket_of(env: dict[str, str]) -> tuple[S3Access, str, str] | None:
     if env.get("DOCKYARD_STORAGE_BACKEND") != "s3":
         return None
 
-    def value(key: str) -> Any:
-        return json.loads(env[f"DOCKYARD_STORAGE_S3_{key}"])
+    def value(key: str) -> str:
+        return env[f"DOCKYARD_STORAGE_S3_{key}"]
 
     access = S3Access(value("ENDPOINT"), value("ACCESS_KEY"), value("SECRET_KEY"),
                       value("REGION"))
