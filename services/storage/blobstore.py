@@ -29,7 +29,7 @@ from services.storage.bodies import (  # noqa: F401 (re-exported)
 )
 from services.storage.paths import Keys, Layout
 from shared import errors
-from shared.validation import Digest
+from shared.validation import Digest, parse_digest
 
 
 class BlobStore:
@@ -175,6 +175,16 @@ class BlobStore:
         """Exclusive across every process sharing the backend; 256 stripes."""
         with self.backend.lock(Keys.manifest_lock(name, digest)):
             yield
+
+    def manifest_links(self, name: str) -> list[Digest]:
+        """Every manifest linked into `name`; a key of another shape is skipped."""
+        prefix = Keys.manifest_links(name)
+        found = []
+        for info in self.backend.list(prefix):
+            algorithm, _, hexpart = info.key[len(prefix):].partition("/")
+            with contextlib.suppress(errors.DigestInvalid):
+                found.append(parse_digest(f"{algorithm}:{hexpart}"))
+        return found
 
     def unlink_manifest(self, name: str, digest: Digest) -> bool:
         return self.backend.delete(Keys.manifest_link(name, digest))

@@ -82,6 +82,10 @@ class Keys:
         return f"repositories/{name}/_manifests/{digest.algorithm}/{digest.hex}"
 
     @staticmethod
+    def manifest_links(name: str) -> str:
+        return f"repositories/{name}/_manifests/"
+
+    @staticmethod
     def upload_marker(name: str, upload_id: str) -> str:
         return f"repositories/{name}/_uploads/{upload_id}"
 

@@ -507,7 +507,7 @@ class S3Backend:
             scratch = False
         finally:
             cleanup(probe)
-        detail["scratch_writable"] = scratch
+        detail["storage_root_writable"] = scratch
         return ok and scratch, detail
 
 
