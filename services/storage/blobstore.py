@@ -128,6 +128,16 @@ class BlobStore:
         return (self.backend.get_record(Keys.layer_link(name, digest)) is not None
                 and self.size(digest) is not None)
 
+    def layer_size(self, name: str, digest: Digest, *, touch: bool = False) -> int | None:
+        """The blob's size when `name` may serve it, else None; `touch` as a writer
+        about to rely on the answer does (`touch_layer`). The link is asked first: it
+        is the one more often missing, and the cheaper call on an object store."""
+        if touch:
+            found = self.touch_layer(name, digest)
+        else:
+            found = self.backend.get_record(Keys.layer_link(name, digest)) is not None
+        return self.size(digest) if found else None
+
     def touch_layer(self, name: str, digest: Digest) -> bool:
         """`has_layer`, for a writer about to rely on the answer: touches both."""
         with self.fences.blob(digest):

@@ -322,6 +322,27 @@ def test_s3_a_dead_holders_lock_is_taken_over_when_its_lease_ends(backend: Backe
     assert b.stat("locks/dead") is None
 
 
+def test_s3_a_lock_of_a_dead_process_on_this_machine_is_taken_over_at_once(
+        backend: Backend) -> None:
+    import socket
+    import subprocess
+
+    b = s3_only(backend)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    b.put("locks/killed", msgpack.packb({"token": "t", "expires": time.time() + 60,
+                                         "host": socket.gethostname(), "pid": gone.pid}))
+    started = time.monotonic()
+    with b.lock("locks/killed"):
+        assert time.monotonic() - started < 2
+    # A live holder's lock (pid 1 is always alive) is waited for, up to the timeout.
+    b.timeout = 0.5
+    b.put("locks/alive", msgpack.packb({"token": "t", "expires": time.time() + 60,
+                                        "host": socket.gethostname(), "pid": 1}))
+    with pytest.raises(errors.Unavailable), b.lock("locks/alive"):
+        pass
+
+
 def test_s3_the_purge_aborts_orphaned_multipart_uploads(backend: Backend) -> None:
     b = s3_only(backend)
     orphan = b.client.create_multipart_upload(Bucket=b.bucket, Key=b.prefix + "uploads/"

@@ -52,6 +52,8 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -73,8 +75,11 @@ from shared import errors
 
 log = logging.getLogger("dockyard.storage.s3")
 
-# Seconds a lock's lease lasts without renewal: how long a dead holder blocks others.
-LEASE = 15.0
+# Seconds a lock's lease lasts without renewal: how long a dead holder on another
+# machine blocks others. Shorter than the default timeout, so a waiter outlasts it.
+LEASE = 8.0
+# Who holds a lease: a holder on this machine whose process is gone is dead at once.
+_HOST = socket.gethostname()
 # Seconds a presigned URL of a redirect is valid.
 URL_LIFETIME = 1200
 # CopyObject copies at most 5 GiB; larger objects are copied part by part.
@@ -445,7 +450,8 @@ class S3Backend:
                 pass    # its lease runs out
 
     def _lease(self, token: str) -> bytes:
-        return msgpack.packb({"token": token, "expires": time.time() + LEASE})
+        return msgpack.packb({"token": token, "expires": time.time() + LEASE,
+                              "host": _HOST, "pid": os.getpid()})
 
     def _acquire(self, key: str, token: str) -> str:
         deadline = time.monotonic() + self.timeout
@@ -460,7 +466,7 @@ class S3Backend:
                 answer = self._call("get_object", Key=key)
                 with contextlib.closing(_Reader(answer["Body"])) as body:
                     lease = msgpack.unpackb(io.BufferedReader(body).read())
-                if float(lease["expires"]) < time.time():
+                if float(lease["expires"]) < time.time() or _died_here(lease):
                     return self.put(key, self._lease(token), IfMatch=str(answer["ETag"]))
             except (_NotFound, _Precondition):
                 continue
@@ -509,6 +515,23 @@ class S3Backend:
             cleanup(probe)
         detail["storage_root_writable"] = scratch
         return ok and scratch, detail
+
+
+def _died_here(lease: dict[str, Any]) -> bool:
+    """Whether the lease's holder was a process of this machine that is gone (a
+    storage process killed and restarted): its lock need not wait out the lease.
+    A reused pid reads as alive, which only means waiting for the lease."""
+    if lease.get("host") != _HOST or not isinstance(lease.get("pid"), int):
+        return False
+    if lease["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(lease["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _new_state() -> dict[str, Any]:

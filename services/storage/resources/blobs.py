@@ -38,8 +38,7 @@ class BlobResource:
         # A HEAD usually asks whether a push may skip the upload: touching the
         # blob then keeps a collection from deleting it before the manifest
         # that will rely on it arrives (`services.storage.fences`).
-        found = self._blobs.touch_layer(name, d) if touch else self._blobs.has_layer(name, d)
-        size = self._blobs.size(d) if found else None
+        size = self._blobs.layer_size(name, d, touch=touch)
         if size is None:
             raise errors.BlobUnknown(detail={"digest": digest})
         return d, size
