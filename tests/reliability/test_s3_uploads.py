@@ -98,7 +98,9 @@ def test_storage_killed_mid_chunk_resumes(seaweedfs: SeaweedServer,
 @pytest.mark.slow
 def test_16_clients_upload_one_blob_at_once(seaweedfs: SeaweedServer,
                                             s3_dockyard_on: Callable[..., Dockyard]) -> None:
-    d = s3_dockyard_on(seaweedfs.access)
+    # The default timeout: 16 multipart uploads at once on 2 cores may keep one S3 call
+    # waiting longer than the fault tests' short one.
+    d = s3_dockyard_on(seaweedfs.access, timeout=10)
     bucket = BucketView.of(d)
     client = RegistryClient(d.url, timeout=120)
     # Larger than a part, in two chunks: each client's upload is a multipart upload.
