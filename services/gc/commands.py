@@ -37,6 +37,7 @@ def load(config_path: str | None, data_dir: str | None) -> dict[str, Any]:
         cfg = config_mod.load(config_path)
         if data_dir is not None:
             runtime.apply_data_dir(cfg, Path(data_dir).resolve())
+        runtime.check_supported(cfg)
         runtime.redis_url(cfg)
         runtime.settings(cfg)
     except config_mod.ConfigError as e:

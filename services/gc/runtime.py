@@ -19,6 +19,7 @@ from services.gc.report import Progress, Report, save_summary
 from services.gc.serve_file import SERVE_FILE, write_serve_file  # noqa: F401 (re-exported)
 from services.index.read_model import IndexReader
 from services.index.store import IndexStore
+from services.storage.backends import UNSUPPORTED_ON_S3, is_object_store
 from services.storage.blobstore import BlobStore
 from services.storage.paths import Layout
 from shared import redis_client
@@ -65,8 +66,17 @@ def settings(config: dict[str, Any]) -> Settings:
                     policies=policies, upload_max_age=config["storage"]["upload_max_age"])
 
 
+def check_supported(config: dict[str, Any]) -> None:
+    """The collector, fsck and usage read and delete files by their mtimes under
+    flocks (`services.storage.fences`); an object store has neither, so they refuse."""
+    if is_object_store(config):
+        raise ConfigError(f"storage.backend: garbage collection, fsck and usage are "
+                          f"{UNSUPPORTED_ON_S3}")
+
+
 def collector(config: dict[str, Any], *, progress: Progress | None = None,
               overrides: dict[str, Any] | None = None) -> Collector:
+    check_supported(config)
     layout = Layout(config["storage"]["root"])
     layout.create()
     section = config["index"]["redis"]
