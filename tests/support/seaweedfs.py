@@ -36,9 +36,10 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import urllib3
@@ -56,6 +57,7 @@ VOLUME_SIZE_LIMIT_MB = 256
 VOLUMES_PER_SERVER = 200
 
 _http = urllib3.PoolManager(retries=False, timeout=1.0)
+T = TypeVar("T")
 
 
 def require() -> None:
@@ -253,9 +255,45 @@ def _wait(what: str, ready: Any, processes: list[WeedProcess], timeout: float) -
     raise TimeoutError(f"SeaweedFS {what} not ready within {timeout}s ({last!r})\n{logs}")
 
 
+def _wait_value(what: str, make: Callable[[], T], processes: list[WeedProcess],
+                timeout: float) -> T:
+    """`_wait` for a call that succeeds once the store is ready; returns its value."""
+    made: list[T] = []
+
+    def ready() -> bool:
+        made.append(make())
+        return True
+
+    _wait(what, ready, processes, timeout)
+    return made[-1]
+
+
 def _s3_answers(access: S3Access) -> bool:
     access.client(timeout=2.0).list_buckets()
     return True
+
+
+@dataclass
+class _Probe:
+    """An object written at start, read back to tell that a restarted SeaweedFS serves
+    what it held, and a write to tell that it takes new objects."""
+
+    access: S3Access
+    bucket: str
+    body: bytes
+
+    @classmethod
+    def write(cls, access: S3Access) -> _Probe:
+        probe = cls(access, access.create_bucket(new_bucket_name("probe")), os.urandom(64))
+        access.client(timeout=3.0).put_object(Bucket=probe.bucket, Key="kept", Body=probe.body)
+        return probe
+
+    def readable(self) -> bool:
+        client = self.access.client(timeout=3.0)
+        if client.get_object(Bucket=self.bucket, Key="kept")["Body"].read() != self.body:
+            raise AssertionError("SeaweedFS returned other bytes for the probe object")
+        client.put_object(Bucket=self.bucket, Key="new", Body=os.urandom(64))
+        return True
 
 
 @dataclass
@@ -266,6 +304,7 @@ class SeaweedServer:
     process: WeedProcess | None = None
     s3_port: int = field(default_factory=free_port)
     startup_seconds: float = 0.0
+    _probe: _Probe | None = None
 
     @property
     def access(self) -> S3Access:
@@ -295,6 +334,7 @@ class SeaweedServer:
         self.process = WeedProcess("server", argv, self.directory / "weed.log").start()
         try:
             _wait("server", lambda: _s3_answers(self.access), [self.process], timeout)
+            self._probe = _Probe.write(self.access)
         except BaseException:
             self.stop()
             raise
@@ -316,7 +356,9 @@ class SeaweedServer:
         old = self.process
         old.kill()
         self.process = WeedProcess(old.name, old.argv, old.log_path).start()
-        _wait("server restart", lambda: _s3_answers(self.access), [self.process], timeout)
+        # Objects written before are readable again only once the volume server has
+        # told the master where its volumes are: wait for that, not just for S3.
+        _wait("server restart", self._probe.readable, [self.process], timeout)
 
     def pause(self) -> None:
         """SIGSTOP: the object store hangs; connections are accepted but never answered."""
@@ -344,7 +386,7 @@ class SeaweedCluster:
     startup_seconds: float = 0.0
     _master_addr: str = ""
     _master_http: int = 0
-    _probe_bucket: str = ""
+    _probe: _Probe | None = None
 
     @property
     def access(self) -> S3Access:
@@ -395,8 +437,8 @@ class SeaweedCluster:
         try:
             _wait("cluster", self._all_volume_servers_listed, self.processes, timeout)
             _wait("S3 gateway", lambda: _s3_answers(self.access), self.processes, timeout)
-            self._probe_bucket = self.access.create_bucket(new_bucket_name("probe"))
-            _wait("cluster writes", self._probe_write, self.processes, timeout)
+            self._probe = _wait_value("cluster writes", lambda: _Probe.write(self.access),
+                                      self.processes, timeout)
         except BaseException:
             self.stop()
             raise
@@ -430,11 +472,6 @@ class SeaweedCluster:
         wanted = {self.volume_url(i) for i in range(len(self.volume_servers))}
         return wanted <= self.listed_volume_servers()
 
-    def _probe_write(self) -> bool:
-        client = self.access.client(timeout=3.0)
-        client.put_object(Bucket=self._probe_bucket, Key="probe", Body=os.urandom(64))
-        return True
-
     def kill_volume(self, i: int = 0) -> int:
         """kill -9 one volume server; returns its pid."""
         proc = self.volume_servers[i]
@@ -449,7 +486,8 @@ class SeaweedCluster:
         old.kill()
         self.volume_servers[i] = WeedProcess(old.name, old.argv, old.log_path).start()
         _wait(f"volume{i} restart", self._all_volume_servers_listed, self.processes, timeout)
-        _wait("cluster writes", self._probe_write, self.processes, timeout)
+        assert self._probe is not None
+        _wait("cluster reads and writes", self._probe.readable, self.processes, timeout)
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
