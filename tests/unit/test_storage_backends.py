@@ -386,3 +386,45 @@ def test_s3_an_unreachable_store_is_unavailable_within_the_timeout(tmp_path: Pat
     ok, detail = b.ready()
     assert not ok and detail["object_store_reachable"] is False
     assert time.monotonic() - started < 5
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_the_s3_backend_is_configured_or_refused_by_name() -> None:
+    from shared import config
+
+    base = {"DOCKYARD_STORAGE_BACKEND": "s3"}
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.bucket: required"):
+        config.load(None, environ=base)
+    good = {**base, "DOCKYARD_STORAGE_S3_BUCKET": "b",
+            "DOCKYARD_STORAGE_S3_ENDPOINT": "http://127.0.0.1:8333",
+            "DOCKYARD_STORAGE_S3_ACCESS_KEY": "_env:KEY", "KEY": "AKIAEXAMPLE",
+            "DOCKYARD_STORAGE_S3_SECRET_KEY": "very-secret"}
+    cfg = config.load(None, environ=good)
+    assert cfg["storage"]["s3"]["access_key"] == "AKIAEXAMPLE"
+    assert cfg["storage"]["s3"]["part_size"] == 8 * MIB and cfg["storage"]["s3"]["path_style"]
+    shown = config.dump(cfg)
+    assert "AKIAEXAMPLE" not in shown and "very-secret" not in shown
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.part_size .*: must be at least"):
+        config.load(None, environ={**good, "DOCKYARD_STORAGE_S3_PART_SIZE": "1048576"})
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.endpoint: not an http URL"):
+        config.load(None, environ={**good, "DOCKYARD_STORAGE_S3_ENDPOINT": "127.0.0.1:8333"})
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.secret_key: must be set"):
+        config.load(None, environ={**base, "DOCKYARD_STORAGE_S3_BUCKET": "b",
+                                   "DOCKYARD_STORAGE_S3_ACCESS_KEY": "k"})
+    upstreams = '[{"prefix": "hub", "url": "https://registry-1.docker.io"}]'
+    with pytest.raises(config.ConfigError, match=r"not supported with storage\.backend s3"):
+        config.load(None, environ={**good, "DOCKYARD_PROXY_UPSTREAMS": upstreams})
+    assert config.load(None, environ={})["storage"]["backend"] == "filesystem"
+
+
+def test_boto3_is_imported_only_for_the_s3_backend() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys; import services.storage.app, services.cli; "
+             "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr

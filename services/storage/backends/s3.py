@@ -617,13 +617,12 @@ class _S3Session:
                 "reason": "the upload is complete; finish it with a PUT without a body"})
         b = self._b
         parts = [dict(p) for p in state["parts"]]
-        buf = bytearray(b.part_size)
+        tail = b.read(state["tail"]) if state["tail"] else b""
+        # A part at most: what is left of the body after it fills one goes in the next.
+        buf = bytearray(min(b.part_size, len(tail) + body.length))
         view = memoryview(buf)
-        filled = 0
-        if state["tail"]:
-            tail = b.read(state["tail"])
-            view[:len(tail)] = tail
-            filled = len(tail)
+        view[:len(tail)] = tail
+        filled = len(tail)
         data_key = Keys.upload(self._id, "data")
         created = None
         src = body.open()
