@@ -103,9 +103,9 @@ class UploadStore:
         """Hold the session, exclusively across every process sharing the backend."""
         self._check(upload_id, name)
         try:
+            # A session another request finished or cancelled while this one waited
+            # is gone when the lock is ours: FileNotFoundError.
             with self.backend.session(upload_id) as session:
-                # Another request may have finished or cancelled it while we waited.
-                self._check(upload_id, name)
                 yield session
         except FileNotFoundError:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
