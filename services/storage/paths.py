@@ -82,6 +82,10 @@ class Keys:
         return f"repositories/{name}/_manifests/{digest.algorithm}/{digest.hex}"
 
     @staticmethod
+    def layer_links(name: str) -> str:
+        return f"repositories/{name}/_layers/"
+
+    @staticmethod
     def manifest_links(name: str) -> str:
         return f"repositories/{name}/_manifests/"
 
