@@ -146,8 +146,7 @@ class BlobStore:
 
     def link_layer(self, name: str, digest: Digest) -> None:
         with self.fences.blob(digest):
-            if not self.backend.touch(Keys.layer_link(name, digest)):
-                self.backend.set_record(Keys.layer_link(name, digest), "")
+            self.backend.set_record(Keys.layer_link(name, digest), "")
 
     def mount(self, source: str, name: str, digest: Digest) -> bool:
         """Link a blob `source` may serve into `name`; False when it may not."""
@@ -155,8 +154,7 @@ class BlobStore:
             if not (self.backend.touch(Keys.blob(digest))
                     and self.backend.touch(Keys.layer_link(source, digest))):
                 return False
-            if not self.backend.touch(Keys.layer_link(name, digest)):
-                self.backend.set_record(Keys.layer_link(name, digest), "")
+            self.backend.set_record(Keys.layer_link(name, digest), "")
         return True
 
     def touch_manifest(self, name: str, digest: Digest) -> bool:

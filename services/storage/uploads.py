@@ -143,22 +143,27 @@ class UploadStore:
             self._set_hash(upload_id, running)
         return size
 
-    def finish(self, upload_id: str, name: str, digest: Digest, body: Body) -> None:
-        """Append the last chunk, verify the digest, and make the blob visible."""
+    def finish(self, upload_id: str, name: str, digest: Digest, body: Body) -> int:
+        """Append the last chunk, verify the digest, and make the blob visible;
+        returns the blob's size."""
         with self._locked(upload_id, name) as session:
+            running = self._take_hash(upload_id, session.size)
+            if running is None and session.size == 0:
+                running = _RunningHash(hashlib.sha256(), 0)
+            hasher = (running.hasher if running is not None
+                      and running.hasher.name == digest.algorithm else None)
             try:
-                size = self._append_locked(upload_id, session, body, None)
+                staged = session.seal(body, hasher, Keys.blob(digest))
             finally:
                 body.discard()
-            running = self._take_hash(upload_id, size)
-            staged = session.seal()
-            if running is not None and running.hasher.name == digest.algorithm:
-                computed = running.hasher.hexdigest()
+            if hasher is not None:
+                computed = hasher.hexdigest()
             else:
                 started = time.monotonic()
                 computed = session.rehash(staged, digest.algorithm)
                 log.info("upload %s: rehashed %d bytes from the %s backend in %.3fs",
-                         upload_id, size, self.backend.kind, time.monotonic() - started)
+                         upload_id, staged.size, self.backend.kind,
+                         time.monotonic() - started)
             if computed != digest.hex:
                 staged.discard()
                 self._remove(upload_id, name)
@@ -167,6 +172,7 @@ class UploadStore:
             self.blobs.commit(staged, digest)
             self.blobs.link_layer(name, digest)
             self._remove(upload_id, name)
+            return staged.size
 
     def cancel(self, upload_id: str, name: str) -> None:
         with self._locked(upload_id, name):

@@ -17,7 +17,7 @@ How each rule of `backends.base` holds here:
 - **Records** are small objects whose body is the value (a manifest link's
   media type); empty for layer links and upload markers.
 - **Sessions.** An upload session is the objects under ``uploads/<id>/``:
-  ``info`` (repository, start time), ``state`` (msgpack: size, the multipart
+  ``state`` (msgpack: the session's description, its size, the multipart
   upload's id and its parts, the tail, whether sealed), ``tail-<random>``
   (the last bytes received, fewer than a part) and ``data`` (the multipart
   upload's target). S3 parts are at least 5 MiB except the last, so each
@@ -26,9 +26,14 @@ How each rule of `backends.base` holds here:
   ``state`` naming the new parts and tail. That one write is the
   acknowledgement: a replica that dies before it leaves the old state, whose
   tail and parts are intact (new parts take numbers the state does not list
-  yet, and are overwritten by the next append). `seal` uploads the tail as
-  the last part and completes the upload into ``data``; committing copies
-  ``data`` to the digest's key (CopyObject, inside the store).
+  yet, and are overwritten by the next append).
+- **Sealing.** While no whole part was uploaded (a monolithic PUT, or small
+  chunks), the PUT sends the tail and its own body straight to the digest's
+  key, one PutObject or a multipart upload aimed there, completed only once
+  the digest matched: no copy, and the state is not written, so a failed PUT
+  may be retried. Otherwise the tail goes up as the last part, the upload is
+  completed into ``data``, and committing copies ``data`` to the digest's key
+  (CopyObject, inside the store).
 - **Locks** are lease objects under ``locks/``, created with a conditional
   write (``If-None-Match: *``), so exactly one writer creates one. The holder
   renews the lease every third of its life; a lock whose lease ran out (its
@@ -295,9 +300,9 @@ class S3Backend:
                                      retry_after=RETRY_AFTER) from None
 
     def delete(self, key: str) -> bool:
-        if self.stat(key) is None:
-            return False
-        self._call("delete_object", Key=key)
+        # S3's DELETE does not say whether the key was there (`base.Backend.delete`).
+        with contextlib.suppress(_NotFound):
+            self._call("delete_object", Key=key)
         return True
 
     def _delete_many(self, keys: list[str]) -> None:
@@ -349,14 +354,16 @@ class S3Backend:
     # -- upload sessions ---------------------------------------------------------
 
     def create_session(self, upload_id: str, info: bytes) -> None:
-        self.put(Keys.upload(upload_id, "info"), info)
-        self.put(Keys.upload(upload_id, "state"), msgpack.packb(_new_state()))
+        # One object, one write: the description travels in the state.
+        self.put(Keys.upload(upload_id, "state"), msgpack.packb(_new_state(info)))
 
     def session_info(self, upload_id: str) -> bytes | None:
         try:
-            return self.read(Keys.upload(upload_id, "info"))
+            state, _ = self._load_state(upload_id)
         except _NotFound:
             return None
+        info = state.get("info")
+        return info if isinstance(info, bytes) else None
 
     def session_size(self, upload_id: str) -> int | None:
         try:
@@ -534,8 +541,8 @@ def _died_here(lease: dict[str, Any]) -> bool:
     return False
 
 
-def _new_state() -> dict[str, Any]:
-    return {"size": 0, "mpu": None, "parts": [], "tail": None, "sealed": None}
+def _new_state(info: bytes) -> dict[str, Any]:
+    return {"info": info, "size": 0, "mpu": None, "parts": [], "tail": None, "sealed": None}
 
 
 class _BytesStaged:
@@ -543,14 +550,45 @@ class _BytesStaged:
 
     def __init__(self, backend: S3Backend, data: bytes) -> None:
         self._backend = backend
-        self._data = data
+        self.data = data
         self.size = len(data)
 
     def commit(self, key: str) -> None:
-        self._backend.put(key, self._data)
+        self._backend.put(key, self.data)
 
     def discard(self) -> None:
-        self._data = b""
+        self.data = b""
+
+
+class _Chain(io.RawIOBase):
+    """A session's tail, then the last chunk's body, which alone is hashed: the
+    running hash covers the tail already."""
+
+    def __init__(self, head: bytes, src: BinaryIO, hasher: hashlib._Hash | None) -> None:
+        self._head = memoryview(head)
+        self._src = src
+        self._hasher = hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        readinto = getattr(self._src, "readinto", None)
+        if readinto is not None:
+            n = readinto(view)
+        else:
+            data = self._src.read(len(view))
+            n = len(data)
+            view[:n] = data
+        if n and self._hasher is not None:
+            self._hasher.update(view[:n])
+        return n or 0
 
 
 class _MultipartStaged:
@@ -625,6 +663,7 @@ class _S3Session:
         filled = len(tail)
         data_key = Keys.upload(self._id, "data")
         created = None
+        saving = False
         src = body.open()
         try:
             remaining = body.length
@@ -644,16 +683,12 @@ class _S3Session:
             tail_key = Keys.upload(self._id, f"tail-{uuid.uuid4().hex}") if filled else None
             if tail_key:
                 b.put(tail_key, bytes(view[:filled]))
-            try:
-                self._save({**state, "parts": parts, "tail": tail_key,
-                            "size": self.size + body.length})
-            except BaseException:
-                if tail_key:
-                    with contextlib.suppress(Exception):
-                        b.delete(tail_key)
-                raise
+            saving = True
+            self._save({**state, "parts": parts, "tail": tail_key,
+                        "size": self.size + body.length})
         except BaseException:
-            if created is not None:
+            # A state write that timed out may have landed: then what it names stays.
+            if created is not None and not saving:
                 with contextlib.suppress(Exception):
                     b._call("abort_multipart_upload", Key=data_key, UploadId=created)
             raise
@@ -666,7 +701,29 @@ class _S3Session:
                 b._call("delete_object", Key=state["tail"])
         return self.size
 
-    def seal(self) -> _ObjectStaged:
+    def seal(self, body: Body, hasher: hashlib._Hash | None, key_hint: str) -> Any:
+        """With no whole part uploaded yet, the tail and the last chunk go straight to
+        `key_hint` (one PutObject, or a multipart upload aimed there): no copy, and
+        the session's state is not written. Otherwise the chunk is appended, and the
+        multipart upload completed into ``data`` to be copied."""
+        state = self._state
+        b = self._b
+        if not state["sealed"] and state["mpu"] is None:
+            tail = b.read(state["tail"]) if state["tail"] else b""
+            total = len(tail) + body.length
+            if hasher is not None or total <= b.part_size:
+                src = body.open()
+                try:
+                    reader = io.BufferedReader(_Chain(tail, src, hasher), CHUNK)
+                    return b.stage(reader, total, None, key_hint)
+                finally:
+                    if body.path is not None:
+                        src.close()
+        if body.length:
+            self.append(body, hasher)
+        return self._seal_parts()
+
+    def _seal_parts(self) -> _ObjectStaged:
         state = dict(self._state)
         if state["sealed"]:
             return _ObjectStaged(self._b, state["sealed"], self.size)
@@ -674,10 +731,16 @@ class _S3Session:
         data_key = Keys.upload(self._id, "data")
         if state["mpu"]:
             parts = [dict(p) for p in state["parts"]]
-            if state["tail"]:
-                parts.append(b._upload_part(data_key, state["mpu"], len(parts) + 1,
-                                            memoryview(b.read(state["tail"]))))
-            b._complete(data_key, state["mpu"], parts)
+            try:
+                if state["tail"]:
+                    parts.append(b._upload_part(data_key, state["mpu"], len(parts) + 1,
+                                                memoryview(b.read(state["tail"]))))
+                b._complete(data_key, state["mpu"], parts)
+            except _NotFound:
+                # Completed by an earlier PUT that failed before it recorded so.
+                done = b.stat(data_key)
+                if done is None or done.size != self.size:
+                    raise
             sealed = data_key
         elif state["tail"]:
             sealed = state["tail"]
@@ -688,6 +751,8 @@ class _S3Session:
         return _ObjectStaged(b, sealed, self.size)
 
     def rehash(self, staged: Any, algorithm: str) -> str:
+        if isinstance(staged, _BytesStaged):
+            return hashlib.new(algorithm, staged.data).hexdigest()
         hasher = hashlib.new(algorithm)
         with self._b.open(staged.key) as f:
             while chunk := f.read(CHUNK):
