@@ -87,6 +87,8 @@ LEASE = 8.0
 _HOST = socket.gethostname()
 # Seconds a presigned URL of a redirect is valid.
 URL_LIFETIME = 1200
+# Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
+BLOB_STATS = 100_000
 # CopyObject copies at most 5 GiB; larger objects are copied part by part.
 COPY_LIMIT = 5 * 1024 ** 3
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
@@ -156,6 +158,10 @@ class S3Backend:
         self.create_bucket = cfg["create_bucket"]
         self.scratch = scratch
         self.fences = _NoCollector()
+        # A blob is never rewritten, and on S3 never deleted (no collection runs):
+        # once seen, its size holds for good, and a pull saves a HEAD. Oldest first out.
+        self._blob_stats: dict[str, ObjectInfo] = {}
+        self._blob_stats_lock = threading.Lock()
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=cfg["endpoint"] or None,
@@ -218,11 +224,20 @@ class S3Backend:
     # -- objects -----------------------------------------------------------------
 
     def stat(self, key: str) -> ObjectInfo | None:
+        cached = self._blob_stats.get(key)
+        if cached is not None:
+            return cached
         try:
             head = self._call("head_object", Key=key)
         except _NotFound:
             return None
-        return ObjectInfo(key, int(head["ContentLength"]), _ns(head["LastModified"]))
+        info = ObjectInfo(key, int(head["ContentLength"]), _ns(head["LastModified"]))
+        if key.startswith(Keys.BLOBS):
+            with self._blob_stats_lock:
+                if len(self._blob_stats) >= BLOB_STATS:
+                    self._blob_stats.pop(next(iter(self._blob_stats)))
+                self._blob_stats[key] = info
+        return info
 
     def open(self, key: str, first: int = 0, length: int | None = None) -> BinaryIO:
         if length == 0:
@@ -301,6 +316,8 @@ class S3Backend:
 
     def delete(self, key: str) -> bool:
         # S3's DELETE does not say whether the key was there (`base.Backend.delete`).
+        with self._blob_stats_lock:
+            self._blob_stats.pop(key, None)
         with contextlib.suppress(_NotFound):
             self._call("delete_object", Key=key)
         return True

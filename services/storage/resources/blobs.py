@@ -84,7 +84,12 @@ class BlobResource:
             resp.set_header(ACCEL_LENGTH, str(length))
             resp.content_length = 0
             return
-        f = self._blobs.open(d, first, length)
+        try:
+            f = self._blobs.open(d, first, length)
+        except FileNotFoundError:
+            # Gone since it was found: a collection (filesystem), or an object removed
+            # from the bucket behind dockyard's back.
+            raise errors.BlobUnknown(detail={"digest": str(d)}) from None
         if first + length == size and path is not None:
             # A file to the end goes out through waitress's wsgi.file_wrapper.
             resp.stream = f
