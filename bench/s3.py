@@ -163,6 +163,7 @@ class Scenario:
         self.samples: dict[str, dict[str, list[float]]] = {}
         self.cpu: dict[str, dict[str, dict[str, float]]] = {}
         self.wall: dict[str, dict[str, float]] = {}
+        self.requests: dict[str, dict[str, dict[str, float]]] = {}
         # Blobs pushed once for the pull workloads, per registry and size.
         self.pullable: dict[tuple[str, str], Blob] = {}
 
@@ -185,6 +186,7 @@ class Scenario:
         blob = self.pullable.get((server.label, label))
         with Client(server.base_url) as c, Client(self.weed.endpoint) as s3:
             redirect_client = s3 if kind == "pull_redirect" else None
+            requests_before = self.weed.s3_requests()
             before = cpu_by_role(self.pids)
             started = time.perf_counter()
             for i in range(count):
@@ -197,12 +199,16 @@ class Scenario:
                     pull(c, redirect_client, "bench/pull", blob, buf)
             seconds = time.perf_counter() - started
             used = delta(cpu_by_role(self.pids), before)
+            requests = delta(self.weed.s3_requests(), requests_before)
         if blob is not None and kind.startswith("pull"):
             ops.verify_pulled(buf, blob.digest, server.base_url)
         self.cpu.setdefault(key, {}).setdefault(side, {})
         for name, secs in used.items():
             self.cpu[key][side][name] = self.cpu[key][side].get(name, 0.0) + secs
         self.wall.setdefault(key, {})[side] = self.wall.get(key, {}).get(side, 0.0) + seconds
+        # S3 requests per operation, by kind (the last round's count is as good as any).
+        self.requests.setdefault(key, {})[side] = {
+            kind_: round(n / count, 1) for kind_, n in sorted(requests.items())}
         return size * count / MiB / seconds
 
     def run(self, log: Callable[[str], None]) -> None:
@@ -292,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = scenario.table()
         doc = {"machine": {**machine.describe()}, "rounds": rounds, "part_size": PART,
                "rows": rows, "cpu": cpu_summary(scenario), "storage_profile": profile,
+               "s3_requests_per_op": scenario.requests,
                "servers": {k: {"kind": s.kind, "version": s.version}
                            for k, s in registries.items()},
                "duration_seconds": round(time.monotonic() - t0, 1)}
@@ -324,6 +331,11 @@ def print_report(doc: dict[str, Any]) -> None:
             roles = ", ".join(f"{k} {v}" for k, v in c["cpu_seconds"].items())
             print(f"  {key:26} {side:9} wall {c['wall_seconds']:6.2f}s  {roles}; "
                   f"load generator {c['load_generator_share']:.0%} of the machine")
+    print("\nS3 requests per operation, by kind (SeaweedFS's counters):")
+    for key, sides in doc["s3_requests_per_op"].items():
+        print(f"  {key:26} " + " | ".join(
+            f"{side} {sum(c.values()):.1f} ({', '.join(f'{k} {v}' for k, v in c.items())})"
+            for side, c in sides.items()))
     for kind, shares in (doc.get("storage_profile") or {}).items():
         if shares:
             print(f"dockyard storage process, {kind} 32 MiB (py-spy): "

@@ -63,8 +63,10 @@ HASHING = ("hashlib", "_hashlib", "sha256")
 
 
 class Profile:
-    """py-spy recording one process (with --nonblocking, so it is not slowed) until
-    `stop`; `shares` splits its sampled stacks into S3 client / hashing / the rest."""
+    """py-spy recording one process until `stop`, which splits its sampled stacks into
+    S3 client / hashing / the rest. `--gil` samples only the thread holding the GIL,
+    i.e. where the Python CPU goes (a thread waiting on a socket does not count);
+    `--nonblocking` reads the process without pausing it."""
 
     def __init__(self, pid: int) -> None:
         self.binary = shutil.which("py-spy") or str(Path(__file__).resolve().parent.parent
@@ -74,7 +76,7 @@ class Profile:
         if Path(self.binary).exists():
             self.proc = subprocess.Popen(
                 [self.binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                 "--nonblocking", "--output", str(self.out)],
+                 "--gil", "--nonblocking", "--output", str(self.out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> dict[str, float] | None:

@@ -34,11 +34,14 @@ def dockyard(filesystem_dockyard: Dockyard) -> Dockyard:
 def s3_dockyard(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
     """One `dockyard serve` for the session with `storage.backend: s3`, in a bucket of
-    its own (which dockyard creates) under a key prefix on the session SeaweedFS."""
+    its own (which dockyard creates) under a key prefix on the session SeaweedFS, with
+    5 MiB parts."""
     if not seaweed.backend_available():
         pytest.skip(seaweed.NO_BACKEND)
     weed: SeaweedServer = request.getfixturevalue("seaweedfs")
-    env = seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("session"))
+    # The smallest part S3 allows, so that a few MiB already take multipart uploads.
+    env = seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("session"),
+                               part_size=seaweed.MIN_PART_SIZE)
     server = Dockyard(tmp_path_factory.mktemp("dockyard-s3") / "data", env=env)
     server.start()
     try:

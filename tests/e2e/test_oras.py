@@ -35,7 +35,7 @@ def test_push_pull_referrers_and_delete(registry: Registry, e2e_root: Path) -> N
     import oras.client
     import oras.oci
 
-    work = e2e_root / "oras"
+    work = e2e_root / f"oras-{registry.port}"  # one per registry under test
     client = oras.client.OrasClient(hostname=registry.addr, insecure=True)
 
     pushed: dict[str, dict[str, bytes]] = {}

@@ -1,17 +1,16 @@
 """The SeaweedFS the S3 tests run on answers as S3 does: signed puts and gets, multipart
-uploads with 5 MiB parts, refusal of a wrong key; and its distributed mode survives
-the loss and return of a volume server."""
+uploads with 5 MiB parts, refusal of a wrong key. (Its distributed mode, the loss and
+return of a volume server, is exercised by tests/reliability/test_s3_volume_loss.py.)"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.seaweedfs import S3Access, SeaweedCluster, SeaweedServer
+from tests.support.seaweedfs import S3Access, SeaweedServer
 
 MiB = 1024 * 1024
 
@@ -63,28 +62,3 @@ def test_wrong_secret_is_refused(seaweedfs: SeaweedServer, s3_bucket: str) -> No
     anonymous = S3Access(right.endpoint, "", "")
     with pytest.raises(ClientError):
         anonymous.client().list_objects_v2(Bucket=s3_bucket)
-
-
-@pytest.mark.slow
-def test_cluster_write_fails_without_a_volume_server_and_recovers(
-        seaweedfs_cluster: SeaweedCluster) -> None:
-    cluster = seaweedfs_cluster
-    assert len(cluster.listed_volume_servers()) == 2
-    s3 = cluster.access.client(timeout=3.0)
-    bucket = cluster.access.create_bucket()
-    kept = os.urandom(200_000)
-    s3.put_object(Bucket=bucket, Key="kept", Body=kept)
-
-    cluster.kill_volume(0)
-    started = time.monotonic()
-    with pytest.raises(Exception):  # noqa: B017 - a timeout or a 5xx, either is a failure
-        s3.put_object(Bucket=bucket, Key="lost", Body=os.urandom(200_000))
-    assert time.monotonic() - started < 10
-    # Each volume has a copy on the other server: reads go on.
-    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == kept
-
-    cluster.restart_volume(0)
-    body = os.urandom(200_000)
-    s3.put_object(Bucket=bucket, Key="after", Body=body)
-    assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == body
-    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == kept

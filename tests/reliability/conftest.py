@@ -51,7 +51,7 @@ def module_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockya
 
 # The S3 fault tests: small parts so that a few MiB cross part boundaries, and a short
 # timeout per S3 call so that a dead object store is answered quickly.
-S3_PART_SIZE = 5 * 1024 * 1024
+S3_PART_SIZE = seaweed.MIN_PART_SIZE
 S3_TIMEOUT = 3
 
 

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import random
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.integration.helpers import service_url
-from tests.reliability.conftest import S3_PART_SIZE
 from tests.reliability.helpers import MiB, assert_blob_served, assert_no_internal_errors
 from tests.support.bucket import BucketView
 from tests.support.processes import Dockyard, free_port, wait_http
 from tests.support.registry_client import RegistryClient, sha256
-from tests.support.seaweedfs import SeaweedServer, needs_s3_backend
+from tests.support.seaweedfs import MIN_PART_SIZE, needs_s3_backend
 
 pytestmark = needs_s3_backend()
 
@@ -36,10 +35,10 @@ def _replace_arg(argv: list[str], flag: str, value: str) -> list[str]:
 
 
 @pytest.fixture
-def second_storage(s3_dockyard_on: Callable[..., Dockyard], seaweedfs: SeaweedServer,
-                   tmp_path: Path) -> Iterator[tuple[Dockyard, str]]:
-    """The test's dockyard on S3, and the URL of a second storage replica of it."""
-    d = s3_dockyard_on(seaweedfs.access)
+def second_storage(s3_dockyard: Dockyard, tmp_path: Path) -> Iterator[tuple[Dockyard, str]]:
+    """The session's dockyard on S3 (5 MiB parts), and the URL of a second storage
+    replica of it."""
+    d = s3_dockyard
     child = d.child("storage")
     port = free_port()
     argv = _replace_arg(child.cmdline(), "--listen", f"127.0.0.1:{port}")
@@ -70,7 +69,7 @@ def test_upload_alternates_between_two_replicas_chunk_by_chunk(
     name = "reliability/s3-replicas"
     # Chunks below and above the part size, so that one replica's buffered tail is
     # continued by the other, and parts are filled across replicas.
-    sizes = [1 * MiB, 3 * MiB, S3_PART_SIZE + MiB, 512 * 1024 + 7]
+    sizes = [1 * MiB, 3 * MiB, MIN_PART_SIZE + MiB, 512 * 1024 + 7]
     last = 2 * MiB + 5
     blob = random.Random(21).randbytes(sum(sizes) + last)
     digest = sha256(blob)
@@ -105,6 +104,6 @@ def test_upload_alternates_between_two_replicas_chunk_by_chunk(
         assert got.status == 200 and sha256(got.data) == digest
     assert_blob_served(RegistryClient(d.url), name, digest, len(blob))
     bucket = BucketView.of(d)
-    assert digest in bucket.assert_blobs_intact()
-    bucket.assert_no_debris()
+    bucket.assert_blob_intact(digest)
+    bucket.assert_session_gone(path.rstrip("/").rsplit("/", 1)[-1])
     assert_no_internal_errors(d)

@@ -89,6 +89,19 @@ class BucketView:
             count += len(page.get("Parts", []))
         return count
 
+    def assert_blob_intact(self, digest: str) -> None:
+        algorithm, hexpart = digest.split(":", 1)
+        assert hashlib.new(algorithm, self.read(self.blob_key(digest))).hexdigest() == hexpart
+
+    def assert_session_gone(self, upload_id: str) -> None:
+        """Nothing of one upload session is left: objects, marker, multipart upload."""
+        assert self.keys(f"uploads/{upload_id}/") == []
+        markers = [k for k in self.keys("repositories/") if k.endswith(f"/_uploads/{upload_id}")]
+        assert markers == [], markers
+        mine = [u for u in self.multipart_uploads()
+                if u["Key"].startswith(f"{self.prefix}uploads/{upload_id}/")]
+        assert mine == [], mine
+
     def assert_no_debris(self) -> None:
         """No upload session, upload marker or multipart upload left open."""
         assert self.keys("uploads/") == []

