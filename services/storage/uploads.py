@@ -81,9 +81,11 @@ class UploadStore:
         self._set_hash(upload_id, _RunningHash(hashlib.sha256(), 0))
         return upload_id
 
-    def _check(self, upload_id: str, name: str) -> None:
+    def _check(self, upload_id: str, name: str, raw: bytes | None = None) -> None:
+        """The session exists and belongs to `name` (its description says so)."""
         check_upload_id(upload_id)
-        raw = self.backend.session_info(upload_id)
+        if raw is None:
+            raw = self.backend.session_info(upload_id)
         try:
             info = msgpack.unpackb(raw) if raw is not None else None
         except ValueError:
@@ -100,12 +102,13 @@ class UploadStore:
 
     @contextlib.contextmanager
     def _locked(self, upload_id: str, name: str) -> Iterator[BackendSession]:
-        """Hold the session, exclusively across every process sharing the backend."""
-        self._check(upload_id, name)
+        """Hold the session, exclusively across every process sharing the backend.
+        Checked once the lock is ours: a session another request finished or
+        cancelled while this one waited is gone then (FileNotFoundError)."""
+        check_upload_id(upload_id)
         try:
-            # A session another request finished or cancelled while this one waited
-            # is gone when the lock is ours: FileNotFoundError.
             with self.backend.session(upload_id) as session:
+                self._check(upload_id, name, session.info)
                 yield session
         except FileNotFoundError:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None

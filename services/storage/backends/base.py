@@ -63,6 +63,7 @@ class Session(Protocol):
     """An upload's bytes, worked on under the session's lock."""
 
     size: int
+    info: bytes | None     # what `create_session` stored with it
 
     def append(self, body: Body, hasher: hashlib._Hash | None) -> int:
         """Append the whole body (hashing it) or nothing; returns the new size."""

@@ -142,6 +142,10 @@ class _FileSession:
         self._upload_id = upload_id
         self._fd = fd
         self.size = os.fstat(fd).st_size
+        try:
+            self.info: bytes | None = layout.upload_info(upload_id).read_bytes()
+        except FileNotFoundError:
+            self.info = None
 
     def append(self, body: Body, hasher: hashlib._Hash | None) -> int:
         current = self.size

@@ -655,6 +655,8 @@ class _S3Session:
         self._state = state
         self._etag = etag
         self.size = int(state["size"])
+        info = state.get("info")
+        self.info = info if isinstance(info, bytes) else None
 
     def _save(self, state: dict[str, Any]) -> None:
         try:
