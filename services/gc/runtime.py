@@ -79,7 +79,7 @@ def collector(config: dict[str, Any], *, progress: Progress | None = None,
     """The collector of `config`'s storage; its `read` (usage, fsck) works on every
     backend, its `run` only where `check_deletes_supported` passes."""
     layout = Layout(config["storage"]["root"])
-    layout.create()
+    layout.create(scratch_only=is_object_store(config))
     section = config["index"]["redis"]
     source = redis_client.from_url(redis_url(config))
     if section["password"] and not source.password and not source.uses_sentinel:

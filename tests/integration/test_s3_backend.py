@@ -67,6 +67,10 @@ def test_a_pull_is_a_redirect_to_the_object_store_and_ranges_work(
     assert head.status == 200 and head.headers["Content-Length"] == str(len(data))
     assert head.headers["Docker-Content-Digest"] == digest
 
+    # Nothing shared lives in the replica's local root: only its scratch.
+    local = redirecting.data_dir / "storage"
+    assert {p.name for p in local.iterdir()} <= {"gc", "tmp"}
+
     # A blob the repository may not serve is a 404, never a redirect.
     missing = http.request("GET", f"{redirecting.url}/v2/redirect/other/blobs/{digest}",
                            redirect=False)
