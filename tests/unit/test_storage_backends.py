@@ -179,8 +179,9 @@ def uploads(backend: Backend, root: Path) -> UploadStore:
                        max_per_repository=100, max_age=3600)
 
 
-@pytest.mark.parametrize("chunks", [[10], [100, 2 * MIB, 3 * MIB + 5, 1], [PART, PART + 1, 7]],
-                         ids=["one", "across-a-part", "whole-parts"])
+@pytest.mark.parametrize("chunks", [[10], [100, 2 * MIB, 3 * MIB + 5, 1], [PART, PART + 1, 7],
+                                    [300 * 1024] * 20],
+                         ids=["one", "across-a-part", "whole-parts", "many-small"])
 def test_chunked_upload_is_the_concatenation(backend: Backend, tmp_path: Path,
                                              chunks: list[int]) -> None:
     store = uploads(backend, tmp_path / "root")

@@ -19,10 +19,11 @@ How each rule of `backends.base` holds here:
 - **Sessions.** An upload session is the objects under ``uploads/<id>/``:
   ``state`` (msgpack: the session's description, its size, the multipart
   upload's id and its parts, the tail, whether sealed), ``tail-<random>``
-  (the last bytes received, fewer than a part) and ``data`` (the multipart
-  upload's target). S3 parts are at least 5 MiB except the last, so each
-  append fills parts of ``part_size`` from the old tail and the body,
-  uploads them, writes what is left as a new tail object, and last writes
+  (the last bytes received, fewer than a part; up to 1 MiB of them are kept
+  in ``state`` instead) and ``data`` (the multipart upload's target). S3
+  parts are at least 5 MiB except the last, so each append fills parts of
+  ``part_size`` from the old tail and the body, uploads them, keeps what is
+  left as the new tail, and last writes
   ``state`` naming the new parts and tail. That one write is the
   acknowledgement: a replica that dies before it leaves the old state, whose
   tail and parts are intact (new parts take numbers the state does not list

@@ -19,9 +19,13 @@ from shared import errors
 if TYPE_CHECKING:
     from services.storage.backends.s3 import S3Backend
 
+# Tails up to this many bytes are kept in the session's state, larger ones as objects.
+INLINE_TAIL = 1024 * 1024
+
 
 def new_state(info: bytes) -> dict[str, Any]:
-    return {"info": info, "size": 0, "mpu": None, "parts": [], "tail": None, "sealed": None}
+    return {"info": info, "size": 0, "mpu": None, "parts": [], "tail": None, "inline": b"",
+            "sealed": None}
 
 
 class BytesStaged:
@@ -136,7 +140,7 @@ class S3Session:
                 "reason": "the upload is complete; finish it with a PUT without a body"})
         b = self._b
         parts = [dict(p) for p in state["parts"]]
-        tail = b.read(state["tail"]) if state["tail"] else b""
+        tail = self._tail()
         # A part at most: what is left of the body after it fills one goes in the next.
         buf = bytearray(min(b.part_size, len(tail) + body.length))
         view = memoryview(buf)
@@ -161,11 +165,14 @@ class S3Session:
                     parts.append(b.upload_part(data_key, state["mpu"], len(parts) + 1,
                                                 view[:filled]))
                     filled = 0
-            tail_key = Keys.upload(self._id, f"tail-{uuid.uuid4().hex}") if filled else None
+            # A small tail travels in the state itself: one write acknowledges the chunk.
+            inline = bytes(view[:filled]) if filled <= INLINE_TAIL else b""
+            tail_key = (Keys.upload(self._id, f"tail-{uuid.uuid4().hex}")
+                        if filled > INLINE_TAIL else None)
             if tail_key:
                 b.put(tail_key, bytes(view[:filled]))
             saving = True
-            self._save({**state, "parts": parts, "tail": tail_key,
+            self._save({**state, "parts": parts, "tail": tail_key, "inline": inline,
                         "size": self.size + body.length})
         except BaseException:
             # A state write that timed out may have landed: then what it names stays.
@@ -190,7 +197,7 @@ class S3Session:
         state = self._state
         b = self._b
         if not state["sealed"] and state["mpu"] is None:
-            tail = b.read(state["tail"]) if state["tail"] else b""
+            tail = self._tail()
             total = len(tail) + body.length
             if hasher is not None or total <= b.part_size:
                 src = body.open()
@@ -213,9 +220,10 @@ class S3Session:
         if state["mpu"]:
             parts = [dict(p) for p in state["parts"]]
             try:
-                if state["tail"]:
+                tail = self._tail()
+                if tail:
                     parts.append(b.upload_part(data_key, state["mpu"], len(parts) + 1,
-                                                memoryview(b.read(state["tail"]))))
+                                                memoryview(tail)))
                 b.complete(data_key, state["mpu"], parts)
             except NotFound:
                 # Completed by an earlier PUT that failed before it recorded so.
@@ -226,10 +234,16 @@ class S3Session:
         elif state["tail"]:
             sealed = state["tail"]
         else:
-            b.put(data_key, b"")
+            b.put(data_key, state.get("inline") or b"")
             sealed = data_key
         self._save({**state, "sealed": sealed})
         return ObjectStaged(b, sealed, self.size)
+
+    def _tail(self) -> bytes:
+        """The bytes after the last whole part: in the state, or an object of their own."""
+        if self._state["tail"]:
+            return self._b.read(self._state["tail"])
+        return bytes(self._state.get("inline") or b"")
 
     def rehash(self, staged: Any, algorithm: str) -> str:
         if isinstance(staged, BytesStaged):
