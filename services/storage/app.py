@@ -36,7 +36,7 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     cfg = config["storage"]
     key = key_from_config(config)
     layout = Layout(cfg["root"])
-    layout.create()
+    layout.create(scratch_only=is_object_store(config))
     blobs = BlobStore(layout, open_backend(config, layout))
     uploads = UploadStore(layout, blobs, max_per_repository=cfg["max_uploads_per_repository"],
                           max_age=cfg["upload_max_age"])

@@ -128,6 +128,16 @@ class BlobStore:
         return (self.backend.get_record(Keys.layer_link(name, digest)) is not None
                 and self.size(digest) is not None)
 
+    def layer_size(self, name: str, digest: Digest, *, touch: bool = False) -> int | None:
+        """The blob's size when `name` may serve it, else None; `touch` as a writer
+        about to rely on the answer does (`touch_layer`). The link is asked first: it
+        is the one more often missing, and the cheaper call on an object store."""
+        if touch:
+            found = self.touch_layer(name, digest)
+        else:
+            found = self.backend.get_record(Keys.layer_link(name, digest)) is not None
+        return self.size(digest) if found else None
+
     def touch_layer(self, name: str, digest: Digest) -> bool:
         """`has_layer`, for a writer about to rely on the answer: touches both."""
         with self.fences.blob(digest):
@@ -136,8 +146,7 @@ class BlobStore:
 
     def link_layer(self, name: str, digest: Digest) -> None:
         with self.fences.blob(digest):
-            if not self.backend.touch(Keys.layer_link(name, digest)):
-                self.backend.set_record(Keys.layer_link(name, digest), "")
+            self.backend.set_record(Keys.layer_link(name, digest), "")
 
     def mount(self, source: str, name: str, digest: Digest) -> bool:
         """Link a blob `source` may serve into `name`; False when it may not."""
@@ -145,8 +154,7 @@ class BlobStore:
             if not (self.backend.touch(Keys.blob(digest))
                     and self.backend.touch(Keys.layer_link(source, digest))):
                 return False
-            if not self.backend.touch(Keys.layer_link(name, digest)):
-                self.backend.set_record(Keys.layer_link(name, digest), "")
+            self.backend.set_record(Keys.layer_link(name, digest), "")
         return True
 
     def touch_manifest(self, name: str, digest: Digest) -> bool:

@@ -82,6 +82,10 @@ class Keys:
         return f"repositories/{name}/_manifests/{digest.algorithm}/{digest.hex}"
 
     @staticmethod
+    def layer_links(name: str) -> str:
+        return f"repositories/{name}/_layers/"
+
+    @staticmethod
     def manifest_links(name: str) -> str:
         return f"repositories/{name}/_manifests/"
 
@@ -127,8 +131,12 @@ class Layout:
         """The file of `key` (see `Keys`)."""
         return self.root / key
 
-    def create(self) -> None:
-        for d in (self.blobs, self.repositories, self.uploads, self.tmp, self.locks, self.gc):
+    def create(self, *, scratch_only: bool = False) -> None:
+        """The directories; with an object store, only the replica's own scratch
+        (``tmp/``) and the cached answers of ``gc/`` (usage)."""
+        dirs = (self.tmp, self.gc) if scratch_only else (
+            self.blobs, self.repositories, self.uploads, self.tmp, self.locks, self.gc)
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
 
     def blob(self, digest: Digest) -> Path:

@@ -81,9 +81,11 @@ class UploadStore:
         self._set_hash(upload_id, _RunningHash(hashlib.sha256(), 0))
         return upload_id
 
-    def _check(self, upload_id: str, name: str) -> None:
+    def _check(self, upload_id: str, name: str, raw: bytes | None = None) -> None:
+        """The session exists and belongs to `name` (its description says so)."""
         check_upload_id(upload_id)
-        raw = self.backend.session_info(upload_id)
+        if raw is None:
+            raw = self.backend.session_info(upload_id)
         try:
             info = msgpack.unpackb(raw) if raw is not None else None
         except ValueError:
@@ -100,12 +102,13 @@ class UploadStore:
 
     @contextlib.contextmanager
     def _locked(self, upload_id: str, name: str) -> Iterator[BackendSession]:
-        """Hold the session, exclusively across every process sharing the backend."""
-        self._check(upload_id, name)
+        """Hold the session, exclusively across every process sharing the backend.
+        Checked once the lock is ours: a session another request finished or
+        cancelled while this one waited is gone then (FileNotFoundError)."""
+        check_upload_id(upload_id)
         try:
             with self.backend.session(upload_id) as session:
-                # Another request may have finished or cancelled it while we waited.
-                self._check(upload_id, name)
+                self._check(upload_id, name, session.info)
                 yield session
         except FileNotFoundError:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
@@ -143,22 +146,27 @@ class UploadStore:
             self._set_hash(upload_id, running)
         return size
 
-    def finish(self, upload_id: str, name: str, digest: Digest, body: Body) -> None:
-        """Append the last chunk, verify the digest, and make the blob visible."""
+    def finish(self, upload_id: str, name: str, digest: Digest, body: Body) -> int:
+        """Append the last chunk, verify the digest, and make the blob visible;
+        returns the blob's size."""
         with self._locked(upload_id, name) as session:
+            running = self._take_hash(upload_id, session.size)
+            if running is None and session.size == 0:
+                running = _RunningHash(hashlib.sha256(), 0)
+            hasher = (running.hasher if running is not None
+                      and running.hasher.name == digest.algorithm else None)
             try:
-                size = self._append_locked(upload_id, session, body, None)
+                staged = session.seal(body, hasher, Keys.blob(digest))
             finally:
                 body.discard()
-            running = self._take_hash(upload_id, size)
-            staged = session.seal()
-            if running is not None and running.hasher.name == digest.algorithm:
-                computed = running.hasher.hexdigest()
+            if hasher is not None:
+                computed = hasher.hexdigest()
             else:
                 started = time.monotonic()
                 computed = session.rehash(staged, digest.algorithm)
                 log.info("upload %s: rehashed %d bytes from the %s backend in %.3fs",
-                         upload_id, size, self.backend.kind, time.monotonic() - started)
+                         upload_id, staged.size, self.backend.kind,
+                         time.monotonic() - started)
             if computed != digest.hex:
                 staged.discard()
                 self._remove(upload_id, name)
@@ -167,6 +175,7 @@ class UploadStore:
             self.blobs.commit(staged, digest)
             self.blobs.link_layer(name, digest)
             self._remove(upload_id, name)
+            return staged.size
 
     def cancel(self, upload_id: str, name: str) -> None:
         with self._locked(upload_id, name):

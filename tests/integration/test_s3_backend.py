@@ -1,6 +1,7 @@
 """What only the S3 backend does, through a real `dockyard serve` on a real SeaweedFS:
-pulls answered by a redirect to a presigned URL, and the jobs that refuse an object
-store (garbage collection, fsck, usage) saying so instead of misbehaving.
+pulls answered by a redirect to a presigned URL; usage and fsck reading the bucket;
+and the jobs that delete under filesystem fences (garbage collection, fsck --repair)
+refusing an object store by name instead of misbehaving.
 
 The protocol suite itself runs on S3 through the `dockyard` parameter
 (tests/integration/conftest.py); this file starts registries of its own.
@@ -8,10 +9,10 @@ The protocol suite itself runs on S3 through the `dockyard` parameter
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import urllib3
@@ -66,22 +67,44 @@ def test_a_pull_is_a_redirect_to_the_object_store_and_ranges_work(
     assert head.status == 200 and head.headers["Content-Length"] == str(len(data))
     assert head.headers["Docker-Content-Digest"] == digest
 
+    # Nothing shared lives in the replica's local root: only its scratch.
+    local = redirecting.data_dir / "storage"
+    assert {p.name for p in local.iterdir()} <= {"gc", "tmp"}
+
     # A blob the repository may not serve is a 404, never a redirect.
     missing = http.request("GET", f"{redirecting.url}/v2/redirect/other/blobs/{digest}",
                            redirect=False)
     assert missing.status == 404
 
 
-def test_jobs_that_need_a_filesystem_refuse_clearly(redirecting: Dockyard,
-                                                    tmp_path: Path) -> None:
-    env = {**os.environ, **redirecting.env}
-    for command in (["gc", "--dry-run"], ["fsck"], ["usage"]):
-        done = subprocess.run(
-            [str(VENV_BIN / "dockyard"), *command, "--data-dir", str(redirecting.data_dir)],
-            env=env, capture_output=True, text=True, timeout=60)
+def dockyard_cli(d: Dockyard, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "dockyard"), *args, "--data-dir", str(d.data_dir)],
+                          env={**os.environ, **d.env}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_usage_and_fsck_read_the_bucket_and_deletes_refuse_clearly(
+        redirecting: Dockyard) -> None:
+    client = RegistryClient(redirecting.url)
+    manifest = client.image_manifest("usage/a")
+    r = client.put_manifest("usage/a", "v1", manifest)
+    assert r.status == 201, (r.status, r.data)
+
+    done = dockyard_cli(redirecting, "usage", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    repo = answer["repositories"]["usage/a"]
+    assert repo["tags"] == 1 and repo["manifests"] == 1 and repo["tagged_bytes"] > 0
+    assert answer["registry"]["physical_bytes"] >= repo["tagged_bytes"]
+    http = urllib3.PoolManager(retries=False)
+    r = http.request("GET", f"{redirecting.url}/api/v1/usage")
+    assert r.status == 200 and "usage/a" in json.loads(r.data)["repositories"]
+
+    done = dockyard_cli(redirecting, "fsck", "--json")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+
+    for command in (["gc", "--dry-run"], ["gc"], ["fsck", "--repair"]):
+        done = dockyard_cli(redirecting, *command)
         assert done.returncode != 0, command
         assert "not supported with storage.backend s3" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
-    http = urllib3.PoolManager(retries=False)
-    r = http.request("GET", f"{redirecting.url}/api/v1/usage")
-    assert r.status == 405 and b"not supported with storage.backend s3" in r.data

@@ -63,15 +63,18 @@ class Session(Protocol):
     """An upload's bytes, worked on under the session's lock."""
 
     size: int
+    info: bytes | None     # what `create_session` stored with it
 
     def append(self, body: Body, hasher: hashlib._Hash | None) -> int:
         """Append the whole body (hashing it) or nothing; returns the new size."""
 
-    def seal(self) -> Staged:
-        """The session's bytes, whole, ready to be hashed (`rehash`) and committed."""
+    def seal(self, body: Body, hasher: hashlib._Hash | None, key_hint: str) -> Staged:
+        """Append the last chunk (hashing it) and return the session's bytes, whole,
+        ready to be verified and committed, most likely to `key_hint`. Until the
+        commit, the session stays as it was acknowledged (a failed PUT may be retried)."""
 
     def rehash(self, staged: Staged, algorithm: str) -> str:
-        """The hex digest of the sealed bytes, read back from the store."""
+        """The hex digest of the sealed bytes, when no running hash covers them."""
 
 
 class Collector(Protocol):
@@ -110,7 +113,8 @@ class Backend(Protocol):
         """`stage` of a local file (a spooled body): taken over where it can be."""
 
     def delete(self, key: str) -> bool:
-        """Remove `key`; False when it was not there."""
+        """Remove `key`; False when it was not there (an object store, whose DELETE
+        does not say, answers True)."""
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with `prefix` (a directory ends in ``/``)."""
@@ -130,7 +134,8 @@ class Backend(Protocol):
     # -- records -------------------------------------------------------------
 
     def set_record(self, key: str, value: str) -> None:
-        """Create or replace a small named value, atomically and durably."""
+        """Create or replace a small named value, atomically and durably; setting the
+        value it has re-asserts it (`touch`)."""
 
     def get_record(self, key: str) -> str | None:
         """The record's value, or None when there is none."""

@@ -142,6 +142,10 @@ class _FileSession:
         self._upload_id = upload_id
         self._fd = fd
         self.size = os.fstat(fd).st_size
+        try:
+            self.info: bytes | None = layout.upload_info(upload_id).read_bytes()
+        except FileNotFoundError:
+            self.info = None
 
     def append(self, body: Body, hasher: hashlib._Hash | None) -> int:
         current = self.size
@@ -173,7 +177,9 @@ class _FileSession:
         self.size = length
         return length
 
-    def seal(self) -> _FileStaged:
+    def seal(self, body: Body, hasher: hashlib._Hash | None, key_hint: str) -> _FileStaged:
+        if body.length:
+            self.append(body, hasher)
         return _FileStaged(self._layout, self._layout.upload_data(self._upload_id), self.size)
 
     def rehash(self, staged: Any, algorithm: str) -> str:
@@ -267,10 +273,12 @@ class FilesystemBackend:
     # -- records -------------------------------------------------------------
 
     def set_record(self, key: str, value: str) -> None:
+        path = self.layout.path(key)
         if value:
-            _create_symlink(self.layout.path(key), value)
-        else:
-            _create_empty(self.layout.path(key))
+            _create_symlink(path, value)
+        elif not touch(path, symlink=True):
+            # An existing empty file keeps its mtime on create: it is touched instead.
+            _create_empty(path)
 
     def get_record(self, key: str) -> str | None:
         try:

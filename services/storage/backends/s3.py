@@ -17,7 +17,7 @@ How each rule of `backends.base` holds here:
 - **Records** are small objects whose body is the value (a manifest link's
   media type); empty for layer links and upload markers.
 - **Sessions.** An upload session is the objects under ``uploads/<id>/``:
-  ``info`` (repository, start time), ``state`` (msgpack: size, the multipart
+  ``state`` (msgpack: the session's description, its size, the multipart
   upload's id and its parts, the tail, whether sealed), ``tail-<random>``
   (the last bytes received, fewer than a part) and ``data`` (the multipart
   upload's target). S3 parts are at least 5 MiB except the last, so each
@@ -26,9 +26,14 @@ How each rule of `backends.base` holds here:
   ``state`` naming the new parts and tail. That one write is the
   acknowledgement: a replica that dies before it leaves the old state, whose
   tail and parts are intact (new parts take numbers the state does not list
-  yet, and are overwritten by the next append). `seal` uploads the tail as
-  the last part and completes the upload into ``data``; committing copies
-  ``data`` to the digest's key (CopyObject, inside the store).
+  yet, and are overwritten by the next append).
+- **Sealing.** While no whole part was uploaded (a monolithic PUT, or small
+  chunks), the PUT sends the tail and its own body straight to the digest's
+  key, one PutObject or a multipart upload aimed there, completed only once
+  the digest matched: no copy, and the state is not written, so a failed PUT
+  may be retried. Otherwise the tail goes up as the last part, the upload is
+  completed into ``data``, and committing copies ``data`` to the digest's key
+  (CopyObject, inside the store).
 - **Locks** are lease objects under ``locks/``, created with a conditional
   write (``If-None-Match: *``), so exactly one writer creates one. The holder
   renews the lease every third of its life; a lock whose lease ran out (its
@@ -52,6 +57,8 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -73,10 +80,15 @@ from shared import errors
 
 log = logging.getLogger("dockyard.storage.s3")
 
-# Seconds a lock's lease lasts without renewal: how long a dead holder blocks others.
-LEASE = 15.0
+# Seconds a lock's lease lasts without renewal: how long a dead holder on another
+# machine blocks others. Shorter than the default timeout, so a waiter outlasts it.
+LEASE = 8.0
+# Who holds a lease: a holder on this machine whose process is gone is dead at once.
+_HOST = socket.gethostname()
 # Seconds a presigned URL of a redirect is valid.
 URL_LIFETIME = 1200
+# Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
+BLOB_STATS = 100_000
 # CopyObject copies at most 5 GiB; larger objects are copied part by part.
 COPY_LIMIT = 5 * 1024 ** 3
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
@@ -146,6 +158,10 @@ class S3Backend:
         self.create_bucket = cfg["create_bucket"]
         self.scratch = scratch
         self.fences = _NoCollector()
+        # A blob is never rewritten, and on S3 never deleted (no collection runs):
+        # once seen, its size holds for good, and a pull saves a HEAD. Oldest first out.
+        self._blob_stats: dict[str, ObjectInfo] = {}
+        self._blob_stats_lock = threading.Lock()
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=cfg["endpoint"] or None,
@@ -208,11 +224,20 @@ class S3Backend:
     # -- objects -----------------------------------------------------------------
 
     def stat(self, key: str) -> ObjectInfo | None:
+        cached = self._blob_stats.get(key)
+        if cached is not None:
+            return cached
         try:
             head = self._call("head_object", Key=key)
         except _NotFound:
             return None
-        return ObjectInfo(key, int(head["ContentLength"]), _ns(head["LastModified"]))
+        info = ObjectInfo(key, int(head["ContentLength"]), _ns(head["LastModified"]))
+        if key.startswith(Keys.BLOBS):
+            with self._blob_stats_lock:
+                if len(self._blob_stats) >= BLOB_STATS:
+                    self._blob_stats.pop(next(iter(self._blob_stats)))
+                self._blob_stats[key] = info
+        return info
 
     def open(self, key: str, first: int = 0, length: int | None = None) -> BinaryIO:
         if length == 0:
@@ -290,9 +315,11 @@ class S3Backend:
                                      retry_after=RETRY_AFTER) from None
 
     def delete(self, key: str) -> bool:
-        if self.stat(key) is None:
-            return False
-        self._call("delete_object", Key=key)
+        # S3's DELETE does not say whether the key was there (`base.Backend.delete`).
+        with self._blob_stats_lock:
+            self._blob_stats.pop(key, None)
+        with contextlib.suppress(_NotFound):
+            self._call("delete_object", Key=key)
         return True
 
     def _delete_many(self, keys: list[str]) -> None:
@@ -344,14 +371,16 @@ class S3Backend:
     # -- upload sessions ---------------------------------------------------------
 
     def create_session(self, upload_id: str, info: bytes) -> None:
-        self.put(Keys.upload(upload_id, "info"), info)
-        self.put(Keys.upload(upload_id, "state"), msgpack.packb(_new_state()))
+        # One object, one write: the description travels in the state.
+        self.put(Keys.upload(upload_id, "state"), msgpack.packb(_new_state(info)))
 
     def session_info(self, upload_id: str) -> bytes | None:
         try:
-            return self.read(Keys.upload(upload_id, "info"))
+            state, _ = self._load_state(upload_id)
         except _NotFound:
             return None
+        info = state.get("info")
+        return info if isinstance(info, bytes) else None
 
     def session_size(self, upload_id: str) -> int | None:
         try:
@@ -445,7 +474,8 @@ class S3Backend:
                 pass    # its lease runs out
 
     def _lease(self, token: str) -> bytes:
-        return msgpack.packb({"token": token, "expires": time.time() + LEASE})
+        return msgpack.packb({"token": token, "expires": time.time() + LEASE,
+                              "host": _HOST, "pid": os.getpid()})
 
     def _acquire(self, key: str, token: str) -> str:
         deadline = time.monotonic() + self.timeout
@@ -460,7 +490,7 @@ class S3Backend:
                 answer = self._call("get_object", Key=key)
                 with contextlib.closing(_Reader(answer["Body"])) as body:
                     lease = msgpack.unpackb(io.BufferedReader(body).read())
-                if float(lease["expires"]) < time.time():
+                if float(lease["expires"]) < time.time() or _died_here(lease):
                     return self.put(key, self._lease(token), IfMatch=str(answer["ETag"]))
             except (_NotFound, _Precondition):
                 continue
@@ -511,8 +541,25 @@ class S3Backend:
         return ok and scratch, detail
 
 
-def _new_state() -> dict[str, Any]:
-    return {"size": 0, "mpu": None, "parts": [], "tail": None, "sealed": None}
+def _died_here(lease: dict[str, Any]) -> bool:
+    """Whether the lease's holder was a process of this machine that is gone (a
+    storage process killed and restarted): its lock need not wait out the lease.
+    A reused pid reads as alive, which only means waiting for the lease."""
+    if lease.get("host") != _HOST or not isinstance(lease.get("pid"), int):
+        return False
+    if lease["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(lease["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _new_state(info: bytes) -> dict[str, Any]:
+    return {"info": info, "size": 0, "mpu": None, "parts": [], "tail": None, "sealed": None}
 
 
 class _BytesStaged:
@@ -520,14 +567,45 @@ class _BytesStaged:
 
     def __init__(self, backend: S3Backend, data: bytes) -> None:
         self._backend = backend
-        self._data = data
+        self.data = data
         self.size = len(data)
 
     def commit(self, key: str) -> None:
-        self._backend.put(key, self._data)
+        self._backend.put(key, self.data)
 
     def discard(self) -> None:
-        self._data = b""
+        self.data = b""
+
+
+class _Chain(io.RawIOBase):
+    """A session's tail, then the last chunk's body, which alone is hashed: the
+    running hash covers the tail already."""
+
+    def __init__(self, head: bytes, src: BinaryIO, hasher: hashlib._Hash | None) -> None:
+        self._head = memoryview(head)
+        self._src = src
+        self._hasher = hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        readinto = getattr(self._src, "readinto", None)
+        if readinto is not None:
+            n = readinto(view)
+        else:
+            data = self._src.read(len(view))
+            n = len(data)
+            view[:n] = data
+        if n and self._hasher is not None:
+            self._hasher.update(view[:n])
+        return n or 0
 
 
 class _MultipartStaged:
@@ -577,6 +655,8 @@ class _S3Session:
         self._state = state
         self._etag = etag
         self.size = int(state["size"])
+        info = state.get("info")
+        self.info = info if isinstance(info, bytes) else None
 
     def _save(self, state: dict[str, Any]) -> None:
         try:
@@ -594,15 +674,15 @@ class _S3Session:
                 "reason": "the upload is complete; finish it with a PUT without a body"})
         b = self._b
         parts = [dict(p) for p in state["parts"]]
-        buf = bytearray(b.part_size)
+        tail = b.read(state["tail"]) if state["tail"] else b""
+        # A part at most: what is left of the body after it fills one goes in the next.
+        buf = bytearray(min(b.part_size, len(tail) + body.length))
         view = memoryview(buf)
-        filled = 0
-        if state["tail"]:
-            tail = b.read(state["tail"])
-            view[:len(tail)] = tail
-            filled = len(tail)
+        view[:len(tail)] = tail
+        filled = len(tail)
         data_key = Keys.upload(self._id, "data")
         created = None
+        saving = False
         src = body.open()
         try:
             remaining = body.length
@@ -622,16 +702,12 @@ class _S3Session:
             tail_key = Keys.upload(self._id, f"tail-{uuid.uuid4().hex}") if filled else None
             if tail_key:
                 b.put(tail_key, bytes(view[:filled]))
-            try:
-                self._save({**state, "parts": parts, "tail": tail_key,
-                            "size": self.size + body.length})
-            except BaseException:
-                if tail_key:
-                    with contextlib.suppress(Exception):
-                        b.delete(tail_key)
-                raise
+            saving = True
+            self._save({**state, "parts": parts, "tail": tail_key,
+                        "size": self.size + body.length})
         except BaseException:
-            if created is not None:
+            # A state write that timed out may have landed: then what it names stays.
+            if created is not None and not saving:
                 with contextlib.suppress(Exception):
                     b._call("abort_multipart_upload", Key=data_key, UploadId=created)
             raise
@@ -644,7 +720,29 @@ class _S3Session:
                 b._call("delete_object", Key=state["tail"])
         return self.size
 
-    def seal(self) -> _ObjectStaged:
+    def seal(self, body: Body, hasher: hashlib._Hash | None, key_hint: str) -> Any:
+        """With no whole part uploaded yet, the tail and the last chunk go straight to
+        `key_hint` (one PutObject, or a multipart upload aimed there): no copy, and
+        the session's state is not written. Otherwise the chunk is appended, and the
+        multipart upload completed into ``data`` to be copied."""
+        state = self._state
+        b = self._b
+        if not state["sealed"] and state["mpu"] is None:
+            tail = b.read(state["tail"]) if state["tail"] else b""
+            total = len(tail) + body.length
+            if hasher is not None or total <= b.part_size:
+                src = body.open()
+                try:
+                    reader = io.BufferedReader(_Chain(tail, src, hasher), CHUNK)
+                    return b.stage(reader, total, None, key_hint)
+                finally:
+                    if body.path is not None:
+                        src.close()
+        if body.length:
+            self.append(body, hasher)
+        return self._seal_parts()
+
+    def _seal_parts(self) -> _ObjectStaged:
         state = dict(self._state)
         if state["sealed"]:
             return _ObjectStaged(self._b, state["sealed"], self.size)
@@ -652,10 +750,16 @@ class _S3Session:
         data_key = Keys.upload(self._id, "data")
         if state["mpu"]:
             parts = [dict(p) for p in state["parts"]]
-            if state["tail"]:
-                parts.append(b._upload_part(data_key, state["mpu"], len(parts) + 1,
-                                            memoryview(b.read(state["tail"]))))
-            b._complete(data_key, state["mpu"], parts)
+            try:
+                if state["tail"]:
+                    parts.append(b._upload_part(data_key, state["mpu"], len(parts) + 1,
+                                                memoryview(b.read(state["tail"]))))
+                b._complete(data_key, state["mpu"], parts)
+            except _NotFound:
+                # Completed by an earlier PUT that failed before it recorded so.
+                done = b.stat(data_key)
+                if done is None or done.size != self.size:
+                    raise
             sealed = data_key
         elif state["tail"]:
             sealed = state["tail"]
@@ -666,6 +770,8 @@ class _S3Session:
         return _ObjectStaged(b, sealed, self.size)
 
     def rehash(self, staged: Any, algorithm: str) -> str:
+        if isinstance(staged, _BytesStaged):
+            return hashlib.new(algorithm, staged.data).hexdigest()
         hasher = hashlib.new(algorithm)
         with self._b.open(staged.key) as f:
             while chunk := f.read(CHUNK):

@@ -38,8 +38,7 @@ class BlobResource:
         # A HEAD usually asks whether a push may skip the upload: touching the
         # blob then keeps a collection from deleting it before the manifest
         # that will rely on it arrives (`services.storage.fences`).
-        found = self._blobs.touch_layer(name, d) if touch else self._blobs.has_layer(name, d)
-        size = self._blobs.size(d) if found else None
+        size = self._blobs.layer_size(name, d, touch=touch)
         if size is None:
             raise errors.BlobUnknown(detail={"digest": digest})
         return d, size
@@ -85,7 +84,12 @@ class BlobResource:
             resp.set_header(ACCEL_LENGTH, str(length))
             resp.content_length = 0
             return
-        f = self._blobs.open(d, first, length)
+        try:
+            f = self._blobs.open(d, first, length)
+        except FileNotFoundError:
+            # Gone since it was found: a collection (filesystem), or an object removed
+            # from the bucket behind dockyard's back.
+            raise errors.BlobUnknown(detail={"digest": str(d)}) from None
         if first + length == size and path is not None:
             # A file to the end goes out through waitress's wsgi.file_wrapper.
             resp.stream = f

@@ -58,10 +58,6 @@ class UsageResource:
         threading.Thread(target=run, name="usage", daemon=True).start()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        from services.storage.backends import UNSUPPORTED_ON_S3, is_object_store
-
-        if is_object_store(self._config):
-            raise errors.Unsupported(f"usage is {UNSUPPORTED_ON_S3}")
         answer = self._cached()
         if answer is None:
             with self._lock:
