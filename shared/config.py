@@ -424,6 +424,11 @@ def _check_storage_backend(cfg: dict[str, Any]) -> None:
     if cfg["proxy"]["upstreams"]:
         raise ConfigError("proxy.upstreams: the pull-through cache is not supported with "
                           "storage.backend s3")
+    import importlib.util
+
+    if importlib.util.find_spec("boto3") is None:
+        raise ConfigError("storage.backend: s3 needs boto3, which is not installed "
+                          "(pip install 'dockyard[s3]')")
 
 
 def _valid_listen(value: str) -> bool:
