@@ -1,6 +1,7 @@
 """Side-by-side benchmark of dockyard against the reference registry.
 
 Usage: python -m bench [--quick] [--rounds N] [--candidate reference] [--keep-going]
+       python -m bench --s3 [--quick] [--rounds N]   (bench/s3.py)
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=RESULTS, help="for latest.json/.png")
     p.add_argument("--keep", action="store_true", help="keep server storage and logs")
     p.add_argument("--strict", action="store_true", help=f"exit {EXIT_TARGETS} on a missed target")
+    p.add_argument("--s3", action="store_true",
+                   help="the S3 scenario instead (bench/s3.py; with --quick, --rounds)")
     return p.parse_args(argv)
 
 
@@ -288,6 +291,11 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--s3" in argv:
+        from bench import s3
+
+        return s3.main([a for a in argv if a != "--s3"])
     args = parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.rounds:

@@ -107,7 +107,8 @@ def _version(cmd: list[str]) -> str:
         return "unknown"
 
 
-def _spawn(cmd: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], log_path: Path, cwd: Path,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed by the OS on exit
     try:
         return subprocess.Popen(
@@ -116,6 +117,7 @@ def _spawn(cmd: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            env=env,
             # Own session: a Ctrl-C in the terminal reaches only the harness,
             # which then stops the servers in order instead of racing them.
             start_new_session=True,
@@ -124,16 +126,19 @@ def _spawn(cmd: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]
         log.close()
 
 
-def start_reference(label: str, scratch: Path) -> Server:
+def start_reference(label: str, scratch: Path, template: str = REFERENCE_CONFIG,
+                    env: dict[str, str] | None = None, **fields: object) -> Server:
+    """The reference with the config `template` (formatted with root, port, `fields`),
+    in environment `env` (default: this one)."""
     binary = ensure_reference_installed()
     workdir = Path(tempfile.mkdtemp(prefix=f"{label}-reference-", dir=scratch))
     root = workdir / "storage"
     root.mkdir()
     port = free_port()
     config = workdir / "config.yml"
-    config.write_text(REFERENCE_CONFIG.format(root=root, port=port))
+    config.write_text(template.format(root=root, port=port, **fields))
     log_path = workdir / "server.log"
-    proc = _spawn([binary, "serve", str(config)], log_path, workdir)
+    proc = _spawn([binary, "serve", str(config)], log_path, workdir, env)
     server = Server(
         label,
         "reference",
@@ -163,14 +168,16 @@ log:
 """
 
 
-def start_dockyard(label: str, scratch: Path) -> Server:
+def start_dockyard(label: str, scratch: Path, extra_config: str = "",
+                   env: dict[str, str] | None = None) -> Server:
+    """dockyard with DOCKYARD_CONFIG plus `extra_config` (YAML) and `env` overrides."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{label}-dockyard-", dir=scratch))
     data = workdir / "data"
     data.mkdir()
     port = free_port()
     log_path = workdir / "server.log"
     config = workdir / "dockyard.yml"
-    config.write_text(DOCKYARD_CONFIG)
+    config.write_text(DOCKYARD_CONFIG + extra_config)
     cmd = [
         *dockyard_command(),
         "serve",
@@ -183,7 +190,7 @@ def start_dockyard(label: str, scratch: Path) -> Server:
         "--data-dir",
         str(data),
     ]
-    proc = _spawn(cmd, log_path, REPO_ROOT)
+    proc = _spawn(cmd, log_path, REPO_ROOT, {**os.environ, **env} if env else None)
     commit = _version(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
     server = Server(
         label, "dockyard", f"http://127.0.0.1:{port}", proc, workdir, log_path, f"git {commit}"

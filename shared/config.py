@@ -117,6 +117,35 @@ SCHEMA: dict[str, Any] = {
         "stale_if_error": Key(int, 300, "seconds a resolved tag may be served while the index "
                               "is unreachable", minimum=0),
         "rpc_timeout": Key(float, 5.0, "seconds per call to the index"),
+        "backend": Key(str, "filesystem", "where blobs, links and upload sessions live: "
+                       "`filesystem` (under storage.root) or `s3` (an S3-compatible object "
+                       "store, storage.s3; docs/object-storage.md)",
+                       choices=("filesystem", "s3")),
+        "s3": {
+            "endpoint": Key(str, "", "URL of the S3 API, e.g. http://127.0.0.1:8333; "
+                            "empty: AWS's own endpoint for the region"),
+            "region": Key(str, "us-east-1", "region the requests are signed for"),
+            "bucket": Key(str, "", "bucket that holds everything; required with backend s3"),
+            "prefix": Key(str, "", "key prefix inside the bucket, so several registries may "
+                          "share one; empty: the bucket's root"),
+            "access_key": Key(str, "", "access key id; `_env:NAME` reads it from the "
+                              "environment; empty: boto3's usual lookup (environment, "
+                              "instance role)"),
+            "secret_key": Key(str, "", "secret access key; `_env:NAME` reads it from the "
+                              "environment"),
+            "path_style": Key(bool, True, "path-style addressing (http://host/bucket/key), "
+                              "as most self-hosted stores need; false: virtual hosts"),
+            "verify_tls": Key(bool, True, "verify the object store's TLS certificate"),
+            "part_size": Key(int, 8 * 1024 * 1024, "bytes per multipart part; smaller "
+                             "chunks are buffered in the bucket until a part fills",
+                             minimum=5 * 1024 * 1024),
+            "redirect": Key(bool, False, "answer blob GETs with 307 to a presigned URL of "
+                            "the object store instead of streaming the bytes"),
+            "timeout": Key(float, 10.0, "seconds to connect and to wait for each read of "
+                           "one call to the object store, before the client gets 503"),
+            "create_bucket": Key(bool, False, "create the bucket at start when it is "
+                                 "missing"),
+        },
     },
     "index": {
         "listen": Key(str, "127.0.0.1:5200", "internal address, host:port"),
@@ -366,6 +395,7 @@ def _check_values(cfg: dict[str, Any]) -> None:
         notify_config.check_section(cfg["notifications"])
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _check_storage_backend(cfg)
     # The rules' shapes, so that `dockyard config check` finds a typo, not the router.
     from services.storage.proxy import settings as proxy_settings
     from shared.auth import settings
@@ -375,6 +405,30 @@ def _check_values(cfg: dict[str, Any]) -> None:
         proxy_settings.check(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_storage_backend(cfg: dict[str, Any]) -> None:
+    """What an object store needs, and what it cannot do (docs/object-storage.md)."""
+    if cfg["storage"]["backend"] != "s3":
+        return
+    s3 = cfg["storage"]["s3"]
+    if not s3["bucket"]:
+        raise ConfigError("storage.s3.bucket: required with storage.backend s3")
+    if s3["endpoint"] and not re.fullmatch(r"https?://[^/\s]+/?", s3["endpoint"]):
+        raise ConfigError(f"storage.s3.endpoint: not an http URL: {s3['endpoint']!r}")
+    if bool(s3["access_key"]) != bool(s3["secret_key"]):
+        missing = "secret_key" if s3["access_key"] else "access_key"
+        raise ConfigError(f"storage.s3.{missing}: must be set with the other credential")
+    if s3["timeout"] <= 0:
+        raise ConfigError("storage.s3.timeout: must be more than 0")
+    if cfg["proxy"]["upstreams"]:
+        raise ConfigError("proxy.upstreams: the pull-through cache is not supported with "
+                          "storage.backend s3")
+    import importlib.util
+
+    if importlib.util.find_spec("boto3") is None:
+        raise ConfigError("storage.backend: s3 needs boto3, which is not installed "
+                          "(pip install 'dockyard[s3]')")
 
 
 def _valid_listen(value: str) -> bool:
@@ -440,7 +494,8 @@ def load(path: str | os.PathLike[str] | None = None,
 
 # Keys whose values are secrets, and keys holding a Redis URL that may carry a password.
 _SECRET_KEYS = (("internal", "secret"), ("internal", "also_accept"),
-                ("index", "redis", "password"), ("index", "redis", "sentinel_password"))
+                ("index", "redis", "password"), ("index", "redis", "sentinel_password"),
+                ("storage", "s3", "access_key"), ("storage", "s3", "secret_key"))
 _URL_KEYS = (("index", "redis", "url"), ("router", "events_url"), ("storage", "events_url"),
              ("gc", "redis_url"))
 

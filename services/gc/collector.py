@@ -146,19 +146,20 @@ class Collector:
             snap.repos[state.name] = graph.Repo(state.name, dict(state.tags), {
                 d: graph.Node(d, m.refs, m.subject) for d, m in state.manifests.items()})
             self.progress.advance()
-        names = sorted(set(snap.repos) | set(inventory.repositories(self.layout)))
+        backend = self.blobs.backend
+        names = sorted(set(snap.repos) | set(inventory.repositories(self.layout, backend)))
         self.progress.phase("links", len(names))
         for name in names:
             repo = snap.repos.setdefault(name, graph.Repo(name))
-            for link in inventory.manifest_links(self.layout, name):
+            for link in inventory.manifest_links(self.layout, name, backend):
                 d = link.name
                 node = repo.manifests.get(d)
                 repo.manifests[d] = (graph.Node(d, node.refs, node.subject, link.mtime_ns)
                                      if node else self._unindexed(link))
-            snap.layers[name] = list(inventory.layer_links(self.layout, name))
+            snap.layers[name] = list(inventory.layer_links(self.layout, name, backend))
             self.progress.advance()
         self.progress.phase("blobs")
-        for info in inventory.blobs(self.layout):
+        for info in inventory.blobs(self.layout, backend):
             snap.blobs.append(info)
             snap.sizes[info.name] = info.size
             self.progress.advance(1, info.size)

@@ -30,12 +30,13 @@ streaming, a megabyte at a time.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from services.gc.collector import Collector, Snapshot
-from services.storage.blobstore import hash_file
-from services.storage.fences import mtime_ns
-from shared.validation import parse_digest
+from services.storage.bodies import CHUNK
+from services.storage.paths import Keys
+from shared.validation import Digest, parse_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +66,16 @@ class Fsck:
         findings = []
         self.progress.phase("verify blobs", len(snap.blobs))
         for info in snap.blobs:
-            path = self.layout.blob(info.digest)
             try:
-                actual = hash_file(path, info.digest.algorithm)
+                actual = self._hash(info.digest)
             except FileNotFoundError:
                 continue   # deleted since it was listed
             if actual != info.digest.hex:
                 repaired = False
                 if repair:
                     with self.c.fences.blob(info.digest, exclusive=True):
-                        if hash_file(path, info.digest.algorithm) != info.digest.hex:
-                            path.unlink()
+                        if self._hash(info.digest) != info.digest.hex:
+                            self.c.blobs.backend.delete(Keys.blob(info.digest))
                             repaired = True
                     snap.sizes.pop(info.name, None)
                 findings.append(Finding("blob-corrupt", "", info.name,
@@ -83,6 +83,14 @@ class Fsck:
                                         repaired))
             self.progress.advance(1, info.size)
         return findings
+
+    def _hash(self, digest: Digest) -> str:
+        """The blob's bytes hashed, read through the backend (a file, or an object)."""
+        hasher = hashlib.new(digest.algorithm)
+        with self.c.blobs.open(digest) as f:
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest()
 
     def _manifests(self, snap: Snapshot, repair: bool) -> list[Finding]:
         findings = []
@@ -124,7 +132,7 @@ class Fsck:
             repaired = False
             if repair and media_type:
                 with self.c.blobs.manifest_lock(name, d):
-                    if mtime_ns(self.layout.manifest_link(name, d)) is None:
+                    if self.c.blobs.manifest_media_type(name, d) is None:
                         self.c.blobs.link_manifest(name, d, media_type)
                         repaired = True
             found.append(Finding("manifest-link-missing", name, digest, media_type, repaired))

@@ -21,6 +21,7 @@ from services.gc.report import Progress, Report, save_summary
 from services.gc.serve_file import SERVE_FILE, write_serve_file  # noqa: F401 (re-exported)
 from services.index.read_model import IndexReader
 from services.index.store import IndexStore
+from services.storage.backends import UNSUPPORTED_ON_S3, is_object_store, open_backend
 from services.storage.blobstore import BlobStore
 from services.storage.paths import Layout
 from shared import redis_client
@@ -76,10 +77,20 @@ def settings(config: dict[str, Any]) -> Settings:
                     policies=policies, upload_max_age=config["storage"]["upload_max_age"])
 
 
+def check_deletes_supported(config: dict[str, Any], job: str) -> None:
+    """A collection, and fsck's repairs, delete under the fences: file mtimes as the
+    writers' clock and flocks (`services.storage.fences`). An object store has
+    neither, so they refuse; reading everything (usage, fsck's checks) works."""
+    if is_object_store(config):
+        raise ConfigError(f"storage.backend: {job} is {UNSUPPORTED_ON_S3}")
+
+
 def collector(config: dict[str, Any], *, progress: Progress | None = None,
               overrides: dict[str, Any] | None = None) -> Collector:
+    """The collector of `config`'s storage; its `read` (usage, fsck) works on every
+    backend, its `run` only where `check_deletes_supported` passes."""
     layout = Layout(config["storage"]["root"])
-    layout.create()
+    layout.create(scratch_only=is_object_store(config))
     section = config["index"]["redis"]
     source = redis_client.from_url(redis_url(config))
     if section["password"] and not source.password and not source.uses_sentinel:
@@ -92,7 +103,8 @@ def collector(config: dict[str, Any], *, progress: Progress | None = None,
     # Index writes wait for the replicas the index's own writes wait for.
     ack = redis_client.ReplicaAck(section["min_replicas_ack"], section["replica_ack_timeout"])
     groups = tuple(e["name"] for e in config["notifications"]["endpoints"])
-    return Collector(BlobStore(layout), IndexStore(client, prefix, ack, groups),
+    return Collector(BlobStore(layout, open_backend(config, layout)),
+                     IndexStore(client, prefix, ack, groups),
                      IndexReader(client, prefix), chosen, progress,
                      GcEvents.from_config(config))
 

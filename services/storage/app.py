@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import falcon
 
 from services.storage import proxy
+from services.storage.backends import is_object_store, open_backend
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
 from services.storage.notifier import Notifier
@@ -34,8 +36,8 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     cfg = config["storage"]
     key = key_from_config(config)
     layout = Layout(cfg["root"])
-    layout.create()
-    blobs = BlobStore(layout)
+    layout.create(scratch_only=is_object_store(config))
+    blobs = BlobStore(layout, open_backend(config, layout))
     uploads = UploadStore(layout, blobs, max_per_repository=cfg["max_uploads_per_repository"],
                           max_age=cfg["upload_max_age"])
     if index is None:
@@ -83,12 +85,12 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     admin.add(routing.USAGE, UsageResource(config))
     admin.install(app, routing.API)
 
-    def ready() -> tuple[bool, dict[str, Any]]:
-        ok = blobs.writable()
-        return ok, {"storage_root_writable": ok}
-
-    add_health_routes(app, ready)
-    if start_background and config["gc"]["interval"] > 0:
+    add_health_routes(app, blobs.backend.ready)
+    if start_background and config["gc"]["interval"] > 0 and is_object_store(config):
+        logging.getLogger("dockyard.storage").warning(
+            "gc.interval: garbage collection is not supported with storage.backend s3; "
+            "no background collection runs")
+    elif start_background and config["gc"]["interval"] > 0:
         from services.gc.background import Background
 
         Background(config, metrics).start()

@@ -1,198 +1,75 @@
 """Content-addressed blobs and the per-repository links that expose them.
 
 Manifests are blobs too: their bytes live under ``blobs/`` and a repository's
-``_manifests`` link records the media type they were pushed with.
+``_manifests`` link records the media type they were pushed with. Everything
+goes through the storage backend (`backends.base`), so this module does not
+know whether the bytes are in a directory or a bucket.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
-import os
-import uuid
+import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from services.storage.fences import Fences, touch
-from services.storage.paths import Layout
+from services.storage.backends.base import Backend, Staged
+from services.storage.backends.filesystem import FilesystemBackend
+from services.storage.bodies import (  # noqa: F401 (re-exported)
+    CHUNK,
+    Body,
+    cleanup,
+    copy_stream,
+    fsync_dir,
+    fsync_file,
+    hash_file,
+    is_disk_full,
+)
+from services.storage.paths import Keys, Layout
 from shared import errors
-from shared.validation import Digest
-
-CHUNK = 1024 * 1024
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def copy_stream(src: BinaryIO, fd: int, length: int, hasher: hashlib._Hash | None) -> int:
-    """Copy exactly `length` bytes from `src` to `fd`, hashing on the way.
-
-    One buffer is reused for the whole copy, so a 10 GiB layer costs 1 MiB of
-    memory and one pass over its bytes.
-    """
-    buf = bytearray(min(CHUNK, max(length, 1)))
-    view = memoryview(buf)
-    remaining = length
-    readinto = getattr(src, "readinto", None)
-    while remaining > 0:
-        want = min(remaining, len(buf))
-        if readinto is not None:
-            n = readinto(view[:want])
-            piece = view[:n]
-        else:
-            data = src.read(want)
-            n = len(data)
-            piece = memoryview(data)
-        if not n:
-            raise errors.SizeInvalid(detail={"reason": "request body shorter than Content-Length"})
-        if hasher is not None:
-            hasher.update(piece)
-        written = 0
-        while written < n:
-            written += os.write(fd, piece[written:])
-        remaining -= n
-    return length
-
-
-def hash_file(path: Path, algorithm: str, hasher: hashlib._Hash | None = None) -> str:
-    hasher = hasher or hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class Body:
-    """A request body: the request's stream, or the file in tmp/ that a router on
-    this machine spooled it into (see `services.router.shared_disk`).
-
-    A spooled body is taken over by rename where it can be, so its bytes are
-    not written a second time.
-    """
-
-    length: int
-    stream: BinaryIO | None = None
-    path: Path | None = None
-
-    def open(self) -> BinaryIO:
-        if self.path is not None:
-            return open(self.path, "rb")
-        assert self.stream is not None
-        return self.stream
-
-    def discard(self) -> None:
-        if self.path is not None:
-            cleanup(self.path)
-
-
-def _write_synced(path: Path, content: bytes) -> None:
-    """Write a new file and fsync it; a failed write (a full disk) leaves no file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        _remove(path)
-        raise
-
-
-# Link files carry no data: a layer link is an empty file, a manifest link a
-# symbolic link whose target is the media type. Each is created whole by one
-# call and made durable by one fsync of its directory, where a file with
-# content would need a temporary file, its own fsync and a rename as well.
-
-
-def _create_empty(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    fsync_dir(path.parent)
-
-
-def _create_symlink(path: Path, target: str) -> None:
-    """Point `path` at `target`, replacing what was there, atomically and durably."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.symlink(target, path)
-    except FileExistsError:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        os.symlink(target, tmp)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            _remove(tmp)
-            raise
-    fsync_dir(path.parent)
-
-
-def _remove(path: Path) -> bool:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+from shared.validation import Digest, parse_digest
 
 
 class BlobStore:
     """Blobs and links. Every method that creates or relies on a blob or a link
     touches it under the blob's stripe (`fences`), so a concurrent collection
-    either deleted it first (and the method sees it missing) or keeps it."""
+    either deleted it first (and the method sees it missing) or keeps it.
 
-    def __init__(self, layout: Layout) -> None:
+    `layout` is the local root: the filesystem backend's storage, or only the
+    per-replica scratch (``tmp/``) when the backend is an object store."""
+
+    def __init__(self, layout: Layout, backend: Backend | None = None) -> None:
         self.layout = layout
-        self.fences = Fences(layout)
+        self.backend: Backend = backend or FilesystemBackend(layout)
+        self.fences = self.backend.fences
 
     # -- blobs -------------------------------------------------------------
 
     def size(self, digest: Digest) -> int | None:
-        try:
-            return self.layout.blob(digest).stat().st_size
-        except FileNotFoundError:
-            return None
+        info = self.backend.stat(Keys.blob(digest))
+        return None if info is None else info.size
 
-    def open(self, digest: Digest) -> BinaryIO:
-        return open(self.layout.blob(digest), "rb")
+    def open(self, digest: Digest, first: int = 0, length: int | None = None) -> BinaryIO:
+        return self.backend.open(Keys.blob(digest), first, length)
 
     def read(self, digest: Digest) -> bytes:
-        return self.layout.blob(digest).read_bytes()
+        return self.backend.read(Keys.blob(digest))
 
-    def commit(self, complete_file: Path, digest: Digest) -> None:
-        """Move a fsynced, verified file into place under its digest.
+    def redirect_url(self, digest: Digest) -> str | None:
+        """Where a client may fetch the blob itself (a presigned URL), or None."""
+        return self.backend.redirect_url(Keys.blob(digest))
 
-        `os.replace` is atomic, so concurrent commits of the same digest leave
-        one whole copy whichever wins.
-        """
-        target = self.layout.blob(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def local_path(self, digest: Digest) -> Path | None:
+        """The blob's file, when this machine has it (the router's direct reads)."""
+        return self.backend.local_path(Keys.blob(digest))
+
+    def commit(self, staged: Staged, digest: Digest) -> None:
+        """Make staged, verified bytes the blob `digest`; concurrent commits of one
+        digest leave one whole copy whichever wins."""
         with self.fences.blob(digest):
-            # The file's mtime is its last write, maybe long ago for an upload
-            # finished without a last chunk: the blob is new now.
-            os.utime(complete_file)
-            os.replace(complete_file, target)
-        fsync_dir(target.parent)
+            staged.commit(Keys.blob(digest))
 
     def ingest_body(self, body: Body, expected: Digest) -> None:
         """Store a whole request body under its digest, verified."""
@@ -201,12 +78,9 @@ class BlobStore:
             self.ingest(body.stream, body.length, expected)
             return
         try:
-            computed = hash_file(body.path, expected.algorithm)
-            if computed != expected.hex:
-                raise errors.DigestInvalid(detail={"expected": str(expected),
-                                                   "computed": f"{expected.algorithm}:{computed}"})
-            fsync_file(body.path)
-            self.commit(body.path, expected)
+            hasher = hashlib.new(expected.algorithm)
+            staged = self.backend.stage_file(body.path, hasher, Keys.blob(expected))
+            self._verify_and_commit(staged, hasher, expected)
         finally:
             body.discard()
 
@@ -215,120 +89,113 @@ class BlobStore:
         """Store a whole body: hashed as it arrives, verified, then made visible."""
         algorithm = expected.algorithm if expected else algorithm
         hasher = hashlib.new(algorithm)
-        tmp = self.layout.tmp / uuid.uuid4().hex
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            try:
-                copy_stream(src, fd, length, hasher)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            digest = Digest(algorithm, hasher.hexdigest())
-            if expected is not None and digest != expected:
-                raise errors.DigestInvalid(detail={"expected": str(expected),
-                                                   "computed": str(digest)})
-            self.commit(tmp, digest)
-        except BaseException:
-            _remove(tmp)
-            raise
+        hint = Keys.blob(expected) if expected else ""
+        staged = self.backend.stage(src, length, hasher, hint)
+        digest = Digest(algorithm, hasher.hexdigest())
+        self._verify_and_commit(staged, hasher, expected or digest)
         return digest
+
+    def _verify_and_commit(self, staged: Staged, hasher: hashlib._Hash,
+                           expected: Digest) -> None:
+        try:
+            computed = hasher.hexdigest()
+            if computed != expected.hex:
+                raise errors.DigestInvalid(detail={"expected": str(expected),
+                                                   "computed": f"{expected.algorithm}:{computed}"})
+            self.commit(staged, expected)
+        except BaseException:
+            staged.discard()
+            raise
 
     def ingest_bytes(self, data: bytes, digest: Digest) -> None:
         with self.fences.blob(digest):
-            if self.size(digest) == len(data) and touch(self.layout.blob(digest)):
+            if self.size(digest) == len(data) and self.backend.touch(Keys.blob(digest)):
                 return
-        tmp = self.layout.tmp / uuid.uuid4().hex
-        # Written in tmp/ and renamed once into place: the rename into blobs/
-        # and that directory's fsync are what make it durable.
-        _write_synced(tmp, data)
+        # Written aside and committed once: the commit is what makes it visible.
+        staged = self.backend.stage(io.BytesIO(data), len(data), None, Keys.blob(digest))
         try:
-            self.commit(tmp, digest)
+            self.commit(staged, digest)
         except BaseException:
-            _remove(tmp)
+            staged.discard()
             raise
 
     # -- repository links --------------------------------------------------
 
     def repository_exists(self, name: str) -> bool:
-        return self.layout.repository(name).is_dir()
+        return self.backend.has_prefix(Keys.repository(name))
 
     def has_layer(self, name: str, digest: Digest) -> bool:
-        return self.layout.layer_link(name, digest).exists() and self.size(digest) is not None
+        return (self.backend.get_record(Keys.layer_link(name, digest)) is not None
+                and self.size(digest) is not None)
+
+    def layer_size(self, name: str, digest: Digest, *, touch: bool = False) -> int | None:
+        """The blob's size when `name` may serve it, else None; `touch` as a writer
+        about to rely on the answer does (`touch_layer`). The link is asked first: it
+        is the one more often missing, and the cheaper call on an object store."""
+        if touch:
+            found = self.touch_layer(name, digest)
+        else:
+            found = self.backend.get_record(Keys.layer_link(name, digest)) is not None
+        return self.size(digest) if found else None
 
     def touch_layer(self, name: str, digest: Digest) -> bool:
-        """`has_layer`, for a writer about to rely on the answer: touches both files."""
+        """`has_layer`, for a writer about to rely on the answer: touches both."""
         with self.fences.blob(digest):
-            return (touch(self.layout.blob(digest))
-                    and touch(self.layout.layer_link(name, digest)))
+            return (self.backend.touch(Keys.blob(digest))
+                    and self.backend.touch(Keys.layer_link(name, digest)))
 
     def link_layer(self, name: str, digest: Digest) -> None:
         with self.fences.blob(digest):
-            if not touch(self.layout.layer_link(name, digest)):
-                _create_empty(self.layout.layer_link(name, digest))
+            self.backend.set_record(Keys.layer_link(name, digest), "")
 
     def mount(self, source: str, name: str, digest: Digest) -> bool:
         """Link a blob `source` may serve into `name`; False when it may not."""
         with self.fences.blob(digest):
-            if not (touch(self.layout.blob(digest))
-                    and touch(self.layout.layer_link(source, digest))):
+            if not (self.backend.touch(Keys.blob(digest))
+                    and self.backend.touch(Keys.layer_link(source, digest))):
                 return False
-            if not touch(self.layout.layer_link(name, digest)):
-                _create_empty(self.layout.layer_link(name, digest))
+            self.backend.set_record(Keys.layer_link(name, digest), "")
         return True
 
     def touch_manifest(self, name: str, digest: Digest) -> bool:
         """True when `name` holds the manifest; touches its link and bytes."""
         with self.fences.blob(digest):
-            return (touch(self.layout.manifest_link(name, digest), symlink=True)
-                    and touch(self.layout.blob(digest)))
+            return (self.backend.touch(Keys.manifest_link(name, digest))
+                    and self.backend.touch(Keys.blob(digest)))
 
     def unlink_layer(self, name: str, digest: Digest) -> bool:
-        return _remove(self.layout.layer_link(name, digest))
+        return self.backend.delete(Keys.layer_link(name, digest))
 
     def manifest_media_type(self, name: str, digest: Digest) -> str | None:
-        try:
-            return os.readlink(self.layout.manifest_link(name, digest))
-        except FileNotFoundError:
-            return None
+        return self.backend.get_record(Keys.manifest_link(name, digest))
 
     def link_manifest(self, name: str, digest: Digest, media_type: str) -> bool:
         """Link a manifest into a repository; True when the link is new."""
-        link = self.layout.manifest_link(name, digest)
+        key = Keys.manifest_link(name, digest)
         current = self.manifest_media_type(name, digest)
-        if current == media_type and touch(link, symlink=True):
+        if current == media_type and self.backend.touch(key):
             return False
-        _create_symlink(link, media_type)
+        self.backend.set_record(key, media_type)
         return current is None
 
     @contextlib.contextmanager
     def manifest_lock(self, name: str, digest: Digest) -> Iterator[None]:
-        """Exclusive across every process sharing the root; 256 stripes bound the files."""
-        fd = os.open(self.layout.manifest_lock(name, digest), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        """Exclusive across every process sharing the backend; 256 stripes."""
+        with self.backend.lock(Keys.manifest_lock(name, digest)):
             yield
-        finally:
-            os.close(fd)
+
+    def manifest_links(self, name: str) -> list[Digest]:
+        """Every manifest linked into `name`; a key of another shape is skipped."""
+        prefix = Keys.manifest_links(name)
+        found = []
+        for info in self.backend.list(prefix):
+            algorithm, _, hexpart = info.key[len(prefix):].partition("/")
+            with contextlib.suppress(errors.DigestInvalid):
+                found.append(parse_digest(f"{algorithm}:{hexpart}"))
+        return found
 
     def unlink_manifest(self, name: str, digest: Digest) -> bool:
-        return _remove(self.layout.manifest_link(name, digest))
+        return self.backend.delete(Keys.manifest_link(name, digest))
 
     def writable(self) -> bool:
-        probe = self.layout.tmp / f".probe-{uuid.uuid4().hex}"
-        try:
-            probe.write_bytes(b"ok")
-        except OSError:
-            return False
-        finally:
-            # write_bytes creates the file before a full disk fails the write.
-            cleanup(probe)
-        return True
-
-
-def is_disk_full(e: OSError) -> bool:
-    return e.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def cleanup(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
+        return self.backend.ready()[0]

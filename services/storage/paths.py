@@ -1,4 +1,12 @@
-"""The on-disk layout of the storage root. This module is the only one that builds paths.
+"""The layout of what storage keeps. This module is the only one that builds names.
+
+`Keys` names every object as a backend-independent key, a relative path with
+``/`` separators; a backend (`services.storage.backends`) stores the object
+under it: the filesystem backend as the file ``<root>/<key>``, the S3 backend
+as the object ``<prefix><key>`` of its bucket. `Layout` is the filesystem's
+view, the same keys joined to the root, for the jobs that work on files
+(the collector, fsck, the pull-through cache) and for the per-replica local
+scratch (``tmp/``) that every backend has.
 
 ::
 
@@ -37,6 +45,9 @@ upload ids are 32 lowercase hex characters. Nothing else reaches this module.
 A file becomes visible under ``blobs/`` only by ``rename`` from ``tmp/`` or
 ``uploads/`` after it was fsynced and its digest verified, so a crash leaves
 either no blob or a whole one. Both directories must be on one filesystem.
+On S3 the same keys hold the same things; what differs (manifest links as
+objects whose body is the media type, upload sessions as multipart uploads,
+lease objects under ``locks/``) is described in `backends.s3`.
 """
 
 from __future__ import annotations
@@ -45,6 +56,65 @@ import hashlib
 from pathlib import Path
 
 from shared.validation import Digest
+
+
+class Keys:
+    """Every object's key: relative, ``/``-separated, the same on every backend."""
+
+    BLOBS = "blobs/"
+    REPOSITORIES = "repositories/"
+    UPLOADS = "uploads/"
+
+    @staticmethod
+    def blob(digest: Digest) -> str:
+        return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+    @staticmethod
+    def repository(name: str) -> str:
+        return f"repositories/{name}/"
+
+    @staticmethod
+    def layer_link(name: str, digest: Digest) -> str:
+        return f"repositories/{name}/_layers/{digest.algorithm}/{digest.hex}"
+
+    @staticmethod
+    def manifest_link(name: str, digest: Digest) -> str:
+        return f"repositories/{name}/_manifests/{digest.algorithm}/{digest.hex}"
+
+    @staticmethod
+    def layer_links(name: str) -> str:
+        return f"repositories/{name}/_layers/"
+
+    @staticmethod
+    def manifest_links(name: str) -> str:
+        return f"repositories/{name}/_manifests/"
+
+    @staticmethod
+    def upload_marker(name: str, upload_id: str) -> str:
+        return f"repositories/{name}/_uploads/{upload_id}"
+
+    @staticmethod
+    def upload_markers(name: str) -> str:
+        return f"repositories/{name}/_uploads/"
+
+    @staticmethod
+    def upload(upload_id: str, part: str = "") -> str:
+        """A session's directory (``uploads/<id>/``), or one object in it."""
+        return f"uploads/{upload_id}/{part}"
+
+    @staticmethod
+    def manifest_lock(name: str, digest: Digest) -> str:
+        stripe = hashlib.sha256(f"{name}@{digest}".encode()).hexdigest()[:2]
+        return f"locks/{stripe}"
+
+    @staticmethod
+    def blob_lock(digest: Digest) -> str:
+        # The hex is a hash already: its first two characters spread evenly.
+        return f"locks/blob-{digest.hex[:2]}"
+
+    @staticmethod
+    def upload_lock(upload_id: str) -> str:
+        return f"locks/upload-{upload_id}"
 
 
 class Layout:
@@ -57,29 +127,35 @@ class Layout:
         self.locks = self.root / "locks"
         self.gc = self.root / "gc"
 
-    def create(self) -> None:
-        for d in (self.blobs, self.repositories, self.uploads, self.tmp, self.locks, self.gc):
+    def path(self, key: str) -> Path:
+        """The file of `key` (see `Keys`)."""
+        return self.root / key
+
+    def create(self, *, scratch_only: bool = False) -> None:
+        """The directories; with an object store, only the replica's own scratch
+        (``tmp/``) and the cached answers of ``gc/`` (usage)."""
+        dirs = (self.tmp, self.gc) if scratch_only else (
+            self.blobs, self.repositories, self.uploads, self.tmp, self.locks, self.gc)
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
 
     def blob(self, digest: Digest) -> Path:
-        return self.blobs / digest.algorithm / digest.hex[:2] / digest.hex
+        return self.root / Keys.blob(digest)
 
     def repository(self, name: str) -> Path:
         return self.repositories / name
 
     def layer_link(self, name: str, digest: Digest) -> Path:
-        return self.repositories / name / "_layers" / digest.algorithm / digest.hex
+        return self.root / Keys.layer_link(name, digest)
 
     def manifest_link(self, name: str, digest: Digest) -> Path:
-        return self.repositories / name / "_manifests" / digest.algorithm / digest.hex
+        return self.root / Keys.manifest_link(name, digest)
 
     def manifest_lock(self, name: str, digest: Digest) -> Path:
-        stripe = hashlib.sha256(f"{name}@{digest}".encode()).hexdigest()[:2]
-        return self.locks / stripe
+        return self.root / Keys.manifest_lock(name, digest)
 
     def blob_lock(self, digest: Digest) -> Path:
-        # The hex is a hash already: its first two characters spread evenly.
-        return self.locks / f"blob-{digest.hex[:2]}"
+        return self.root / Keys.blob_lock(digest)
 
     def gc_lock(self, name: str) -> Path:
         """`gate`, `commit` or `run`: the collector's locks (see `fences`)."""
@@ -89,7 +165,7 @@ class Layout:
         return self.gc / name
 
     def upload_marker(self, name: str, upload_id: str) -> Path:
-        return self.repositories / name / "_uploads" / upload_id
+        return self.root / Keys.upload_marker(name, upload_id)
 
     def upload_markers(self, name: str) -> Path:
         return self.repositories / name / "_uploads"

@@ -1,38 +1,34 @@
-"""Upload sessions: chunks appended on disk, hashed as they arrive, committed as blobs.
+"""Upload sessions: chunks appended in order, hashed as they arrive, committed as blobs.
 
-A session's state is its files (see `paths`), so it survives a restart of
-the storage process and any process sharing the root can continue it. The
-running hash is an in-process cache: when this process saw every byte, the
-final PUT needs no second pass over the data; otherwise it re-reads the file.
+A session's state lives in the backend (a directory under ``uploads/``, or
+objects and a multipart upload in the bucket; see `backends`), so it
+survives a restart of the storage process and any process sharing the
+backend can continue it at the last acknowledged offset.
+
+The running hash is an in-process cache: when this process saw every byte,
+the final PUT needs no second pass over the data; otherwise (the session
+moved between replicas, or the process restarted) the sealed bytes are read
+back once from the backend to hash them. A session that starts on a process
+(offset 0) always has its hash there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgpack
 
-from services.storage.blobstore import (
-    BlobStore,
-    Body,
-    copy_stream,
-    fsync_dir,
-    fsync_file,
-    hash_file,
-    is_disk_full,
-)
-from services.storage.paths import Layout
+from services.storage.backends.base import Session as BackendSession
+from services.storage.blobstore import BlobStore, Body
+from services.storage.paths import Keys, Layout
 from shared import errors
 from shared.validation import Digest, check_upload_id
 
@@ -42,7 +38,7 @@ log = logging.getLogger("dockyard.storage.uploads")
 @dataclass(frozen=True, slots=True)
 class Session:
     upload_id: str
-    repository: str | None     # None: a directory without its info file
+    repository: str | None     # None: a session without its info (debris of a crash)
     started: float
     size: int
 
@@ -58,6 +54,7 @@ class UploadStore:
                  max_age: int) -> None:
         self.layout = layout
         self.blobs = blobs
+        self.backend = blobs.backend
         self.max_per_repository = max_per_repository
         self.max_age = max_age
         self._hashes: dict[str, _RunningHash] = {}
@@ -66,24 +63,17 @@ class UploadStore:
     # -- sessions ------------------------------------------------------------
 
     def start(self, name: str) -> str:
-        markers = self.layout.upload_markers(name)
-        with contextlib.suppress(FileNotFoundError):
-            if sum(1 for _ in os.scandir(markers)) >= self.max_per_repository:
+        for count, _ in enumerate(self.backend.list(Keys.upload_markers(name)), 1):
+            if count >= self.max_per_repository:
                 raise errors.TooManyRequests(
                     "too many concurrent uploads to this repository",
                     headers={"Retry-After": "5"},
                 )
         upload_id = uuid.uuid4().hex
-        directory = self.layout.upload_dir(upload_id)
-        directory.mkdir(parents=True)
-        marker = self.layout.upload_marker(name, upload_id)
+        self.backend.create_session(
+            upload_id, msgpack.packb({"repo": name, "started": time.time()}))
         try:
-            self.layout.upload_info(upload_id).write_bytes(
-                msgpack.packb({"repo": name, "started": time.time()})
-            )
-            self.layout.upload_data(upload_id).touch()
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+            self.backend.set_record(Keys.upload_marker(name, upload_id), "")
         except BaseException:
             # A full disk fails here: leave no half-created session behind.
             self._remove(upload_id, name)
@@ -91,45 +81,37 @@ class UploadStore:
         self._set_hash(upload_id, _RunningHash(hashlib.sha256(), 0))
         return upload_id
 
-    def _check(self, upload_id: str, name: str) -> None:
+    def _check(self, upload_id: str, name: str, raw: bytes | None = None) -> None:
+        """The session exists and belongs to `name` (its description says so)."""
         check_upload_id(upload_id)
+        if raw is None:
+            raw = self.backend.session_info(upload_id)
         try:
-            info = msgpack.unpackb(self.layout.upload_info(upload_id).read_bytes())
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
-        if info.get("repo") != name:
+            info = msgpack.unpackb(raw) if raw is not None else None
+        except ValueError:
+            info = None
+        if not isinstance(info, dict) or info.get("repo") != name:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id})
 
     def size(self, upload_id: str, name: str) -> int:
         self._check(upload_id, name)
-        try:
-            return self.layout.upload_data(upload_id).stat().st_size
-        except FileNotFoundError:
-            raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
+        size = self.backend.session_size(upload_id)
+        if size is None:
+            raise errors.BlobUploadUnknown(detail={"uuid": upload_id})
+        return size
 
     @contextlib.contextmanager
-    def _locked(self, upload_id: str, name: str) -> Iterator[int]:
-        """Hold the session's data file open for append, exclusively across processes."""
-        self._check(upload_id, name)
+    def _locked(self, upload_id: str, name: str) -> Iterator[BackendSession]:
+        """Hold the session, exclusively across every process sharing the backend.
+        Checked once the lock is ours: a session another request finished or
+        cancelled while this one waited is gone then (FileNotFoundError)."""
+        check_upload_id(upload_id)
         try:
-            fd = os.open(self.layout.upload_data(upload_id), os.O_WRONLY | os.O_APPEND)
+            with self.backend.session(upload_id) as session:
+                self._check(upload_id, name, session.info)
+                yield session
         except FileNotFoundError:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # Another request may have finished or cancelled it while we waited,
-            # or given it a new data file (an adopted first chunk): then this
-            # lock guards a file that is no longer the session's.
-            self._check(upload_id, name)
-            try:
-                current = os.stat(self.layout.upload_data(upload_id)).st_ino
-            except FileNotFoundError:
-                raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
-            if current != os.fstat(fd).st_ino:
-                raise errors.Unavailable("upload busy; retry", retry_after=1)
-            yield fd
-        finally:
-            os.close(fd)
 
     def append(self, upload_id: str, name: str, body: Body, start: int | None = None) -> int:
         """Append a chunk; returns the session's new size.
@@ -139,74 +121,61 @@ class UploadStore:
         nothing.
         """
         try:
-            with self._locked(upload_id, name) as fd:
-                return self._append_locked(upload_id, fd, body, start)
+            with self._locked(upload_id, name) as session:
+                return self._append_locked(upload_id, session, body, start)
         finally:
             body.discard()
 
-    def _append_locked(self, upload_id: str, fd: int, body: Body, start: int | None) -> int:
-        current = os.fstat(fd).st_size
+    def _append_locked(self, upload_id: str, session: BackendSession, body: Body,
+                       start: int | None) -> int:
+        current = session.size
         if start is not None and start != current:
             raise errors.RangeInvalid(
                 detail={"expected_start": current, "got": start},
                 headers={"Range": f"0-{current - 1}" if current else "0-0"},
             )
-        length = body.length
-        if length == 0:
+        if body.length == 0:
             return current
         running = self._take_hash(upload_id, current)
-        if body.path is not None and current == 0:
-            return self._adopt(upload_id, body.path, length, running)
-        try:
-            src = body.open()
-            try:
-                copy_stream(src, fd, length, running.hasher if running else None)
-            finally:
-                if body.path is not None:
-                    src.close()
-            os.fsync(fd)
-        except BaseException as e:
-            # Leave the session exactly as it was, so the client can resume.
-            os.ftruncate(fd, current)
-            if isinstance(e, OSError) and is_disk_full(e):
-                raise errors.StorageFull(detail={"uploaded": current}) from None
-            raise
+        if running is None and current == 0:
+            # Hashing from the first byte covers everything: this process has it all.
+            running = _RunningHash(hashlib.sha256(), 0)
+        size = session.append(body, running.hasher if running else None)
         if running is not None:
-            running.offset = current + length
+            running.offset = size
             self._set_hash(upload_id, running)
-        return current + length
+        return size
 
-    def _adopt(self, upload_id: str, path: Path, length: int,
-               running: _RunningHash | None) -> int:
-        """Make a spooled first chunk the session's data: one read to hash it, no copy."""
-        hasher = running.hasher if running is not None else hashlib.sha256()
-        hash_file(path, hasher.name, hasher)
-        fsync_file(path)
-        os.replace(path, self.layout.upload_data(upload_id))
-        fsync_dir(self.layout.upload_dir(upload_id))
-        self._set_hash(upload_id, _RunningHash(hasher, length))
-        return length
-
-    def finish(self, upload_id: str, name: str, digest: Digest, body: Body) -> None:
-        """Append the last chunk, verify the digest, and make the blob visible."""
-        with self._locked(upload_id, name) as fd:
+    def finish(self, upload_id: str, name: str, digest: Digest, body: Body) -> int:
+        """Append the last chunk, verify the digest, and make the blob visible;
+        returns the blob's size."""
+        with self._locked(upload_id, name) as session:
+            running = self._take_hash(upload_id, session.size)
+            if running is None and session.size == 0:
+                running = _RunningHash(hashlib.sha256(), 0)
+            hasher = (running.hasher if running is not None
+                      and running.hasher.name == digest.algorithm else None)
             try:
-                size = self._append_locked(upload_id, fd, body, None)
+                staged = session.seal(body, hasher, Keys.blob(digest))
             finally:
                 body.discard()
-            running = self._take_hash(upload_id, size)
-            data = self.layout.upload_data(upload_id)
-            if running is not None and running.hasher.name == digest.algorithm:
-                computed = running.hasher.hexdigest()
+            if hasher is not None:
+                computed = hasher.hexdigest()
             else:
-                computed = hash_file(data, digest.algorithm)
+                started = time.monotonic()
+                computed = session.rehash(staged, digest.algorithm)
+                log.info("upload %s: rehashed %d bytes from the %s backend in %.3fs",
+                         upload_id, staged.size, self.backend.kind,
+                         time.monotonic() - started)
             if computed != digest.hex:
+                staged.discard()
                 self._remove(upload_id, name)
                 raise errors.DigestInvalid(detail={"expected": str(digest),
                                                    "computed": f"{digest.algorithm}:{computed}"})
-            self.blobs.commit(data, digest)
+            self.blobs.commit(staged, digest)
             self.blobs.link_layer(name, digest)
             self._remove(upload_id, name)
+            return staged.size
 
     def cancel(self, upload_id: str, name: str) -> None:
         with self._locked(upload_id, name):
@@ -215,11 +184,8 @@ class UploadStore:
     def _remove(self, upload_id: str, name: str) -> None:
         with self._hashes_lock:
             self._hashes.pop(upload_id, None)
-        shutil.rmtree(self.layout.upload_dir(upload_id), ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.layout.upload_marker(name, upload_id).unlink()
-        with contextlib.suppress(OSError):
-            fsync_dir(self.layout.uploads)
+        self.backend.remove_session(upload_id)
+        self.backend.delete(Keys.upload_marker(name, upload_id))
 
     # -- running hashes ------------------------------------------------------
 
@@ -238,46 +204,41 @@ class UploadStore:
     # -- housekeeping --------------------------------------------------------
 
     def abandoned(self, now: float | None = None) -> list[Session]:
-        """Sessions started more than max_age ago, and session directories without
-        info (debris of a crash mid-start) untouched for as long."""
+        """Sessions started more than max_age ago, and sessions without info
+        (debris of a crash mid-start) untouched for as long."""
         now = time.time() if now is None else now
         found = []
-        try:
-            entries = list(os.scandir(self.layout.uploads))
-        except FileNotFoundError:
-            return []
-        for entry in entries:
+        for upload_id, mtime in list(self.backend.sessions()):
             repo: str | None
             try:
-                info = msgpack.unpackb(self.layout.upload_info(entry.name).read_bytes())
+                info = msgpack.unpackb(self.backend.session_info(upload_id) or b"")
                 started, repo = float(info["started"]), str(info["repo"])
-            except (OSError, ValueError, KeyError, TypeError):
-                try:
-                    started, repo = entry.stat().st_mtime, None
-                except OSError:
-                    continue
+            except (ValueError, KeyError, TypeError):
+                started, repo = mtime, None
             if now - started > self.max_age:
-                try:
-                    size = self.layout.upload_data(entry.name).stat().st_size
-                except OSError:
-                    size = 0
-                found.append(Session(entry.name, repo, started, size))
+                found.append(Session(upload_id, repo, started,
+                                     self.backend.session_size(upload_id) or 0))
         return found
 
     def remove_abandoned(self, session: Session) -> None:
         if session.repository is None:
-            shutil.rmtree(self.layout.upload_dir(session.upload_id), ignore_errors=True)
+            self.backend.remove_session(session.upload_id)
         else:
             self._remove(session.upload_id, session.repository)
 
     def purge(self, now: float | None = None) -> int:
-        """Remove sessions older than max_age; returns how many."""
+        """Remove sessions older than max_age, and what crashed writers left
+        outside any session (an object store's orphaned multipart uploads);
+        returns how many sessions."""
         now = time.time() if now is None else now
         sessions = self.abandoned(now)
         for session in sessions:
             self.remove_abandoned(session)
         if sessions:
             log.info("purged %d abandoned upload sessions", len(sessions))
+        orphans = self.backend.purge_orphans(self.max_age)
+        if orphans:
+            log.info("aborted %d orphaned multipart uploads", orphans)
         self.purge_tmp(now)
         return len(sessions)
 

@@ -45,8 +45,27 @@ def e2e_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def registry(request: pytest.FixtureRequest) -> Registry:
+    """The registry under test. A test parametrized with `registry` in ("filesystem",
+    "s3"), indirectly, runs a second time against dockyard with its S3 backend."""
+    backend = getattr(request, "param", "filesystem")
+    return request.getfixturevalue("s3_registry" if backend == "s3" else "session_registry")
+
+
 @pytest.fixture(scope="session")
-def registry(request: pytest.FixtureRequest, e2e_root: Path) -> Iterator[Registry]:
+def s3_registry(request: pytest.FixtureRequest, e2e_root: Path) -> Iterator[Registry]:
+    """dockyard with `storage.backend: s3` on the session SeaweedFS (tests/conftest.py)."""
+    if os.environ.get(TARGET_ENV, "dockyard") != "dockyard":
+        pytest.skip("the S3 backend is dockyard's; the reference runs on its filesystem")
+    reg = from_dockyard_fixture(request.getfixturevalue("s3_dockyard"))
+    yield reg
+    if reg.log_path is not None and reg.log_path.exists():
+        shutil.copy(reg.log_path, e2e_root / "dockyard-s3.log")
+
+
+@pytest.fixture(scope="session")
+def session_registry(request: pytest.FixtureRequest, e2e_root: Path) -> Iterator[Registry]:
     target = os.environ.get(TARGET_ENV, "dockyard")
     if target == "reference":
         require("docker-registry")
@@ -82,6 +101,7 @@ def registry(request: pytest.FixtureRequest, e2e_root: Path) -> Iterator[Registr
 @pytest.fixture(autouse=True)
 def _registry_log_offset(request: pytest.FixtureRequest, registry: Registry) -> None:
     request.node.stash[LOG_OFFSET_KEY] = registry.log_size()
+    request.node.stash[REGISTRY_KEY] = registry
 
 
 @pytest.hookimpl(wrapper=True)
@@ -89,7 +109,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # On failure, attach what the registry logged during the test: the HTTP exchange.
     report = yield
     if report.when == "call" and report.failed:
-        reg = item.config.stash.get(REGISTRY_KEY, None)
+        reg = item.stash.get(REGISTRY_KEY, None) or item.config.stash.get(REGISTRY_KEY, None)
         offset = item.stash.get(LOG_OFFSET_KEY, None)
         if reg is not None and offset is not None:
             report.sections.append(("registry log during the test", reg.log_since(offset)))

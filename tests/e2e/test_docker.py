@@ -12,10 +12,12 @@ from .daemons import DockerDaemon
 from .docker_helpers import inspect, load, push, remove, run_image
 from .images import Image, ImageFactory, greeting_for
 from .registries import Registry, get_manifest
+from .tools import ON_BOTH_BACKENDS
 
 pytestmark = pytest.mark.e2e
 
 
+@ON_BOTH_BACKENDS
 def test_push_pull_by_tag_and_digest_then_run(
     registry: Registry, docker: DockerDaemon, images: ImageFactory
 ) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from .registries import OCI_INDEX, OCI_MANIFEST, Registry, get_manifest, http
-from .tools import record_python_version, require_python_module
+from .tools import ON_BOTH_BACKENDS, record_python_version, require_python_module
 
 pytestmark = pytest.mark.e2e
 
@@ -28,13 +28,14 @@ def _artifact_files(directory: Path, label: str) -> dict[str, bytes]:
     return files
 
 
+@ON_BOTH_BACKENDS
 def test_push_pull_referrers_and_delete(registry: Registry, e2e_root: Path) -> None:
     require_python_module("oras", "oras")
     record_python_version("oras (Python SDK)", "oras")
     import oras.client
     import oras.oci
 
-    work = e2e_root / "oras"
+    work = e2e_root / f"oras-{registry.port}"  # one per registry under test
     client = oras.client.OrasClient(hostname=registry.addr, insecure=True)
 
     pushed: dict[str, dict[str, bytes]] = {}

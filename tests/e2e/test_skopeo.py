@@ -10,6 +10,7 @@ import pytest
 from .clients import Skopeo
 from .images import ImageFactory
 from .registries import DOCKER_MANIFEST, OCI_MANIFEST, Registry, get_manifest, http
+from .tools import ON_BOTH_BACKENDS
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +21,7 @@ def _docker(registry: Registry, repo: str, tag: str | None = None) -> str:
     return f"docker://{registry.ref(repo, tag)}"
 
 
+@ON_BOTH_BACKENDS
 def test_copy_inspect_list_tags_delete(
     registry: Registry, skopeo: Skopeo, images: ImageFactory
 ) -> None:

@@ -31,6 +31,10 @@ APT_PACKAGES: dict[str, str] = {
 # Filled while the session runs, written out at its end (see conftest.py).
 VERSIONS: dict[str, str] = {}
 
+# A test marked with this runs once more against dockyard on its S3 backend
+# (SeaweedFS), the same steps (the `registry` fixture in conftest.py).
+ON_BOTH_BACKENDS = pytest.mark.parametrize("registry", ["filesystem", "s3"], indirect=True)
+
 DEFAULT_TIMEOUT = 120.0
 _OUTPUT_TAIL = 4000
 

@@ -1,5 +1,11 @@
 """Fixtures of the protocol tests: every request goes through the router on the
-session's real `dockyard serve`, each test in repositories of its own."""
+session's real `dockyard serve`, each test in repositories of its own.
+
+The session registry runs once per storage backend: every test that uses it (through
+`dockyard`, `client` or `pusher`) runs on the filesystem backend and again on the S3
+backend, on a real SeaweedFS (tests/support/seaweedfs.py). A test about the filesystem
+itself (files on disk, the router's direct reads) is marked `filesystem_only`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,31 @@ import os
 import pytest
 
 from tests.integration.helpers import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, unique_repo
+from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
+
+BACKENDS = ("filesystem", "s3")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "filesystem_only: runs on the filesystem backend only, since it looks at "
+        "files on disk or at what only a shared filesystem allows")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "dockyard" not in metafunc.fixturenames:
+        return
+    only_fs = metafunc.definition.get_closest_marker("filesystem_only") is not None
+    metafunc.parametrize("dockyard", ["filesystem"] if only_fs else list(BACKENDS),
+                         indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def dockyard(request: pytest.FixtureRequest) -> Dockyard:
+    """The session registry on the backend of this parameter: the session's
+    `filesystem_dockyard` or `s3_dockyard` (tests/conftest.py), shared with other suites."""
+    return request.getfixturevalue(f"{request.param}_dockyard")
 
 
 @pytest.fixture

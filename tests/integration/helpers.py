@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from tests.support.bucket import BucketView
 from tests.support.processes import Dockyard
 from tests.support.registry_client import signed_headers
+from tests.support.seaweedfs import bucket_of
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -68,6 +70,31 @@ def storage_root(dockyard: Dockyard) -> Path:
 def blob_file(dockyard: Dockyard, digest: str) -> Path:
     algorithm, hexpart = digest.split(":", 1)
     return storage_root(dockyard) / "blobs" / algorithm / hexpart[:2] / hexpart
+
+
+def blob_key(digest: str) -> str:
+    """Where a blob is stored, relative to the storage root or the bucket's prefix."""
+    algorithm, hexpart = digest.split(":", 1)
+    return f"blobs/{algorithm}/{hexpart[:2]}/{hexpart}"
+
+
+def stored_blob(dockyard: Dockyard, digest: str) -> bytes | None:
+    """The bytes stored under the blob's key, on whichever backend; None when absent."""
+    if bucket_of(dockyard.env) is not None:
+        bucket = BucketView.of(dockyard)
+        return bucket.read(blob_key(digest)) if bucket.has_blob(digest) else None
+    path = blob_file(dockyard, digest)
+    return path.read_bytes() if path.exists() else None
+
+
+def blob_copies(dockyard: Dockyard, digest: str) -> list[str]:
+    """Every stored object under blobs/ whose name holds the digest's hex (a finished
+    blob, or a temporary copy left behind), as keys relative to the root or prefix."""
+    hexpart = digest.split(":", 1)[1]
+    if bucket_of(dockyard.env) is not None:
+        return [k for k in BucketView.of(dockyard).keys("blobs/") if hexpart in k]
+    root = storage_root(dockyard)
+    return sorted(p.relative_to(root).as_posix() for p in (root / "blobs").rglob(f"*{hexpart}*"))
 
 
 def raw_request(base_url: str, method: str, path: str,

@@ -11,6 +11,7 @@ import pytest
 from tests.integration.helpers import direct, router_metrics_url, service_url, wait_until
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, error_code
+from tests.support.seaweedfs import bucket_of
 
 API_VERSION = "registry/2.0"
 
@@ -116,6 +117,8 @@ def test_service_health_endpoints(dockyard: Dockyard, service: str) -> None:
     assert body["ready"] is True
     if service == "index":
         assert body["redis"] == "up"
+    elif bucket_of(dockyard.env) is not None:
+        assert body["object_store_reachable"] is True
     else:
         assert body["storage_root_writable"] is True
 

@@ -8,12 +8,17 @@ import re
 import socket
 import time
 
+import pytest
+
 from tests.integration.helpers import direct, service_url, storage_root, wait_until
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, sha256
 
 # Larger than waitress's in-memory request buffer (4 MiB), so it is spooled.
 SIZE = 12 * 1024 * 1024
+
+# The hand-over and direct reads are what a shared filesystem allows.
+pytestmark = pytest.mark.filesystem_only
 
 
 def _storage_bytes_in(dockyard: Dockyard) -> float:

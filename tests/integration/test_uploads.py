@@ -11,7 +11,13 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from tests.integration.helpers import blob_file, public_location, raw_request, storage_root
+from tests.integration.helpers import (
+    blob_copies,
+    blob_key,
+    public_location,
+    raw_request,
+    stored_blob,
+)
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, error_code, sha256
 
@@ -217,7 +223,7 @@ def test_put_with_wrong_digest_is_400_and_no_blob_exists(
     assert error_code(body) == "DIGEST_INVALID"
     for digest in (wrong, sha256(data)):
         assert client.request("HEAD", f"/v2/{repo}/blobs/{digest}").status == 404
-    assert not blob_file(dockyard, wrong).exists()
+    assert stored_blob(dockyard, wrong) is None
 
 
 def test_put_without_digest_is_400(client: RegistryClient, dockyard: Dockyard,
@@ -379,10 +385,8 @@ def test_sixteen_concurrent_uploads_of_one_blob(client: RegistryClient, dockyard
         t.join(60)
     assert not any(t.is_alive() for t in threads)
     assert results == [201] * 16
-    path = blob_file(dockyard, digest)
-    assert path.read_bytes() == data
-    # Exactly one file holds the blob: no temporary copy left behind under its name.
-    same = [p for p in (storage_root(dockyard) / "blobs").rglob(f"*{digest[7:]}*")]
-    assert same == [path]
+    assert stored_blob(dockyard, digest) == data
+    # Exactly one object holds the blob: no temporary copy left behind under its name.
+    assert blob_copies(dockyard, digest) == [blob_key(digest)]
     for i in range(4):
         assert_blob(client, f"{repo}/{i}", digest, data)

@@ -3,10 +3,12 @@ only read, so the suite pays for as few process start-ups as possible."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from tests.support import seaweedfs as seaweed
 from tests.support.processes import Dockyard
 
 # One dockyard with every limit small enough to hit cheaply. The environment is
@@ -45,3 +47,25 @@ def module_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockya
         yield server
     finally:
         server.stop()
+
+
+# The S3 fault tests: small parts so that a few MiB cross part boundaries, and a short
+# timeout per S3 call so that a dead object store is answered quickly.
+S3_PART_SIZE = seaweed.MIN_PART_SIZE
+S3_TIMEOUT = 3
+
+
+@pytest.fixture
+def s3_dockyard_on(fresh_dockyard: Dockyard) -> Callable[..., Dockyard]:
+    """Starts the test's own `dockyard serve` on the S3 backend of a given SeaweedFS
+    (`.access`), in a fresh bucket that dockyard creates; `s3` sets other storage.s3 keys."""
+    if not seaweed.backend_available():
+        pytest.skip(seaweed.NO_BACKEND)
+
+    def start(access: seaweed.S3Access, **s3: Any) -> Dockyard:
+        settings = {"part_size": S3_PART_SIZE, "timeout": S3_TIMEOUT, **s3}
+        fresh_dockyard.env.update(
+            seaweed.dockyard_env(access, seaweed.new_bucket_name("fault"), **settings))
+        return fresh_dockyard.start()
+
+    return start

@@ -11,7 +11,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,24 @@ def finish_upload(client: RegistryClient, location: str, digest: str,
                   data: bytes = b"") -> urllib3.BaseHTTPResponse:
     return client.request("PUT", with_query(location, f"digest={digest}"), body=data,
                           headers={"Content-Type": "application/octet-stream"})
+
+
+# Longer than the lease of an upload's lock whose holder died or could not release it
+# (services/storage/backends/s3.py).
+RETRY_FOR = 45.0
+
+
+def as_a_client_retries(request: Callable[[], urllib3.BaseHTTPResponse],
+                        ) -> urllib3.BaseHTTPResponse:
+    """Send until the answer is not 503, waiting as its Retry-After says, as docker
+    does (bounded by RETRY_FOR)."""
+    deadline = time.monotonic() + RETRY_FOR
+    while True:
+        r = request()
+        if r.status != 503 or time.monotonic() > deadline:
+            return r
+        assert_oci_error(r.data, "UNAVAILABLE")
+        time.sleep(min(int(r.headers["Retry-After"]), 5))
 
 
 def assert_blob_served(client: RegistryClient, name: str, digest: str, size: int) -> None:

@@ -12,13 +12,12 @@ from services.storage.notifier import Notifier
 from services.storage.resources.common import check_deletes
 from shared import errors
 from shared.shared_disk_headers import ACCEL_FILE, ACCEL_LENGTH, ACCEL_OFFSET, ACCEL_REQUEST
-from shared.validation import check_name, parse_digest, parse_range
+from shared.validation import Digest, check_name, parse_digest, parse_range
 
 
-def _file_range(f: BinaryIO, first: int, length: int) -> Iterator[bytes]:
-    """A range that ends before the file does: never more than Content-Length."""
+def _file_range(f: BinaryIO, length: int) -> Iterator[bytes]:
+    """`length` bytes from where `f` stands: never more than Content-Length."""
     with f:
-        f.seek(first)
         while length > 0:
             chunk = f.read(min(length, CHUNK))
             if not chunk:
@@ -39,8 +38,7 @@ class BlobResource:
         # A HEAD usually asks whether a push may skip the upload: touching the
         # blob then keeps a collection from deleting it before the manifest
         # that will rely on it arrives (`services.storage.fences`).
-        found = self._blobs.touch_layer(name, d) if touch else self._blobs.has_layer(name, d)
-        size = self._blobs.size(d) if found else None
+        size = self._blobs.layer_size(name, d, touch=touch)
         if size is None:
             raise errors.BlobUnknown(detail={"digest": digest})
         return d, size
@@ -62,20 +60,41 @@ class BlobResource:
         if req.method == "HEAD":
             return
         self._notifier.blob_pulled(req, name, str(d), size)
-        if req.get_header(ACCEL_REQUEST) == "file":
+        self._serve(req, resp, d, first, last - first + 1, size)
+
+    def _serve(self, req: falcon.Request, resp: falcon.Response, d: Digest, first: int,
+               length: int, size: int) -> None:
+        """One of three answers: a redirect to the object store (which honours the
+        client's Range itself), the file for a router that shares this disk, or
+        the bytes."""
+        url = self._blobs.redirect_url(d)
+        if url is not None:
+            resp.status = falcon.HTTP_307
+            resp.location = url
+            resp.content_length = 0
+            # The URL expires: the answer must not be cached, unlike the bytes.
+            for header in ("Content-Range", "Accept-Ranges", "ETag", "Cache-Control"):
+                resp.delete_header(header)
+            return
+        path = self._blobs.local_path(d)
+        if path is not None and req.get_header(ACCEL_REQUEST) == "file":
             # The router shares this disk and sends the bytes itself.
-            resp.set_header(ACCEL_FILE, str(self._blobs.layout.blob(d)))
+            resp.set_header(ACCEL_FILE, str(path))
             resp.set_header(ACCEL_OFFSET, str(first))
-            resp.set_header(ACCEL_LENGTH, str(resp.content_length))
+            resp.set_header(ACCEL_LENGTH, str(length))
             resp.content_length = 0
             return
-        f = self._blobs.open(d)
-        if last == size - 1:
-            f.seek(first)
+        try:
+            f = self._blobs.open(d, first, length)
+        except FileNotFoundError:
+            # Gone since it was found: a collection (filesystem), or an object removed
+            # from the bucket behind dockyard's back.
+            raise errors.BlobUnknown(detail={"digest": str(d)}) from None
+        if first + length == size and path is not None:
             # A file to the end goes out through waitress's wsgi.file_wrapper.
             resp.stream = f
         else:
-            resp.stream = _file_range(f, first, last - first + 1)
+            resp.stream = _file_range(f, length)
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         self.on_get(req, resp, name, digest)

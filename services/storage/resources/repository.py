@@ -16,7 +16,6 @@ import json
 
 import falcon
 
-from services.storage import inventory
 from services.storage.blobstore import BlobStore
 from services.storage.index_client import IndexClient
 from services.storage.notifier import Notifier
@@ -37,8 +36,7 @@ class RepositoryResource:
         check_deletes(self._delete_enabled)
         check_name(name)
         digests = set(self._index.repository_manifests(name))
-        digests.update(str(link.digest)
-                       for link in inventory.manifest_links(self._blobs.layout, name))
+        digests.update(str(d) for d in self._blobs.manifest_links(name))
         if not digests and not self._blobs.repository_exists(name):
             raise errors.NameUnknown(detail={"name": name})
         for value in sorted(digests):

@@ -111,8 +111,8 @@ class UploadResource:
         if not digest:
             raise errors.DigestInvalid("digest parameter is required")
         d = parse_digest(digest)
-        self._uploads.finish(upload_id, name, d, request_body(req, self._uploads.layout))
-        self._notifier.blob_pushed(req, name, str(d), self._uploads.blobs.size(d) or 0)
+        size = self._uploads.finish(upload_id, name, d, request_body(req, self._uploads.layout))
+        self._notifier.blob_pushed(req, name, str(d), size)
         _created(req, resp, name, str(d))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str,

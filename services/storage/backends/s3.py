@@ -1,0 +1,458 @@
+"""The S3 backend: every key is the object ``<prefix><key>`` of one bucket.
+
+Every storage replica that names the same bucket and prefix shares
+everything in it: blobs, links and upload sessions, so two replicas behave
+as one. ``storage.root`` holds only per-replica scratch (spooled bodies).
+The client is boto3, the library AWS maintains and the one S3-compatible
+stores (SeaweedFS, MinIO, Ceph RGW) test against; it is imported only when
+``storage.backend`` is ``s3``.
+
+How each rule of `backends.base` holds here:
+
+- **Nothing partial is visible.** A blob appears under its digest key by
+  one PutObject, one CompleteMultipartUpload or one CopyObject, each atomic
+  in S3, and only after its digest was verified: a body larger than a part
+  goes up as a multipart upload aimed at its key, invisible until completed,
+  aborted when the digest is wrong.
+- **Records** are small objects whose body is the value (a manifest link's
+  media type); empty for layer links and upload markers.
+- **Sessions.** An upload session is the objects under ``uploads/<id>/``:
+  ``state`` (msgpack: the session's description, its size, the multipart
+  upload's id and its parts, the tail, whether sealed), ``tail-<random>``
+  (the last bytes received, fewer than a part; up to 1 MiB of them are kept
+  in ``state`` instead) and ``data`` (the multipart upload's target). S3
+  parts are at least 5 MiB except the last, so each append fills parts of
+  ``part_size`` from the old tail and the body, uploads them, keeps what is
+  left as the new tail, and last writes
+  ``state`` naming the new parts and tail. That one write is the
+  acknowledgement: a replica that dies before it leaves the old state, whose
+  tail and parts are intact (new parts take numbers the state does not list
+  yet, and are overwritten by the next append).
+- **Sealing.** While no whole part was uploaded (a monolithic PUT, or small
+  chunks), the PUT sends the tail and its own body straight to the digest's
+  key, one PutObject or a multipart upload aimed there, completed only once
+  the digest matched: no copy, and the state is not written, so a failed PUT
+  may be retried. Otherwise the tail goes up as the last part, the upload is
+  completed into ``data``, and committing copies ``data`` to the digest's key
+  (CopyObject, inside the store).
+- **Locks** are lease objects under ``locks/``, created with a conditional
+  write (``If-None-Match: *``), so exactly one writer creates one. The holder
+  renews the lease every third of its life; a lock whose lease ran out (its
+  holder died) is taken over by a conditional write on its ETag
+  (``If-Match``). Replicas' clocks must agree to within a few seconds. Each
+  session's ``state`` is also written with ``If-Match`` on the ETag it was
+  read with, so a holder whose lease was lost (a long pause) cannot
+  overwrite another's progress: its write fails and the client retries.
+  The store must honour conditional writes atomically: AWS S3, MinIO, and
+  SeaweedFS with one filer do.
+- **Failures** of the store (unreachable, a timeout, 5xx, a refusal) become
+  `errors.Unavailable`. No call retries or waits longer than
+  ``storage.s3.timeout``.
+- **The collector.** There is no garbage collection on S3: `touch` only
+  checks that an object exists, and the fences are no-ops (`_NoCollector`).
+
+This module holds the backend and its calls; `s3_staging` the staged objects and
+upload sessions, `s3_leases` the locks, `s3_io` the translation of the store's
+answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+import msgpack
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from services.storage.backends.base import ObjectInfo
+from services.storage.backends.s3_io import (
+    MISSING,
+    PRECONDITION,
+    RETRY_AFTER,
+    BodyReader,
+    NotFound,
+    PreconditionFailed,
+    log,
+)
+from services.storage.backends.s3_leases import Leases
+from services.storage.backends.s3_staging import (
+    BytesStaged,
+    MultipartStaged,
+    S3Session,
+    new_state,
+)
+from services.storage.bodies import CHUNK, cleanup, read_into
+from services.storage.paths import Keys
+from shared import errors
+
+# Seconds a presigned URL of a redirect is valid.
+URL_LIFETIME = 1200
+# Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
+BLOB_STATS = 100_000
+# CopyObject copies at most 5 GiB; larger objects are copied part by part.
+COPY_LIMIT = 5 * 1024 ** 3
+
+
+def _ns(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000_000)
+
+
+class _NoCollector:
+    """No garbage collection runs on S3, so there is nothing to fence."""
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def blob(self, digest: Any, *, exclusive: bool = False) -> Iterator[None]:
+        yield
+
+
+class S3Backend:
+    kind = "s3"
+
+    def __init__(self, cfg: dict[str, Any], scratch: Path) -> None:
+        self.bucket = cfg["bucket"]
+        self.prefix = cfg["prefix"]
+        self.part_size = cfg["part_size"]
+        self.timeout = float(cfg["timeout"])
+        self.redirect = cfg["redirect"]
+        self.create_bucket = cfg["create_bucket"]
+        self.scratch = scratch
+        self.fences = _NoCollector()
+        self._leases = Leases(self)
+        # A blob is never rewritten, and on S3 never deleted (no collection runs):
+        # once seen, its size holds for good, and a pull saves a HEAD. Oldest first out.
+        self._blob_stats: dict[str, ObjectInfo] = {}
+        self._blob_stats_lock = threading.Lock()
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=cfg["endpoint"] or None,
+            region_name=cfg["region"],
+            aws_access_key_id=cfg["access_key"] or None,
+            aws_secret_access_key=cfg["secret_key"] or None,
+            verify=cfg["verify_tls"],
+            config=Config(
+                s3={"addressing_style": "path" if cfg["path_style"] else "virtual"},
+                signature_version="s3v4",
+                connect_timeout=self.timeout, read_timeout=self.timeout,
+                # One attempt: the client retries on 503, and no call outlasts the timeout.
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                max_pool_connections=64,
+                # Checksums of every part cost a pass over the bytes; S3's own
+                # Content-MD5-free signing (v4) already covers integrity in transit
+                # together with the digest dockyard verifies.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+        self._copy_config = TransferConfig(multipart_threshold=COPY_LIMIT,
+                                           multipart_chunksize=max(self.part_size, 64 << 20))
+        if self.create_bucket:
+            try:
+                self._ensure_bucket()
+            except errors.Unavailable as e:
+                log.warning("object store: cannot create bucket %s yet: %s", self.bucket, e)
+
+    # -- calls -----------------------------------------------------------------
+
+    def call(self, operation: str, **kwargs: Any) -> Any:
+        """One call to the store, its failures translated (see the module's rules)."""
+        if "Key" in kwargs:
+            kwargs["Key"] = self.prefix + kwargs["Key"]
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in MISSING:
+                raise NotFound(kwargs.get("Key", "")) from None
+            if code in PRECONDITION:
+                raise PreconditionFailed(code) from None
+            log.warning("object store: %s failed: %s", operation, e)
+            raise errors.Unavailable(f"object store: {code or 'error'}",
+                                     retry_after=RETRY_AFTER) from None
+        except (BotoCoreError, OSError) as e:
+            log.warning("object store: %s failed: %s", operation, e)
+            raise errors.Unavailable("object store unreachable",
+                                     retry_after=RETRY_AFTER) from None
+
+    def _ensure_bucket(self) -> None:
+        try:
+            self.call("head_bucket")
+        except NotFound:
+            with contextlib.suppress(PreconditionFailed):
+                self.call("create_bucket")
+            log.info("object store: created bucket %s", self.bucket)
+
+    # -- objects -----------------------------------------------------------------
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        cached = self._blob_stats.get(key)
+        if cached is not None:
+            return cached
+        try:
+            head = self.call("head_object", Key=key)
+        except NotFound:
+            return None
+        info = ObjectInfo(key, int(head["ContentLength"]), _ns(head["LastModified"]))
+        if key.startswith(Keys.BLOBS):
+            with self._blob_stats_lock:
+                if len(self._blob_stats) >= BLOB_STATS:
+                    self._blob_stats.pop(next(iter(self._blob_stats)))
+                self._blob_stats[key] = info
+        return info
+
+    def open(self, key: str, first: int = 0, length: int | None = None) -> BinaryIO:
+        if length == 0:
+            if self.stat(key) is None:
+                raise NotFound(key)
+            return io.BytesIO(b"")
+        kwargs: dict[str, Any] = {}
+        if length is not None:
+            kwargs["Range"] = f"bytes={first}-{first + length - 1}"
+        elif first:
+            kwargs["Range"] = f"bytes={first}-"
+        answer = self.call("get_object", Key=key, **kwargs)
+        return io.BufferedReader(BodyReader(answer["Body"]), CHUNK)
+
+    def read(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def put(self, key: str, data: bytes, **conditions: str) -> str:
+        return str(self.call("put_object", Key=key, Body=data, **conditions)["ETag"])
+
+    def stage(self, src: BinaryIO, length: int, hasher: hashlib._Hash | None,
+              key_hint: str) -> Any:
+        if length <= self.part_size:
+            buf = bytearray(length)
+            read_into(src, memoryview(buf))
+            if hasher is not None:
+                hasher.update(buf)
+            return BytesStaged(self, bytes(buf))
+        key = key_hint or f"tmp/{uuid.uuid4().hex}"
+        upload_id = self.call("create_multipart_upload", Key=key)["UploadId"]
+        staged = MultipartStaged(self, key, upload_id, length)
+        try:
+            buf = bytearray(self.part_size)
+            view = memoryview(buf)
+            remaining = length
+            while remaining:
+                n = read_into(src, view[:min(remaining, self.part_size)])
+                if hasher is not None:
+                    hasher.update(view[:n])
+                staged.parts.append(self.upload_part(key, upload_id,
+                                                      len(staged.parts) + 1, view[:n]))
+                remaining -= n
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
+
+    def stage_file(self, path: Path, hasher: hashlib._Hash, key_hint: str) -> Any:
+        with open(path, "rb") as f:
+            return self.stage(f, path.stat().st_size, hasher, key_hint)
+
+    def upload_part(self, key: str, upload_id: str, number: int,
+                     data: memoryview) -> dict[str, Any]:
+        answer = self.call("upload_part", Key=key, UploadId=upload_id, PartNumber=number,
+                            Body=bytes(data))
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def complete(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        self.call("complete_multipart_upload", Key=key, UploadId=upload_id,
+                   MultipartUpload={"Parts": parts})
+
+    def copy(self, source: str, target: str, size: int) -> None:
+        """Copy inside the store: the bytes never come through this process."""
+        if size < COPY_LIMIT:
+            self.call("copy_object", Key=target,
+                       CopySource={"Bucket": self.bucket, "Key": self.prefix + source})
+            return
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": self.prefix + source},
+                             self.bucket, self.prefix + target, Config=self._copy_config)
+        except (ClientError, BotoCoreError, OSError) as e:
+            log.warning("object store: copy failed: %s", e)
+            raise errors.Unavailable("object store: copy failed",
+                                     retry_after=RETRY_AFTER) from None
+
+    def delete(self, key: str) -> bool:
+        # S3's DELETE does not say whether the key was there (`base.Backend.delete`).
+        with self._blob_stats_lock:
+            self._blob_stats.pop(key, None)
+        with contextlib.suppress(NotFound):
+            self.call("delete_object", Key=key)
+        return True
+
+    def _delete_many(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            self.call("delete_objects", Delete={
+                "Objects": [{"Key": self.prefix + k} for k in keys[i:i + 1000]],
+                "Quiet": True})
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        token: dict[str, str] = {}
+        while True:
+            page = self.call("list_objects_v2", Prefix=self.prefix + prefix, **token)
+            for item in page.get("Contents", []):
+                yield ObjectInfo(item["Key"][len(self.prefix):], int(item["Size"]),
+                                 _ns(item["LastModified"]))
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def has_prefix(self, prefix: str) -> bool:
+        page = self.call("list_objects_v2", Prefix=self.prefix + prefix, MaxKeys=1)
+        return bool(page.get("Contents"))
+
+    def touch(self, key: str) -> bool:
+        # No collector reads an object's age on S3 (see the module's rules).
+        return self.stat(key) is not None
+
+    def redirect_url(self, key: str) -> str | None:
+        if not self.redirect:
+            return None
+        return str(self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key},
+            ExpiresIn=URL_LIFETIME))
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    # -- records -----------------------------------------------------------------
+
+    def set_record(self, key: str, value: str) -> None:
+        self.put(key, value.encode())
+
+    def get_record(self, key: str) -> str | None:
+        try:
+            return self.read(key).decode()
+        except NotFound:
+            return None
+
+    # -- upload sessions ---------------------------------------------------------
+
+    def create_session(self, upload_id: str, info: bytes) -> None:
+        # One object, one write: the description travels in the state.
+        self.put(Keys.upload(upload_id, "state"), msgpack.packb(new_state(info)))
+
+    def session_info(self, upload_id: str) -> bytes | None:
+        try:
+            state, _ = self._load_state(upload_id)
+        except NotFound:
+            return None
+        info = state.get("info")
+        return info if isinstance(info, bytes) else None
+
+    def session_size(self, upload_id: str) -> int | None:
+        try:
+            state, _ = self._load_state(upload_id)
+        except NotFound:
+            return None
+        return int(state["size"])
+
+    def _load_state(self, upload_id: str) -> tuple[dict[str, Any], str]:
+        answer = self.call("get_object", Key=Keys.upload(upload_id, "state"))
+        with contextlib.closing(BodyReader(answer["Body"])) as body:
+            raw = io.BufferedReader(body).read()
+        return msgpack.unpackb(raw), str(answer["ETag"])
+
+    @contextlib.contextmanager
+    def session(self, upload_id: str) -> Iterator[S3Session]:
+        with self.lock(Keys.upload_lock(upload_id)):
+            state, etag = self._load_state(upload_id)
+            yield S3Session(self, upload_id, state, etag)
+
+    def remove_session(self, upload_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            state, _ = self._load_state(upload_id)
+            if state.get("mpu") and not state.get("sealed"):
+                with contextlib.suppress(NotFound):
+                    self.call("abort_multipart_upload", Key=Keys.upload(upload_id, "data"),
+                               UploadId=state["mpu"])
+        self._delete_many([o.key for o in self.list(Keys.upload(upload_id))])
+
+    def sessions(self) -> Iterator[tuple[str, float]]:
+        newest: dict[str, int] = {}
+        for info in self.list(Keys.UPLOADS):
+            upload_id = info.key[len(Keys.UPLOADS):].partition("/")[0]
+            newest[upload_id] = max(newest.get(upload_id, 0), info.mtime_ns)
+        for upload_id, mtime in newest.items():
+            yield upload_id, mtime / 1e9
+
+    def purge_orphans(self, max_age: float) -> int:
+        """Abort multipart uploads older than `max_age` that no session names: a
+        replica died between starting one and recording it, or mid-way through a
+        body uploaded in one request."""
+        cutoff = time.time() - max_age
+        aborted = 0
+        marker: dict[str, str] = {}
+        while True:
+            page = self.call("list_multipart_uploads", Prefix=self.prefix, **marker)
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() > cutoff:
+                    continue
+                key = upload["Key"][len(self.prefix):]
+                if self._session_names(key, upload["UploadId"]):
+                    continue
+                with contextlib.suppress(NotFound):
+                    self.call("abort_multipart_upload", Key=key, UploadId=upload["UploadId"])
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            marker = {"KeyMarker": page["NextKeyMarker"],
+                      "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def _session_names(self, key: str, mpu: str) -> bool:
+        head, _, rest = key.partition(Keys.UPLOADS)
+        if head or not rest.endswith("/data"):
+            return False
+        try:
+            state, _ = self._load_state(rest[:-len("/data")])
+        except NotFound:
+            return False
+        return bool(state.get("mpu") == mpu)
+
+    # -- coordination --------------------------------------------------------------
+
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        return self._leases.hold(key)
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        detail: dict[str, Any] = {"object_store": self.client.meta.endpoint_url,
+                                  "bucket": self.bucket}
+        try:
+            if self.create_bucket:
+                self._ensure_bucket()
+            else:
+                self.call("head_bucket")
+            ok = True
+        except (NotFound, errors.Unavailable) as e:
+            detail["object_store_error"] = ("bucket missing" if isinstance(e, NotFound)
+                                            else str(e))
+            ok = False
+        detail["object_store_reachable"] = ok
+        probe = self.scratch / f".probe-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            scratch = True
+        except OSError:
+            scratch = False
+        finally:
+            cleanup(probe)
+        detail["storage_root_writable"] = scratch
+        return ok and scratch, detail

@@ -1,0 +1,255 @@
+"""Bytes on their way into the bucket: staged objects and upload sessions
+(`backends.s3` states the rules they keep)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import uuid
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import msgpack
+
+from services.storage.backends.s3_io import NotFound, PreconditionFailed
+from services.storage.bodies import CHUNK, Body, read_into
+from services.storage.paths import Keys
+from shared import errors
+
+if TYPE_CHECKING:
+    from services.storage.backends.s3 import S3Backend
+
+# Tails up to this many bytes are kept in the session's state, larger ones as objects.
+INLINE_TAIL = 1024 * 1024
+
+
+def new_state(info: bytes) -> dict[str, Any]:
+    return {"info": info, "size": 0, "mpu": None, "parts": [], "tail": None, "inline": b"",
+            "sealed": None}
+
+
+class BytesStaged:
+    """A body of at most one part, held in memory until its digest is verified."""
+
+    def __init__(self, backend: S3Backend, data: bytes) -> None:
+        self._backend = backend
+        self.data = data
+        self.size = len(data)
+
+    def commit(self, key: str) -> None:
+        self._backend.put(key, self.data)
+
+    def discard(self) -> None:
+        self.data = b""
+
+
+class Chain(io.RawIOBase):
+    """A session's tail, then the last chunk's body, which alone is hashed: the
+    running hash covers the tail already."""
+
+    def __init__(self, head: bytes, src: BinaryIO, hasher: hashlib._Hash | None) -> None:
+        self._head = memoryview(head)
+        self._src = src
+        self._hasher = hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        readinto = getattr(self._src, "readinto", None)
+        if readinto is not None:
+            n = readinto(view)
+        else:
+            data = self._src.read(len(view))
+            n = len(data)
+            view[:n] = data
+        if n and self._hasher is not None:
+            self._hasher.update(view[:n])
+        return n or 0
+
+
+class MultipartStaged:
+    """A multipart upload aimed at `key`, all parts up: invisible until completed."""
+
+    def __init__(self, backend: S3Backend, key: str, upload_id: str, size: int) -> None:
+        self._backend = backend
+        self.key = key
+        self.upload_id = upload_id
+        self.size = size
+        self.parts: list[dict[str, Any]] = []
+
+    def commit(self, key: str) -> None:
+        self._backend.complete(self.key, self.upload_id, self.parts)
+        if key != self.key:
+            self._backend.copy(self.key, key, self.size)
+            self._backend.delete(self.key)
+
+    def discard(self) -> None:
+        with contextlib.suppress(NotFound, errors.Unavailable):
+            self._backend.call("abort_multipart_upload", Key=self.key,
+                                UploadId=self.upload_id)
+
+
+class ObjectStaged:
+    """A sealed session's bytes, the object `key`; committing copies them."""
+
+    def __init__(self, backend: S3Backend, key: str, size: int) -> None:
+        self._backend = backend
+        self.key = key
+        self.size = size
+
+    def commit(self, key: str) -> None:
+        self._backend.copy(self.key, key, self.size)
+
+    def discard(self) -> None:
+        """The session's removal deletes the object with the rest of the session."""
+
+
+class S3Session:
+    """An upload session held under its lock (see the module's rules)."""
+
+    def __init__(self, backend: S3Backend, upload_id: str, state: dict[str, Any],
+                 etag: str) -> None:
+        self._b = backend
+        self._id = upload_id
+        self._state = state
+        self._etag = etag
+        self.size = int(state["size"])
+        info = state.get("info")
+        self.info = info if isinstance(info, bytes) else None
+
+    def _save(self, state: dict[str, Any]) -> None:
+        try:
+            self._etag = self._b.put(Keys.upload(self._id, "state"), msgpack.packb(state),
+                                     IfMatch=self._etag)
+        except PreconditionFailed:
+            raise errors.Unavailable("upload busy; retry", retry_after=1) from None
+        self._state = state
+        self.size = int(state["size"])
+
+    def append(self, body: Body, hasher: hashlib._Hash | None) -> int:
+        state = dict(self._state)
+        if state["sealed"]:
+            raise errors.BlobUploadInvalid(detail={
+                "reason": "the upload is complete; finish it with a PUT without a body"})
+        b = self._b
+        parts = [dict(p) for p in state["parts"]]
+        tail = self._tail()
+        # A part at most: what is left of the body after it fills one goes in the next.
+        buf = bytearray(min(b.part_size, len(tail) + body.length))
+        view = memoryview(buf)
+        view[:len(tail)] = tail
+        filled = len(tail)
+        data_key = Keys.upload(self._id, "data")
+        created = None
+        saving = False
+        src = body.open()
+        try:
+            remaining = body.length
+            while remaining:
+                n = read_into(src, view[filled:filled + min(remaining, b.part_size - filled)])
+                if hasher is not None:
+                    hasher.update(view[filled:filled + n])
+                filled += n
+                remaining -= n
+                if filled == b.part_size:
+                    if state["mpu"] is None:
+                        state["mpu"] = created = b.call("create_multipart_upload",
+                                                         Key=data_key)["UploadId"]
+                    parts.append(b.upload_part(data_key, state["mpu"], len(parts) + 1,
+                                                view[:filled]))
+                    filled = 0
+            # A small tail travels in the state itself: one write acknowledges the chunk.
+            inline = bytes(view[:filled]) if filled <= INLINE_TAIL else b""
+            tail_key = (Keys.upload(self._id, f"tail-{uuid.uuid4().hex}")
+                        if filled > INLINE_TAIL else None)
+            if tail_key:
+                b.put(tail_key, bytes(view[:filled]))
+            saving = True
+            self._save({**state, "parts": parts, "tail": tail_key, "inline": inline,
+                        "size": self.size + body.length})
+        except BaseException:
+            # A state write that timed out may have landed: then what it names stays.
+            if created is not None and not saving:
+                with contextlib.suppress(Exception):
+                    b.call("abort_multipart_upload", Key=data_key, UploadId=created)
+            raise
+        finally:
+            if body.path is not None:
+                src.close()
+        if state["tail"]:
+            # The tail the new state replaced; a leftover goes with the session.
+            with contextlib.suppress(Exception):
+                b.call("delete_object", Key=state["tail"])
+        return self.size
+
+    def seal(self, body: Body, hasher: hashlib._Hash | None, key_hint: str) -> Any:
+        """With no whole part uploaded yet, the tail and the last chunk go straight to
+        `key_hint` (one PutObject, or a multipart upload aimed there): no copy, and
+        the session's state is not written. Otherwise the chunk is appended, and the
+        multipart upload completed into ``data`` to be copied."""
+        state = self._state
+        b = self._b
+        if not state["sealed"] and state["mpu"] is None:
+            tail = self._tail()
+            total = len(tail) + body.length
+            if hasher is not None or total <= b.part_size:
+                src = body.open()
+                try:
+                    reader = io.BufferedReader(Chain(tail, src, hasher), CHUNK)
+                    return b.stage(reader, total, None, key_hint)
+                finally:
+                    if body.path is not None:
+                        src.close()
+        if body.length:
+            self.append(body, hasher)
+        return self._seal_parts()
+
+    def _seal_parts(self) -> ObjectStaged:
+        state = dict(self._state)
+        if state["sealed"]:
+            return ObjectStaged(self._b, state["sealed"], self.size)
+        b = self._b
+        data_key = Keys.upload(self._id, "data")
+        if state["mpu"]:
+            parts = [dict(p) for p in state["parts"]]
+            try:
+                tail = self._tail()
+                if tail:
+                    parts.append(b.upload_part(data_key, state["mpu"], len(parts) + 1,
+                                                memoryview(tail)))
+                b.complete(data_key, state["mpu"], parts)
+            except NotFound:
+                # Completed by an earlier PUT that failed before it recorded so.
+                done = b.stat(data_key)
+                if done is None or done.size != self.size:
+                    raise
+            sealed = data_key
+        elif state["tail"]:
+            sealed = state["tail"]
+        else:
+            b.put(data_key, state.get("inline") or b"")
+            sealed = data_key
+        self._save({**state, "sealed": sealed})
+        return ObjectStaged(b, sealed, self.size)
+
+    def _tail(self) -> bytes:
+        """The bytes after the last whole part: in the state, or an object of their own."""
+        if self._state["tail"]:
+            return self._b.read(self._state["tail"])
+        return bytes(self._state.get("inline") or b"")
+
+    def rehash(self, staged: Any, algorithm: str) -> str:
+        if isinstance(staged, BytesStaged):
+            return hashlib.new(algorithm, staged.data).hexdigest()
+        hasher = hashlib.new(algorithm)
+        with self._b.open(staged.key) as f:
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest()

@@ -1,0 +1,452 @@
+"""One suite for every storage backend (`services.storage.backends`): the filesystem
+on a real directory, and S3 on a real SeaweedFS (`tests/support/seaweedfs.py`).
+
+Each test states a rule of `backends.base` and checks it the same way on both;
+the few that only one backend has (a multipart upload to abort, a presigned URL)
+say so in their name. Two backend objects on one directory or one bucket stand
+for two storage replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import urllib3
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.storage.backends.base import Backend
+from services.storage.backends.filesystem import FilesystemBackend
+from services.storage.blobstore import BlobStore, Body
+from services.storage.paths import Keys, Layout
+from services.storage.uploads import UploadStore
+from shared import errors
+from shared.validation import Digest
+
+MIB = 1024 * 1024
+PART = 5 * MIB
+
+
+def digest_of(data: bytes) -> Digest:
+    return Digest("sha256", hashlib.sha256(data).hexdigest())
+
+
+def body(data: bytes) -> Body:
+    return Body(len(data), stream=io.BytesIO(data))
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Backend]:
+    """A factory: each call is another replica on the same directory or bucket."""
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    if request.param == "filesystem":
+        return lambda: FilesystemBackend(layout)
+    from tests.support.seaweedfs import require
+
+    require()
+    from services.storage.backends.s3 import S3Backend
+
+    access = request.getfixturevalue("seaweedfs").access
+    bucket = request.getfixturevalue("s3_bucket")
+    cfg = {**access.storage_config(bucket, "registry/"), "part_size": PART, "timeout": 10.0,
+           "redirect": False, "verify_tls": True}
+    return lambda: S3Backend(cfg, scratch=layout.tmp)
+
+
+@pytest.fixture
+def backend(make_backend: Callable[[], Backend]) -> Backend:
+    return make_backend()
+
+
+# -- objects ----------------------------------------------------------------------
+
+
+def test_put_stat_read_delete(backend: Backend) -> None:
+    key = "blobs/sha256/ab/abc"
+    assert backend.stat(key) is None
+    backend.put(key, b"hello world")
+    info = backend.stat(key)
+    assert info is not None and info.size == 11 and info.key == key
+    assert abs(info.mtime_ns / 1e9 - time.time()) < 60
+    assert backend.read(key) == b"hello world"
+    with backend.open(key, 6) as f:
+        assert f.read() == b"world"
+    with backend.open(key, 2, 3) as f:
+        assert f.read() == b"llo"
+    backend.put(key, b"replaced")
+    assert backend.read(key) == b"replaced"
+    assert backend.delete(key) is True
+    # Deleting what is gone is no error; only a filesystem can say it was gone.
+    assert backend.delete(key) is (backend.kind != "filesystem")
+    assert backend.stat(key) is None
+    with pytest.raises(FileNotFoundError):
+        backend.read(key)
+    with pytest.raises(FileNotFoundError):
+        backend.open(key)
+
+
+def test_list_and_prefixes(backend: Backend) -> None:
+    for key in ("repositories/a/b/_layers/sha256/1", "repositories/a/b/_layers/sha256/2",
+                "repositories/a/c/_layers/sha256/3"):
+        backend.set_record(key, "")
+    found = sorted(o.key for o in backend.list("repositories/a/b/"))
+    assert found == ["repositories/a/b/_layers/sha256/1", "repositories/a/b/_layers/sha256/2"]
+    assert backend.has_prefix("repositories/a/c/")
+    assert not backend.has_prefix("repositories/a/d/")
+    assert list(backend.list("repositories/none/")) == []
+
+
+def test_records_hold_a_value_or_none(backend: Backend) -> None:
+    key = "repositories/r/_manifests/sha256/abc"
+    assert backend.get_record(key) is None
+    backend.set_record(key, "application/vnd.oci.image.manifest.v1+json")
+    assert backend.get_record(key) == "application/vnd.oci.image.manifest.v1+json"
+    backend.set_record(key, "application/vnd.oci.image.index.v1+json")
+    assert backend.get_record(key) == "application/vnd.oci.image.index.v1+json"
+    backend.set_record("repositories/r/_layers/sha256/abc", "")
+    assert backend.get_record("repositories/r/_layers/sha256/abc") == ""
+    assert backend.touch(key) and not backend.touch("repositories/r/_layers/sha256/none")
+
+
+# -- staged writes: nothing partial is visible ---------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1000, PART + PART // 2])
+def test_staged_bytes_appear_only_when_committed(backend: Backend, size: int) -> None:
+    data = os.urandom(size)
+    key = Keys.blob(digest_of(data))
+    hasher = hashlib.sha256()
+    staged = backend.stage(io.BytesIO(data), size, hasher, key)
+    assert hasher.hexdigest() == digest_of(data).hex
+    assert backend.stat(key) is None
+    staged.commit(key)
+    assert backend.read(key) == data
+
+
+def test_discarded_stage_leaves_nothing(backend: Backend) -> None:
+    data = os.urandom(PART + 10)
+    key = Keys.blob(digest_of(data))
+    staged = backend.stage(io.BytesIO(data), len(data), None, key)
+    staged.discard()
+    assert backend.stat(key) is None
+    assert [o for o in backend.list("") if not o.key.startswith("locks/")] == []
+
+
+def test_a_short_body_is_refused_and_leaves_nothing(backend: Backend) -> None:
+    data = os.urandom(PART + 10)
+    key = Keys.blob(digest_of(data))
+    with pytest.raises(errors.SizeInvalid):
+        backend.stage(io.BytesIO(data[:-1]), len(data), None, key)
+    assert backend.stat(key) is None
+
+
+def test_blob_store_verifies_before_anything_is_visible(backend: Backend,
+                                                        tmp_path: Path) -> None:
+    blobs = BlobStore(Layout(tmp_path / "root"), backend)
+    data = os.urandom(PART + 100)
+    wrong = digest_of(b"something else")
+    with pytest.raises(errors.DigestInvalid):
+        blobs.ingest(io.BytesIO(data), len(data), wrong)
+    assert blobs.size(wrong) is None
+    d = blobs.ingest(io.BytesIO(data), len(data), digest_of(data))
+    assert blobs.read(d) == data
+    blobs.link_layer("a/b", d)
+    assert blobs.has_layer("a/b", d) and not blobs.has_layer("a/c", d)
+    assert blobs.mount("a/b", "a/c", d) and blobs.has_layer("a/c", d)
+    assert blobs.repository_exists("a/c") and not blobs.repository_exists("a/x")
+    assert blobs.link_manifest("a/b", d, "text/x") is True
+    assert blobs.link_manifest("a/b", d, "text/x") is False
+    assert blobs.manifest_media_type("a/b", d) == "text/x"
+    assert blobs.touch_manifest("a/b", d)
+    assert blobs.unlink_manifest("a/b", d) and blobs.manifest_media_type("a/b", d) is None
+
+
+# -- upload sessions ----------------------------------------------------------------
+
+
+def uploads(backend: Backend, root: Path) -> UploadStore:
+    return UploadStore(Layout(root), BlobStore(Layout(root), backend),
+                       max_per_repository=100, max_age=3600)
+
+
+@pytest.mark.parametrize("chunks", [[10], [100, 2 * MIB, 3 * MIB + 5, 1], [PART, PART + 1, 7],
+                                    [300 * 1024] * 20],
+                         ids=["one", "across-a-part", "whole-parts", "many-small"])
+def test_chunked_upload_is_the_concatenation(backend: Backend, tmp_path: Path,
+                                             chunks: list[int]) -> None:
+    store = uploads(backend, tmp_path / "root")
+    pieces = [os.urandom(n) for n in chunks]
+    data = b"".join(pieces)
+    upload_id = store.start("a/b")
+    offset = 0
+    for piece in pieces:
+        offset = store.append(upload_id, "a/b", body(piece), offset)
+    assert store.size(upload_id, "a/b") == len(data)
+    store.finish(upload_id, "a/b", digest_of(data), body(b""))
+    assert store.blobs.read(digest_of(data)) == data
+    assert store.blobs.has_layer("a/b", digest_of(data))
+    assert not [o for o in backend.list(Keys.UPLOADS)]
+    assert list(backend.list(Keys.upload_markers("a/b"))) == []
+
+
+def test_a_session_continues_on_another_replica_and_is_rehashed(
+        make_backend: Callable[[], Backend], tmp_path: Path) -> None:
+    first, second = uploads(make_backend(), tmp_path / "root"), uploads(make_backend(),
+                                                                         tmp_path / "root")
+    pieces = [os.urandom(n) for n in (3 * MIB, 3 * MIB, 1000, 2 * MIB)]
+    data = b"".join(pieces)
+    upload_id = first.start("a/b")
+    offset = 0
+    for i, piece in enumerate(pieces):
+        store = first if i % 2 == 0 else second
+        offset = store.append(upload_id, "a/b", body(piece), offset)
+        assert (first if i % 2 else second).size(upload_id, "a/b") == offset
+    # A chunk at a stale offset is refused and changes nothing.
+    with pytest.raises(errors.RangeInvalid):
+        first.append(upload_id, "a/b", body(b"x"), 5)
+    # The PUT's own chunk is the last: the digest covers every byte, and the
+    # replica that finishes saw only some of them, so it hashes what is stored.
+    second.finish(upload_id, "a/b", digest_of(data + b"tail"), body(b"tail"))
+    assert first.blobs.size(digest_of(data)) is None
+    assert first.blobs.read(digest_of(data + b"tail")) == data + b"tail"
+
+
+def test_a_failed_chunk_changes_nothing(backend: Backend, tmp_path: Path) -> None:
+    store = uploads(backend, tmp_path / "root")
+    upload_id = store.start("a/b")
+    good = os.urandom(PART + 3)
+    assert store.append(upload_id, "a/b", body(good)) == len(good)
+    short = Body(PART + 100, stream=io.BytesIO(os.urandom(PART + 50)))
+    with pytest.raises(errors.SizeInvalid):
+        store.append(upload_id, "a/b", short, len(good))
+    assert store.size(upload_id, "a/b") == len(good)
+    rest = os.urandom(2000)
+    store.append(upload_id, "a/b", body(rest), len(good))
+    store.finish(upload_id, "a/b", digest_of(good + rest), body(b""))
+    assert store.blobs.read(digest_of(good + rest)) == good + rest
+
+
+@pytest.mark.parametrize("last", [1000, 2 * PART + 5], ids=["small", "parts"])
+def test_a_failed_put_leaves_the_session_as_acknowledged(backend: Backend, tmp_path: Path,
+                                                          last: int) -> None:
+    store = uploads(backend, tmp_path / "root")
+    upload_id = store.start("a/b")
+    first = os.urandom(3000)
+    store.append(upload_id, "a/b", body(first))
+    rest = os.urandom(last)
+    whole = digest_of(first + rest)
+    short = Body(len(rest), stream=io.BytesIO(rest[:-1]))
+    with pytest.raises(errors.SizeInvalid):
+        store.finish(upload_id, "a/b", whole, short)
+    assert store.blobs.size(whole) is None
+    assert store.size(upload_id, "a/b") == len(first)
+    # Retried, on another process that has no running hash: the same answer.
+    again = uploads(backend, tmp_path / "root")
+    assert again.finish(upload_id, "a/b", whole, body(rest)) == len(first) + last
+    assert again.blobs.read(whole) == first + rest
+
+
+def test_a_wrong_digest_removes_the_session_and_shows_nothing(backend: Backend,
+                                                              tmp_path: Path) -> None:
+    store = uploads(backend, tmp_path / "root")
+    upload_id = store.start("a/b")
+    data = os.urandom(PART + 7)
+    store.append(upload_id, "a/b", body(data))
+    wrong = digest_of(b"not it")
+    with pytest.raises(errors.DigestInvalid):
+        store.finish(upload_id, "a/b", wrong, body(b""))
+    assert store.blobs.size(wrong) is None and store.blobs.size(digest_of(data)) is None
+    with pytest.raises(errors.BlobUploadUnknown):
+        store.size(upload_id, "a/b")
+
+
+def test_cancel_and_purge_remove_sessions(backend: Backend, tmp_path: Path) -> None:
+    store = uploads(backend, tmp_path / "root")
+    kept, cancelled, old = (store.start("a/b") for _ in range(3))
+    for upload_id in (kept, cancelled, old):
+        store.append(upload_id, "a/b", body(os.urandom(PART + 1)))
+    store.cancel(cancelled, "a/b")
+    with pytest.raises(errors.BlobUploadUnknown):
+        store.size(cancelled, "a/b")
+    store.max_age = 3600
+    assert store.purge(now=time.time()) == 0
+    found = {s.upload_id for s in store.abandoned(now=time.time() + 7200)}
+    assert found == {kept, old}
+    assert store.purge(now=time.time() + 7200) == 2
+    assert list(backend.list(Keys.UPLOADS)) == []
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(min_value=0, max_value=3 * MIB), min_size=1, max_size=4))
+def test_any_chunking_stores_the_bytes(backend: Backend, tmp_path: Path,
+                                       sizes: list[int]) -> None:
+    store = uploads(backend, tmp_path / "root")
+    data = os.urandom(sum(sizes))
+    upload_id = store.start("p/q")
+    offset = 0
+    for n in sizes:
+        offset = store.append(upload_id, "p/q", body(data[offset:offset + n]), offset)
+    store.finish(upload_id, "p/q", digest_of(data), body(b""))
+    assert store.blobs.read(digest_of(data)) == data
+
+
+# -- locks ----------------------------------------------------------------------------
+
+
+def test_a_lock_excludes_another_replica(make_backend: Callable[[], Backend]) -> None:
+    one, two = make_backend(), make_backend()
+    inside: list[str] = []
+    entered = threading.Event()
+
+    def hold() -> None:
+        with one.lock("locks/ab"):
+            inside.append("one-in")
+            entered.set()
+            time.sleep(0.5)
+            inside.append("one-out")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    entered.wait(10)
+    with two.lock("locks/ab"):
+        inside.append("two-in")
+    thread.join()
+    assert inside == ["one-in", "one-out", "two-in"]
+
+
+# -- what only the object store has --------------------------------------------------
+
+
+def s3_only(backend: Backend) -> Any:
+    if backend.kind != "s3":
+        pytest.skip("object store only")
+    return backend
+
+
+def test_s3_a_dead_holders_lock_is_taken_over_when_its_lease_ends(backend: Backend) -> None:
+    b = s3_only(backend)
+    b.put("locks/dead", msgpack.packb({"token": "gone", "expires": time.time() + 1.0}))
+    started = time.monotonic()
+    with b.lock("locks/dead"):
+        waited = time.monotonic() - started
+    assert 0.5 < waited < 5
+    assert b.stat("locks/dead") is None
+
+
+def test_s3_a_lock_of_a_dead_process_on_this_machine_is_taken_over_at_once(
+        backend: Backend) -> None:
+    import socket
+    import subprocess
+
+    b = s3_only(backend)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    b.put("locks/killed", msgpack.packb({"token": "t", "expires": time.time() + 60,
+                                         "host": socket.gethostname(), "pid": gone.pid}))
+    started = time.monotonic()
+    with b.lock("locks/killed"):
+        assert time.monotonic() - started < 2
+    # A live holder's lock (pid 1 is always alive) is waited for, up to the timeout.
+    b.timeout = 0.5
+    b.put("locks/alive", msgpack.packb({"token": "t", "expires": time.time() + 60,
+                                        "host": socket.gethostname(), "pid": 1}))
+    with pytest.raises(errors.Unavailable), b.lock("locks/alive"):
+        pass
+
+
+def test_s3_the_purge_aborts_orphaned_multipart_uploads(backend: Backend) -> None:
+    b = s3_only(backend)
+    orphan = b.client.create_multipart_upload(Bucket=b.bucket, Key=b.prefix + "uploads/"
+                                              + "f" * 32 + "/data")["UploadId"]
+    assert b.purge_orphans(3600) == 0
+    assert b.purge_orphans(0) >= 1
+    listed = b.client.list_multipart_uploads(Bucket=b.bucket, Prefix=b.prefix)
+    assert orphan not in [u["UploadId"] for u in listed.get("Uploads", [])]
+
+
+def test_s3_a_redirect_is_a_presigned_url_that_serves_ranges(backend: Backend) -> None:
+    b = s3_only(backend)
+    assert b.redirect_url("blobs/x") is None
+    b.redirect = True
+    data = os.urandom(5000)
+    b.put("blobs/x", data)
+    url = b.redirect_url("blobs/x")
+    assert url is not None
+    http = urllib3.PoolManager()
+    assert http.request("GET", url).data == data
+    r = http.request("GET", url, headers={"Range": "bytes=10-19"})
+    assert r.status == 206 and r.data == data[10:20]
+
+
+def test_s3_an_unreachable_store_is_unavailable_within_the_timeout(tmp_path: Path) -> None:
+    from tests.support.seaweedfs import require
+
+    require()
+    from services.storage.backends.s3 import S3Backend
+    from tests.support.processes import free_port
+
+    cfg = {"endpoint": f"http://127.0.0.1:{free_port()}", "region": "us-east-1",
+           "bucket": "b", "prefix": "", "access_key": "k", "secret_key": "s",
+           "path_style": True, "verify_tls": True, "part_size": PART, "redirect": False,
+           "timeout": 1.0, "create_bucket": True}
+    b = S3Backend(cfg, scratch=tmp_path)
+    started = time.monotonic()
+    with pytest.raises(errors.Unavailable) as info:
+        b.stat("blobs/x")
+    assert info.value.status == 503 and "Retry-After" in info.value.headers
+    ok, detail = b.ready()
+    assert not ok and detail["object_store_reachable"] is False
+    assert time.monotonic() - started < 5
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_the_s3_backend_is_configured_or_refused_by_name() -> None:
+    from shared import config
+
+    base = {"DOCKYARD_STORAGE_BACKEND": "s3"}
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.bucket: required"):
+        config.load(None, environ=base)
+    good = {**base, "DOCKYARD_STORAGE_S3_BUCKET": "b",
+            "DOCKYARD_STORAGE_S3_ENDPOINT": "http://127.0.0.1:8333",
+            "DOCKYARD_STORAGE_S3_ACCESS_KEY": "_env:KEY", "KEY": "AKIAEXAMPLE",
+            "DOCKYARD_STORAGE_S3_SECRET_KEY": "very-secret"}
+    cfg = config.load(None, environ=good)
+    assert cfg["storage"]["s3"]["access_key"] == "AKIAEXAMPLE"
+    assert cfg["storage"]["s3"]["part_size"] == 8 * MIB and cfg["storage"]["s3"]["path_style"]
+    shown = config.dump(cfg)
+    assert "AKIAEXAMPLE" not in shown and "very-secret" not in shown
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.part_size .*: must be at least"):
+        config.load(None, environ={**good, "DOCKYARD_STORAGE_S3_PART_SIZE": "1048576"})
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.endpoint: not an http URL"):
+        config.load(None, environ={**good, "DOCKYARD_STORAGE_S3_ENDPOINT": "127.0.0.1:8333"})
+    with pytest.raises(config.ConfigError, match=r"storage\.s3\.secret_key: must be set"):
+        config.load(None, environ={**base, "DOCKYARD_STORAGE_S3_BUCKET": "b",
+                                   "DOCKYARD_STORAGE_S3_ACCESS_KEY": "k"})
+    upstreams = '[{"prefix": "hub", "url": "https://registry-1.docker.io"}]'
+    with pytest.raises(config.ConfigError, match=r"not supported with storage\.backend s3"):
+        config.load(None, environ={**good, "DOCKYARD_PROXY_UPSTREAMS": upstreams})
+    assert config.load(None, environ={})["storage"]["backend"] == "filesystem"
+
+
+def test_boto3_is_imported_only_for_the_s3_backend() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys; import services.storage.app, services.cli; "
+             "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
