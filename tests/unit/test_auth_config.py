@@ -119,12 +119,13 @@ def test_external_keys_from_a_jwks_file_and_a_pem_bundle(tmp_path: Path) -> None
 
 
 def test_failed_logins_fall_back_to_memory_when_redis_does_not_answer() -> None:
-    import redis
-
+    from shared import redis_client
     from shared.auth.ratelimit import FailedLogins
     from tests.support.processes import free_port
 
-    down = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    # Made as the router makes it (no retries: a login never waits on Redis).
+    down = redis_client.connect(redis_client.from_url(f"redis://127.0.0.1:{free_port()}"),
+                                retry=None, socket_connect_timeout=0.2, socket_timeout=0.2)
     for limiter in (FailedLogins(2, 30), FailedLogins(2, 30, redis=down)):
         assert limiter.retry_after("alice", "10.0.0.1") == 0
         limiter.failed("alice", "10.0.0.1")
