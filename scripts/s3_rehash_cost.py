@@ -20,7 +20,8 @@ from pathlib import Path
 
 from services.storage.backends.filesystem import FilesystemBackend
 from services.storage.backends.s3 import S3Backend
-from services.storage.blobstore import BlobStore, Body
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import Body
 from services.storage.paths import Keys, Layout
 from services.storage.uploads import UploadStore
 from shared.validation import Digest

@@ -17,16 +17,7 @@ from typing import BinaryIO
 
 from services.storage.backends.base import Backend, Staged
 from services.storage.backends.filesystem import FilesystemBackend
-from services.storage.bodies import (  # noqa: F401 (re-exported)
-    CHUNK,
-    Body,
-    cleanup,
-    copy_stream,
-    fsync_dir,
-    fsync_file,
-    hash_file,
-    is_disk_full,
-)
+from services.storage.bodies import Body
 from services.storage.paths import Keys, Layout
 from shared import errors
 from shared.validation import Digest, parse_digest

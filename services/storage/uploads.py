@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import msgpack
 
 from services.storage.backends.base import Session as BackendSession
-from services.storage.blobstore import BlobStore, Body
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import Body
 from services.storage.paths import Keys, Layout
 from shared import errors
 from shared.validation import Digest, check_upload_id

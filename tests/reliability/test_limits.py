@@ -12,7 +12,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from services.storage.blobstore import BlobStore, Body
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import Body
 from services.storage.paths import Layout
 from services.storage.uploads import UploadStore
 from shared import errors

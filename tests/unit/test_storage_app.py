@@ -14,7 +14,8 @@ import msgpack
 import pytest
 
 from services.storage.app import create_app
-from services.storage.blobstore import BlobStore, Body
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import Body
 from services.storage.index_client import IndexClient
 from services.storage.paths import Layout
 from services.storage.uploads import UploadStore

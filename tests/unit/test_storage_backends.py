@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from services.storage.backends.base import Backend
 from services.storage.backends.filesystem import FilesystemBackend
-from services.storage.blobstore import BlobStore, Body
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import Body
 from services.storage.paths import Keys, Layout
 from services.storage.uploads import UploadStore
 from shared import errors

@@ -39,7 +39,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from services.storage.blobstore import CHUNK, BlobStore, cleanup, fsync_dir
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import CHUNK, cleanup, fsync_dir
 from services.storage.proxy.upstream import UpstreamClient, UpstreamDown
 from shared import errors
 from shared.validation import Digest

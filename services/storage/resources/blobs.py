@@ -7,7 +7,8 @@ from typing import BinaryIO
 
 import falcon
 
-from services.storage.blobstore import CHUNK, BlobStore
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import CHUNK
 from services.storage.notifier import Notifier
 from services.storage.resources.common import check_deletes
 from shared import errors

@@ -6,7 +6,7 @@ import re
 
 import falcon
 
-from services.storage.blobstore import Body
+from services.storage.bodies import Body
 from services.storage.paths import Layout
 from shared import errors
 from shared.shared_disk_headers import SPOOL_FILE, SPOOL_LENGTH
