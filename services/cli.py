@@ -84,7 +84,7 @@ def serve(config_path: str | None, host: str, port: int, data_dir: str,
     from services.gc.serve_file import write_serve_file
 
     write_serve_file(Path(data_dir).resolve(), addresses, children_root(children),
-                     config_path)
+                     config_path, cfg["storage"]["backend"])
     sys.exit(supervisor.run(children, cfg["http"]["drain_timeout"]))
 
 

@@ -47,6 +47,15 @@ def apply_data_dir(config: dict[str, Any], data_dir: Path) -> None:
     except (OSError, ValueError):
         raise ConfigError(f"{data_dir}: no {SERVE_FILE}; is `dockyard serve --data-dir "
                           f"{data_dir}` running (or has it run)?") from None
+    # The file records serve's configuration file, not its environment: a backend
+    # chosen by DOCKYARD_* variables that this shell lacks would point the command
+    # at an empty local root (and fsck --repair at deleting every index entry).
+    backend = served.get("storage_backend", "filesystem")
+    if backend != config["storage"]["backend"]:
+        raise ConfigError(
+            f"storage.backend: `dockyard serve --data-dir {data_dir}` runs with {backend!r}, "
+            f"this command's configuration says {config['storage']['backend']!r}; run it "
+            "with serve's DOCKYARD_* variables or --config")
     config["storage"]["root"] = served.get("storage_root") or str(data_dir / "storage")
     if not config["gc"]["redis_url"] and not config["index"]["redis"]["url"]:
         config["gc"]["redis_url"] = served["redis"]

@@ -16,7 +16,8 @@ SERVE_FILE = "serve.json"
 
 
 def write_serve_file(data_dir: Path, addresses: dict[str, Any], storage_root: str,
-                     config_path: str | None = None) -> None:
+                     config_path: str | None = None,
+                     storage_backend: str = "filesystem") -> None:
     """Written by `dockyard serve`: where its parts listen, and the configuration file
     it runs with, for `dockyard gc --data-dir` and the other admin commands."""
     path = data_dir / SERVE_FILE
@@ -25,6 +26,7 @@ def write_serve_file(data_dir: Path, addresses: dict[str, Any], storage_root: st
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps({**addresses, "storage_root": storage_root,
+                            "storage_backend": storage_backend,
                             "config": str(Path(config_path).resolve()) if config_path
                             else ""}))
     os.replace(tmp, path)
