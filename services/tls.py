@@ -211,6 +211,13 @@ def _child_class() -> type:
                     and self.process.poll() is None and self.terminator.check(now)):
                 reload(self.process.pid)
 
+        def stop(self) -> None:
+            # SIGTERM is haproxy's hard stop, which would cut the HTTPS requests
+            # in flight; SIGUSR1 is its soft stop: close the listener, let each
+            # connection finish its request, then exit (the drain, haproxy's way).
+            if self.process is not None and self.process.poll() is None:
+                self.process.send_signal(signal.SIGUSR1)
+
     return TerminatorChild
 
 
