@@ -407,7 +407,10 @@ class S3Backend:
                 if upload["Initiated"].timestamp() > cutoff:
                     continue
                 key = upload["Key"][len(self.prefix):]
-                if self._session_names(key, upload["UploadId"]):
+                # Only this registry's keys: a bucket may be shared with other
+                # prefixes (``reg`` lists ``reg2/...`` too) or other tools.
+                if not key.startswith((Keys.UPLOADS, Keys.BLOBS)) \
+                        or self._session_names(key, upload["UploadId"]):
                     continue
                 with contextlib.suppress(NotFound):
                     self.call("abort_multipart_upload", Key=key, UploadId=upload["UploadId"])

@@ -78,12 +78,13 @@ class Leases:
                 if float(lease["expires"]) < time.time() or _died_here(lease):
                     return self._b.put(key, self._lease(token), IfMatch=str(answer["ETag"]))
             except (NotFound, PreconditionFailed):
-                continue
+                pass  # released or taken meanwhile: try again, within the deadline
             except (ValueError, KeyError, TypeError):
                 log.warning("object store: lock %s holds no lease; replacing it", key)
                 with contextlib.suppress(NotFound):
                     self._b.call("delete_object", Key=key)
-                continue
+            # Every way round the loop passes here: under churn it still backs off
+            # and gives up at the deadline.
             if time.monotonic() + delay > deadline:
                 raise errors.Unavailable("busy: another request holds this upload or "
                                          "manifest; retry", retry_after=1)

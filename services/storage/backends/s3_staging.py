@@ -142,7 +142,10 @@ class S3Session:
         parts = [dict(p) for p in state["parts"]]
         tail = self._tail()
         # A part at most: what is left of the body after it fills one goes in the next.
-        buf = bytearray(min(b.part_size, len(tail) + body.length))
+        # A tail left by a replica with a larger part_size (a configuration being
+        # rolled out) makes this session's parts larger too, never a failed chunk.
+        part_size = max(b.part_size, len(tail) + 1)
+        buf = bytearray(min(part_size, len(tail) + body.length))
         view = memoryview(buf)
         view[:len(tail)] = tail
         filled = len(tail)
@@ -153,12 +156,12 @@ class S3Session:
         try:
             remaining = body.length
             while remaining:
-                n = read_into(src, view[filled:filled + min(remaining, b.part_size - filled)])
+                n = read_into(src, view[filled:filled + min(remaining, part_size - filled)])
                 if hasher is not None:
                     hasher.update(view[filled:filled + n])
                 filled += n
                 remaining -= n
-                if filled == b.part_size:
+                if filled == part_size:
                     if state["mpu"] is None:
                         state["mpu"] = created = b.call("create_multipart_upload",
                                                          Key=data_key)["UploadId"]

@@ -85,17 +85,16 @@ class BlobResource:
             resp.set_header(ACCEL_LENGTH, str(length))
             resp.content_length = 0
             return
+        # A local file read to its end is opened as a plain file, which waitress's
+        # wsgi.file_wrapper sends in large reads; a slice reader would not qualify.
+        to_end = first + length == size and path is not None
         try:
-            f = self._blobs.open(d, first, length)
+            f = self._blobs.open(d, first, None if to_end else length)
         except FileNotFoundError:
             # Gone since it was found: a collection (filesystem), or an object removed
             # from the bucket behind dockyard's back.
             raise errors.BlobUnknown(detail={"digest": str(d)}) from None
-        if first + length == size and path is not None:
-            # A file to the end goes out through waitress's wsgi.file_wrapper.
-            resp.stream = f
-        else:
-            resp.stream = _file_range(f, length)
+        resp.stream = f if to_end else _file_range(f, length)
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         self.on_get(req, resp, name, digest)
