@@ -326,9 +326,14 @@ class S3Backend:
     def redirect_url(self, key: str) -> str | None:
         if not self.redirect:
             return None
-        return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key},
-            ExpiresIn=URL_LIFETIME))
+        try:
+            return str(self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key},
+                ExpiresIn=URL_LIFETIME))
+        except BotoCoreError as e:  # no credentials to sign with, say
+            log.warning("object store: presigning %s failed: %s", key, e)
+            raise errors.Unavailable("object store: cannot presign",
+                                     retry_after=RETRY_AFTER) from None
 
     def local_path(self, key: str) -> Path | None:
         return None
