@@ -98,7 +98,9 @@ SCHEMA: dict[str, Any] = {
     },
     "storage": {
         "listen": Key(str, "127.0.0.1:5100", "internal address, host:port"),
-        "root": Key(str, "./dockyard-data/storage", "directory that holds every byte"),
+        "root": Key(str, "./dockyard-data/storage", "directory of blobs, links and "
+                    "uploads; with storage.backend s3 only this replica's scratch (tmp/) "
+                    "and cached usage (gc/)"),
         "index_urls": Key(list, ["http://127.0.0.1:5200"], "index services to record manifests"),
         "delete_enabled": Key(bool, True, "allow DELETE of blobs and manifests"),
         "upload_max_age": Key(int, 86400, "seconds before an abandoned upload is purged",
@@ -309,10 +311,15 @@ def _yaml_value(raw: str, where: str) -> Any:
         raise ConfigError(f"{where}: not a valid YAML value: {raw[:100]!r}") from None
 
 
-def _expand_legacy_env(value: Any, environ: dict[str, str], where: str) -> Any:
+def _expand_legacy_env(value: Any, environ: dict[str, str], where: str, key: Key) -> Any:
+    """`_env:NAME[:default]`: the variable's text, read as YAML for a typed key but
+    taken as it is for a string one, so a secret such as ``0123``, ``yes`` or
+    ``*x`` is never changed or refused."""
     if isinstance(value, str) and value.startswith("_env:"):
         name, _, default = value[len("_env:"):].partition(":")
         raw = environ.get(name, default)
+        if key.type is str:
+            return raw
         return _yaml_value(raw, where) if raw != "" else ""
     return value
 
@@ -453,7 +460,8 @@ def _merge(schema: dict[str, Any], target: dict[str, Any], data: Any, prefix: st
         if isinstance(spec, dict):
             _merge(spec, target[k], v if v is not None else {}, path, environ)
         else:
-            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ, path), environ)
+            target[k] = _coerce(path, spec, _expand_legacy_env(v, environ, path, spec),
+                                environ)
 
 
 def load(path: str | os.PathLike[str] | None = None,
@@ -486,8 +494,8 @@ def load(path: str | os.PathLike[str] | None = None,
         section = cfg
         for part in keypath[:-1]:
             section = section[part]
-        section[keypath[-1]] = _coerce(where, spec, _expand_legacy_env(value, environ, where),
-                                       environ)
+        section[keypath[-1]] = _coerce(
+            where, spec, _expand_legacy_env(value, environ, where, spec), environ)
     _check_values(cfg)
     return cfg
 

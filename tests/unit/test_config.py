@@ -193,3 +193,17 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("a: [\n")
     with pytest.raises(config.ConfigError):
         config.load(bad, environ={})
+
+
+@pytest.mark.parametrize("secret", ["0123", "yes", "12:30", "*alias", "&x", "!tag", "[1]"])
+def test_an_env_reference_of_a_string_key_is_taken_as_written(tmp_path: Path,
+                                                              secret: str) -> None:
+    """`_env:` of a string key (a password, an S3 secret) is the variable's text:
+    never read as YAML, so no secret is changed (octal, base 60) or refused."""
+    f = tmp_path / "c.yml"
+    f.write_text("index: {redis: {password: '_env:PW'}}\n"
+                 "storage: {s3: {secret_key: '_env:S3S'}, threads: '_env:N'}\n")
+    cfg = config.load(f, environ={"PW": secret, "S3S": secret, "N": "4"})
+    assert cfg["index"]["redis"]["password"] == secret
+    assert cfg["storage"]["s3"]["secret_key"] == secret
+    assert cfg["storage"]["threads"] == 4  # a typed key is still read as YAML
