@@ -42,6 +42,15 @@ def dockyard(request: pytest.FixtureRequest) -> Dockyard:
     return request.getfixturevalue(f"{request.param}_dockyard")
 
 
+@pytest.fixture(scope="session")
+def client(dockyard: Dockyard) -> RegistryClient:
+    """The session client of this backend's registry. Defined here, not only in
+    tests/conftest.py: a suite that ran first (access, e2e) has cached the root
+    `client` of the unparametrized registry, which pytest would hand to every
+    backend's tests of this directory."""
+    return RegistryClient(dockyard.url)
+
+
 @pytest.fixture
 def repo() -> str:
     return unique_repo()
