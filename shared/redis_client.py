@@ -128,6 +128,34 @@ class ReplicaAck:
         return results
 
 
+def index_url(config: dict[str, Any]) -> str:
+    """The index's Redis, as a URL (``redis+sentinel://`` for a Sentinel setup), for a
+    process other than the index: the collector, and storage on an object store."""
+    from shared.config import ConfigError
+
+    section = config["index"]["redis"]
+    url = (config["gc"]["redis_url"]
+           or (to_url(from_section(section)) if section["sentinels"] or section["url"]
+               else "")
+           or config["storage"]["events_url"])
+    if not url:
+        raise ConfigError("gc.redis_url: the collector's fences need the index's Redis; "
+                          "set gc.redis_url (or index.redis.url, or storage.events_url), "
+                          "or use --data-dir")
+    return url
+
+
+def index_client(config: dict[str, Any], **kwargs: Any) -> tuple[redis.Redis, ReplicaAck]:
+    """A client of the index's Redis (`index_url`), and the replica acknowledgement
+    the index's own writes wait for. `kwargs` are redis-py connection options."""
+    section = config["index"]["redis"]
+    source = from_url(index_url(config))
+    if section["password"] and not source.password and not source.uses_sentinel:
+        source = RedisSource(url=source.url, password=section["password"])
+    ack = ReplicaAck(section["min_replicas_ack"], section["replica_ack_timeout"])
+    return connect(source, **kwargs), ack
+
+
 __all__ = ["COMMAND_RETRY", "DEFAULT_URL", "RedisSource", "ReplicaAck",
-           "ReplicationUnconfirmed", "connect", "from_section", "from_url", "is_retryable",
-           "parse_address", "to_url"]
+           "ReplicationUnconfirmed", "connect", "from_section", "from_url", "index_client",
+           "index_url", "is_retryable", "parse_address", "to_url"]

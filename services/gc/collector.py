@@ -46,6 +46,12 @@ something no tag reaches, in an order in which nothing kept ever names a
 missing file: kill -9 at any point leaves every tagged image whole, and the
 next run deletes what this one did not. Locks are flocks, released by the
 kernel when the collector dies.
+
+**On an object store** the fences are `services.storage.redis_fences`: touch
+times kept in the index's Redis instead of mtimes, dooms instead of exclusive
+stripes, and leases instead of flocks. The argument above holds word for word
+with "touched" read as "its touch recorded in Redis" and "under the lock" as
+"ordered against the doom by Redis".
 """
 
 from __future__ import annotations
@@ -62,8 +68,8 @@ from services.index.store import IndexStore
 from services.storage import inventory
 from services.storage import manifest_format as mf
 from services.storage.blobstore import BlobStore
-from services.storage.fences import mtime_ns, unlink_all
 from services.storage.inventory import FileInfo
+from services.storage.paths import Keys
 from services.storage.uploads import UploadStore
 from shared import errors
 from shared.validation import parse_digest
@@ -131,6 +137,11 @@ class Collector:
             self._sweep_layers(snapshot, marks, cutoff, report, dry_run)
             self._sweep_blobs(snapshot, marks, cutoff, report, dry_run)
             self._sweep_uploads(start_ns / NS, report, dry_run)
+            if not dry_run:
+                # A touch older than this compares as the object's own last write
+                # does, for this run's cutoff and any later one's (even a grace of
+                # up to twice this one's).
+                self.fences.prune(cutoff - int(self.settings.grace * NS))
             self.snapshot, self.marks = snapshot, marks
             self.progress.done()
             report.finished = time.time()
@@ -234,21 +245,23 @@ class Collector:
 
     def _delete_manifests(self, batch: list[tuple[str, graph.Node]],
                           cutoff: int) -> list[tuple[str, graph.Node]]:
-        """As a manifest DELETE does, for a batch: under the manifests' locks and their
-        blob stripes, the index entries first (one round trip), then the links. A
-        manifest whose link a writer touched since the mark (a PUT of it, or of an
-        index naming it) is skipped."""
-        digests = [(name, parse_digest(node.digest)) for name, node in batch]
-        with self.fences.holding(self.layout.manifest_lock(n, d) for n, d in digests), \
-                self.fences.holding(self.layout.blob_lock(d) for _, d in digests):
-            doomed = [(item, d) for item, (n, d) in zip(batch, digests, strict=True)
-                      if (mtime_ns(self.layout.manifest_link(n, d)) or 0) < cutoff]
+        """As a manifest DELETE does, for a batch: holding what writers of the links
+        take (`fences.claim`), the index entries first (one round trip), then the
+        links. A manifest whose link a writer touched since the mark (a PUT of it,
+        or of an index naming it) is skipped."""
+        links = [FileInfo(d, 0, node.mtime_ns or 0, node.digest, "",
+                          Keys.manifest_link(name, d))
+                 for name, node in batch for d in [parse_digest(node.digest)]]
+        locks = [Keys.manifest_lock(name, link.digest)
+                 for (name, _), link in zip(batch, links, strict=True)]
+        with self.fences.claim(links, cutoff, locks) as untouched:
+            doomed = [(item, link) for item, link, ok in zip(batch, links, untouched,
+                                                              strict=True) if ok]
             self.index.delete_manifests(
                 [(n, node.digest, node.subject) for (n, node), _ in doomed],
                 [self.events.manifest_removed(n, node.digest) for (n, node), _ in doomed])
-            unlink_all([self.layout.manifest_link(name, digest)
-                        for (name, _), digest in doomed])
-        # The index's events went out before the unlinks: announce them again.
+            self.fences.delete_claimed([link.key for _, link in doomed])
+        # The index's events went out before the deletes: announce them again.
         for name in {name for (name, _), _ in doomed}:
             self.index.repository_changed(name)
         return [item for item, _ in doomed]
@@ -260,7 +273,7 @@ class Collector:
                   and link.mtime_ns < cutoff]
         self.progress.phase("layer links", len(doomed))
         sizes = [0] * len(doomed) if dry_run else self.fences.remove_all_if_untouched(
-            [(link.digest, link.path) for _, link in doomed], cutoff)
+            [link for _, link in doomed], cutoff)
         for (name, link), size in zip(doomed, sizes, strict=True):
             if size is None:
                 report.spared += 1
@@ -274,7 +287,7 @@ class Collector:
                   if b.name not in marks.blobs and b.mtime_ns < cutoff]
         self.progress.phase("blobs deleted", len(doomed))
         sizes = [b.size for b in doomed] if dry_run else self.fences.remove_all_if_untouched(
-            [(b.digest, b.path) for b in doomed], cutoff)
+            doomed, cutoff)
         for blob, size in zip(doomed, sizes, strict=True):
             if size is None:
                 report.spared += 1

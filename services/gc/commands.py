@@ -47,15 +47,6 @@ def load(config_path: str | None, data_dir: str | None) -> dict[str, Any]:
     return cfg
 
 
-def refuse_deletes(cfg: dict[str, Any], job: str) -> None:
-    from services.gc import runtime
-
-    try:
-        runtime.check_deletes_supported(cfg, job)
-    except config_mod.ConfigError as e:
-        raise click.ClickException(f"configuration error: {e}") from None
-
-
 def print_summary(report: Report) -> None:
     verb = "would delete" if report.dry_run else "deleted"
     counts = report.summary()["counts"]
@@ -90,7 +81,6 @@ def gc_command(config_path: str | None, data_dir: str | None, dry_run: bool,
     if nice:
         os.nice(nice)
     cfg = load(config_path, data_dir)
-    refuse_deletes(cfg, "garbage collection")
     overrides: dict[str, Any] = {}
     if grace is not None:
         overrides["grace"] = float(max(grace, 0))
@@ -221,8 +211,6 @@ def fsck_command(config_path: str | None, data_dir: str | None, repair: bool,
     from services.gc.fsck import Fsck
 
     cfg = load(config_path, data_dir)
-    if repair:
-        refuse_deletes(cfg, "fsck --repair")
     collector = runtime.collector(cfg, progress=None if as_json else Terminal())
     findings = Fsck(collector).run(repair=repair)
     for f in findings:

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 from services.gc.collector import Collector, Snapshot
 from services.storage.bodies import CHUNK
-from services.storage.paths import Keys
 from shared.validation import Digest, parse_digest
 
 
@@ -73,9 +72,10 @@ class Fsck:
             if actual != info.digest.hex:
                 repaired = False
                 if repair:
-                    with self.c.fences.blob(info.digest, exclusive=True):
-                        if self._hash(info.digest) != info.digest.hex:
-                            self.c.blobs.backend.delete(Keys.blob(info.digest))
+                    # Claimed whatever writers touched: corrupt bytes serve no one.
+                    with self.c.fences.claim([info], None) as held:
+                        if held[0] and self._hash(info.digest) != info.digest.hex:
+                            self.c.fences.delete_claimed([info.key])
                             repaired = True
                     snap.sizes.pop(info.name, None)
                 findings.append(Finding("blob-corrupt", "", info.name,
@@ -151,9 +151,10 @@ class Fsck:
                     continue
                 repaired = False
                 if repair:
-                    with self.c.fences.blob(link.digest, exclusive=True):
-                        if self.c.blobs.size(link.digest) is None:
-                            repaired = self.c.blobs.unlink_layer(name, link.digest)
+                    with self.c.fences.claim([link], None) as held:
+                        if held[0] and self.c.blobs.size(link.digest) is None:
+                            self.c.fences.delete_claimed([link.key])
+                            repaired = True
                 findings.append(Finding("layer-link-dangling", name, link.name,
                                         "", repaired))
         return findings

@@ -21,7 +21,7 @@ from services.gc.report import Progress, Report, save_summary
 from services.gc.serve_file import SERVE_FILE, write_serve_file  # noqa: F401 (re-exported)
 from services.index.read_model import IndexReader
 from services.index.store import IndexStore
-from services.storage.backends import UNSUPPORTED_ON_S3, is_object_store, open_backend
+from services.storage.backends import is_object_store, open_backend
 from services.storage.blobstore import BlobStore
 from services.storage.paths import Layout
 from shared import redis_client
@@ -63,15 +63,7 @@ def apply_data_dir(config: dict[str, Any], data_dir: Path) -> None:
 
 def redis_url(config: dict[str, Any]) -> str:
     """The index's Redis, as a URL (``redis+sentinel://`` for a Sentinel setup)."""
-    section = config["index"]["redis"]
-    url = (config["gc"]["redis_url"]
-           or (redis_client.to_url(redis_client.from_section(section))
-               if section["sentinels"] or section["url"] else "")
-           or config["storage"]["events_url"])
-    if not url:
-        raise ConfigError("gc.redis_url: the collector needs the index's Redis; set "
-                          "gc.redis_url (or index.redis.url), or use --data-dir")
-    return url
+    return redis_client.index_url(config)
 
 
 def settings(config: dict[str, Any]) -> Settings:
@@ -86,31 +78,19 @@ def settings(config: dict[str, Any]) -> Settings:
                     policies=policies, upload_max_age=config["storage"]["upload_max_age"])
 
 
-def check_deletes_supported(config: dict[str, Any], job: str) -> None:
-    """A collection, and fsck's repairs, delete under the fences: file mtimes as the
-    writers' clock and flocks (`services.storage.fences`). An object store has
-    neither, so they refuse; reading everything (usage, fsck's checks) works."""
-    if is_object_store(config):
-        raise ConfigError(f"storage.backend: {job} is {UNSUPPORTED_ON_S3}")
-
-
 def collector(config: dict[str, Any], *, progress: Progress | None = None,
               overrides: dict[str, Any] | None = None) -> Collector:
-    """The collector of `config`'s storage; its `read` (usage, fsck) works on every
-    backend, its `run` only where `check_deletes_supported` passes."""
+    """The collector of `config`'s storage, on either backend (with S3, its fences
+    are in the index's Redis: `services.storage.redis_fences`)."""
     layout = Layout(config["storage"]["root"])
     layout.create(scratch_only=is_object_store(config))
-    section = config["index"]["redis"]
-    source = redis_client.from_url(redis_url(config))
-    if section["password"] and not source.password and not source.uses_sentinel:
-        source = redis_client.RedisSource(url=source.url, password=section["password"])
-    client = redis_client.connect(source, socket_timeout=30, socket_connect_timeout=5)
-    prefix = section["key_prefix"]
+    # Index writes wait for the replicas the index's own writes wait for.
+    client, ack = redis_client.index_client(config, socket_timeout=30,
+                                            socket_connect_timeout=5)
+    prefix = config["index"]["redis"]["key_prefix"]
     chosen = settings(config)
     if overrides:
         chosen = Settings(**{**chosen.__dict__, **overrides})
-    # Index writes wait for the replicas the index's own writes wait for.
-    ack = redis_client.ReplicaAck(section["min_replicas_ack"], section["replica_ack_timeout"])
     groups = tuple(e["name"] for e in config["notifications"]["endpoints"])
     return Collector(BlobStore(layout, open_backend(config, layout)),
                      IndexStore(client, prefix, ack, groups),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import falcon
@@ -86,11 +85,7 @@ def create_app(config: dict[str, Any], *, index: IndexClient | None = None,
     admin.install(app, routing.API)
 
     add_health_routes(app, blobs.backend.ready)
-    if start_background and config["gc"]["interval"] > 0 and is_object_store(config):
-        logging.getLogger("dockyard.storage").warning(
-            "gc.interval: garbage collection is not supported with storage.backend s3; "
-            "no background collection runs")
-    elif start_background and config["gc"]["interval"] > 0:
+    if start_background and config["gc"]["interval"] > 0:
         from services.gc.background import Background
 
         Background(config, metrics).start()

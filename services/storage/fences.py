@@ -24,6 +24,10 @@ included.
    collector reads the index, and every touch after it carries an mtime of
    *T* or later (file times come from the kernel's one clock). A gate lock
    in front of the commit lock keeps a stream of PUTs from starving it.
+
+An object store has neither mtimes a writer can set nor flocks:
+`redis_fences` keeps the same three guarantees in the index's Redis, behind
+the same methods (`claim`, `remove_all_if_untouched`, `barrier`, ...).
 """
 
 from __future__ import annotations
@@ -32,12 +36,28 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from services.storage.paths import Layout
 from shared.validation import Digest
+
+
+class Listed(Protocol):
+    """What the collector knows of a candidate (`inventory.FileInfo`)."""
+
+    @property
+    def digest(self) -> Digest: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
 
 UNLINK_THREADS = 8
 
@@ -146,19 +166,34 @@ class Fences:
                 stack.enter_context(_flock(path, fcntl.LOCK_EX))
             yield
 
-    def remove_all_if_untouched(self, items: list[tuple[Digest, str | Path]],
+    @contextlib.contextmanager
+    def claim(self, items: Sequence[Listed], cutoff: int | None,
+              locks: Sequence[str] = ()) -> Iterator[list[bool]]:
+        """Hold, exclusively, `locks` (keys of `paths.Keys`: manifest stripes) and the
+        blob stripes of `items`, and say which items no writer touched since `cutoff`
+        (every one that exists, when None). Delete them inside (`delete_claimed`)."""
+        with self.holding(self.layout.path(k) for k in locks), \
+                self.holding(self.layout.blob_lock(item.digest) for item in items):
+            yield [_untouched(self.layout.path(item.key), cutoff) for item in items]
+
+    def delete_claimed(self, keys: list[str]) -> None:
+        """Delete keys `claim` said were untouched, inside the claim."""
+        unlink_all([self.layout.path(k) for k in keys])
+
+    def remove_all_if_untouched(self, items: Sequence[Listed],
                                 cutoff: int) -> list[int | None]:
-        """`remove_if_untouched` of many, taking each blob stripe once for all of its
-        items; returns, per item, the bytes it held or None."""
+        """Delete every item (a blob, or a link to its digest) untouched since `cutoff`,
+        taking each blob stripe once for all of its items; returns, per item, the
+        bytes it held or None when it was kept or gone."""
         by_stripe: dict[Path, list[int]] = {}
-        for i, (digest, _) in enumerate(items):
-            by_stripe.setdefault(self.layout.blob_lock(digest), []).append(i)
+        for i, item in enumerate(items):
+            by_stripe.setdefault(self.layout.blob_lock(item.digest), []).append(i)
         result: list[int | None] = [None] * len(items)
 
         def sweep(stripe: Path) -> None:
             with _flock(stripe, fcntl.LOCK_EX):
                 for i in by_stripe[stripe]:
-                    result[i] = _unlink_if_older(items[i][1], cutoff)
+                    result[i] = _unlink_if_older(items[i].path, cutoff)
 
         # An unlink waits on the disk's journal, not the CPU: several stripes at
         # once keep the disk busy (each stripe still held by one thread alone).
@@ -173,6 +208,9 @@ class Fences:
         with self.blob(digest, exclusive=True):
             return _unlink_if_older(path, cutoff)
 
+    def prune(self, before_ns: int) -> None:
+        """Nothing to forget: a file's mtime is its own record."""
+
 
 def unlink_all(paths: list[Path]) -> None:
     """Unlink files concurrently (see `remove_all_if_untouched`); missing ones are fine.
@@ -183,6 +221,11 @@ def unlink_all(paths: list[Path]) -> None:
 
     with ThreadPoolExecutor(max_workers=UNLINK_THREADS) as pool:
         list(pool.map(unlink, paths))
+
+
+def _untouched(path: Path, cutoff: int | None) -> bool:
+    when = mtime_ns(path)
+    return when is not None and (cutoff is None or when < cutoff)
 
 
 def _unlink_if_older(path: str | Path, cutoff: int) -> int | None:

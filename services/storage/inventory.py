@@ -38,7 +38,8 @@ class FileInfo:
     size: int
     mtime_ns: int
     name: str     # the digest as text, "<algorithm>:<hex>"
-    path: str
+    path: str     # where the backend has it: a file, or (object store) the key
+    key: str      # its key (`paths.Keys`), the same on every backend
 
 
 def _scan(path: os.PathLike[str] | str) -> list[os.DirEntry[str]]:
@@ -75,7 +76,8 @@ def _walked_blobs(layout: Layout) -> Iterator[FileInfo]:
                 except FileNotFoundError:
                     continue
                 yield FileInfo(digest, st.st_size, st.st_mtime_ns,
-                               f"{algorithm.name}:{entry.name}", entry.path)
+                               f"{algorithm.name}:{entry.name}", entry.path,
+                               Keys.blob(digest))
 
 
 def repositories(layout: Layout, backend: Backend | None = None) -> list[str]:
@@ -94,7 +96,7 @@ def repositories(layout: Layout, backend: Backend | None = None) -> list[str]:
     return sorted(found)
 
 
-def _links(directory: os.PathLike[str]) -> Iterator[FileInfo]:
+def _links(directory: os.PathLike[str], prefix: str) -> Iterator[FileInfo]:
     for algorithm in _scan(directory):
         for entry in _scan(algorithm.path):
             digest = _digest(algorithm.name, entry.name)
@@ -105,21 +107,21 @@ def _links(directory: os.PathLike[str]) -> Iterator[FileInfo]:
             except FileNotFoundError:
                 continue
             yield FileInfo(digest, st.st_size, st.st_mtime_ns, f"{algorithm.name}:{entry.name}",
-                           entry.path)
+                           entry.path, f"{prefix}{algorithm.name}/{entry.name}")
 
 
 def layer_links(layout: Layout, name: str, backend: Backend | None = None
                 ) -> Iterator[FileInfo]:
     if backend is not None and backend.local_path(Keys.REPOSITORIES) is None:
         return _listed_links(backend, Keys.layer_links(name))
-    return _links(layout.repository(name) / "_layers")
+    return _links(layout.repository(name) / "_layers", Keys.layer_links(name))
 
 
 def manifest_links(layout: Layout, name: str, backend: Backend | None = None
                    ) -> Iterator[FileInfo]:
     if backend is not None and backend.local_path(Keys.REPOSITORIES) is None:
         return _listed_links(backend, Keys.manifest_links(name))
-    return _links(layout.repository(name) / "_manifests")
+    return _links(layout.repository(name) / "_manifests", Keys.manifest_links(name))
 
 
 # -- an object store: keys listed by prefix -------------------------------------------
@@ -134,7 +136,8 @@ def _listed_blobs(backend: Backend) -> Iterator[FileInfo]:
         digest = _digest(algorithm, hexpart)
         if digest is None or hexpart[:2] != prefix:
             continue
-        yield FileInfo(digest, info.size, info.mtime_ns, f"{algorithm}:{hexpart}", info.key)
+        yield FileInfo(digest, info.size, info.mtime_ns, f"{algorithm}:{hexpart}", info.key,
+                       info.key)
 
 
 def _listed_repositories(backend: Backend) -> list[str]:
@@ -155,4 +158,4 @@ def _listed_links(backend: Backend, prefix: str) -> Iterator[FileInfo]:
         digest = _digest(algorithm, hexpart)
         if digest is not None:
             yield FileInfo(digest, info.size, info.mtime_ns, f"{algorithm}:{hexpart}",
-                           info.key)
+                           info.key, info.key)

@@ -103,6 +103,12 @@ class Keys:
         return f"uploads/{upload_id}/{part}"
 
     @staticmethod
+    def collectable(key: str) -> bool:
+        """Whether the collector may delete `key`: a blob, a layer or manifest link."""
+        return key.startswith("blobs/") or (
+            key.startswith("repositories/") and ("/_layers/" in key or "/_manifests/" in key))
+
+    @staticmethod
     def manifest_lock(name: str, digest: Digest) -> str:
         stripe = hashlib.sha256(f"{name}@{digest}".encode()).hexdigest()[:2]
         return f"locks/{stripe}"

@@ -3,6 +3,8 @@ and the rows of distribution's garbage-collection bugs.
 
 The module has a dockyard of its own: collections with no grace period would
 delete what other tests of the shared session registry are in the middle of.
+It runs once per storage backend: on a directory, and on S3 (a bucket of the
+session SeaweedFS), where the collector's fences live in Redis.
 """
 
 from __future__ import annotations
@@ -24,14 +26,29 @@ from tests.integration.helpers import (
     service_url,
     unique_repo,
 )
+from tests.support import seaweedfs as seaweed
 from tests.support.processes import VENV_BIN, Dockyard
 from tests.support.registry_client import RegistryClient, sha256
+from tests.support.seaweedfs import SeaweedServer
 
 
-@pytest.fixture(scope="module")
-def gc_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
+def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+    """The environment of a dockyard on `backend`: nothing for a directory, a fresh
+    bucket of the session SeaweedFS for s3."""
+    if backend == "filesystem":
+        return {}
+    if not seaweed.backend_available():
+        pytest.skip(seaweed.NO_BACKEND)
+    weed: SeaweedServer = request.getfixturevalue("seaweedfs")
+    return seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("gc"),
+                                part_size=seaweed.MIN_PART_SIZE)
+
+
+@pytest.fixture(scope="module", params=["filesystem", "s3"])
+def gc_dockyard(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
     server = Dockyard(tmp_path_factory.mktemp("gc") / "data",
-                      env={"DOCKYARD_GC_INTERVAL": "0"})
+                      env={"DOCKYARD_GC_INTERVAL": "0", **backend_env(request, request.param)})
     server.start()
     try:
         yield server
@@ -44,10 +61,15 @@ def gc_client(gc_dockyard: Dockyard) -> RegistryClient:
     return RegistryClient(gc_dockyard.url)
 
 
+def cli(d: Dockyard, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`dockyard ARGS --data-dir` of `d`, with `d`'s environment (its backend's)."""
+    return subprocess.run([str(VENV_BIN / "dockyard"), *args, "--data-dir", str(d.data_dir)],
+                          env={**os.environ, **d.env}, capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
 def run_gc(d: Dockyard, *args: str) -> dict[str, Any]:
-    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir", str(d.data_dir),
-                          "--grace", "0", "--json", *args],
-                         capture_output=True, text=True, timeout=120)
+    out = cli(d, "gc", "--grace", "0", "--json", *args)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -59,6 +81,18 @@ def deleted(report: dict[str, Any], kind: str) -> set[str]:
 def blob_path(d: Dockyard, digest: str) -> Path:
     algorithm, hexpart = digest.split(":")
     return d.data_dir / "storage" / "blobs" / algorithm / hexpart[:2] / hexpart
+
+
+def stored(d: Dockyard, digest: str) -> bool:
+    """Whether the blob's bytes are in `d`'s storage: its file, or its object."""
+    bucket = seaweed.bucket_of(d.env)
+    if bucket is None:
+        return blob_path(d, digest).exists()
+    access, name, prefix = bucket
+    algorithm, hexpart = digest.split(":")
+    found = access.client().list_objects_v2(
+        Bucket=name, Prefix=f"{prefix}blobs/{algorithm}/{hexpart[:2]}/{hexpart}")
+    return bool(found.get("Contents"))
 
 
 def image_digests(body: bytes) -> list[str]:
@@ -84,13 +118,13 @@ def test_unreferenced_blobs_go_and_tagged_images_stay(gc_dockyard: Dockyard,
 
     dry = run_gc(gc_dockyard, "--dry-run")
     assert {*image_digests(gone), gone_digest, orphan} <= deleted(dry, "blob")
-    assert blob_path(gc_dockyard, orphan).exists()
+    assert stored(gc_dockyard, orphan)
 
     report = run_gc(gc_dockyard)
     assert deleted(report, "blob") == deleted(dry, "blob")
     assert report["bytes"] == dry["bytes"] > 0
     for digest in (*image_digests(gone), gone_digest, orphan):
-        assert not blob_path(gc_dockyard, digest).exists()
+        assert not stored(gc_dockyard, digest)
     assert_pulls(gc_client, name, "keep", kept)
     assert_pulls(gc_client, name, kept_digest, kept)
     # A second run finds nothing more.
@@ -108,7 +142,7 @@ def test_untagged_manifests_follow_the_policy(gc_dockyard: Dockyard,
     report = run_gc(gc_dockyard, "--untagged-max-age", "0")
     assert old_digest in deleted(report, "manifest")
     assert gc_client.get_manifest(name, old_digest).status == 404
-    assert not blob_path(gc_dockyard, image_digests(old)[1]).exists()
+    assert not stored(gc_dockyard, image_digests(old)[1])
     assert_pulls(gc_client, name, "latest", new)
 
 
@@ -156,7 +190,7 @@ def test_shared_and_mounted_layers_stay_while_one_repository_needs_them(
     assert gc_client.request("DELETE", f"/v2/{a}/manifests/{digest_a}").status == 202
     report = run_gc(gc_dockyard)
     assert layer not in deleted(report, "blob")
-    assert blob_path(gc_dockyard, layer).exists()
+    assert stored(gc_dockyard, layer)
     assert_pulls(gc_client, b, "v1", body_b)
     # a's link to the layer went with a's last manifest; b's stays.
     assert gc_client.request("HEAD", f"/v2/{a}/blobs/{layer}").status == 404
@@ -182,7 +216,7 @@ def test_repush_after_gc_is_stored_again_and_pulls(gc_dockyard: Dockyard,
     assert gc_client.put_manifest(name, "v1", body).status == 201
     assert_pulls(gc_client, name, "v1", body)
     for d in layers:
-        assert blob_path(gc_dockyard, d).exists()
+        assert stored(gc_dockyard, d)
 
 
 def test_layers_uploaded_before_a_collection_refuse_the_manifest_not_corrupt_it(
@@ -200,9 +234,7 @@ def test_layers_uploaded_before_a_collection_refuse_the_manifest_not_corrupt_it(
 
     # With the default grace period, the same sequence keeps the layers.
     body = gc_client.image_manifest(name)
-    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir",
-                          str(gc_dockyard.data_dir), "--json"],
-                         capture_output=True, text=True, timeout=120)
+    out = cli(gc_dockyard, "gc", "--json")
     assert out.returncode == 0, out.stderr
     assert gc_client.put_manifest(name, "v1", body).status == 201
     assert_pulls(gc_client, name, "v1", body)
@@ -216,9 +248,7 @@ def test_head_during_the_grace_period_keeps_a_blob_for_the_push_that_asked(
     # A client about to push the same image again asks whether the layers exist...
     for d in image_digests(body):
         assert gc_client.request("HEAD", f"/v2/{name}/blobs/{d}").status == 200
-    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir",
-                          str(gc_dockyard.data_dir), "--grace", "60", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    out = cli(gc_dockyard, "gc", "--grace", "60", "--json")
     assert out.returncode == 0, out.stderr
     # ... and its manifest, which skipped the uploads, finds them.
     assert gc_client.put_manifest(name, "v1", body).status == 201
@@ -226,6 +256,9 @@ def test_head_during_the_grace_period_keeps_a_blob_for_the_push_that_asked(
 
 
 def test_abandoned_uploads_go(gc_dockyard: Dockyard, gc_client: RegistryClient) -> None:
+    if seaweed.bucket_of(gc_dockyard.env):
+        pytest.skip("ages a session's file; on S3 the upload purge's own tests age them "
+                    "(tests/integration/test_s3_backend.py)")
     name = unique_repo("gc")
     location = gc_client.start_upload(name)
     upload_id = location.rstrip("/").split("/")[-1].split("?")[0]
@@ -241,9 +274,11 @@ def test_abandoned_uploads_go(gc_dockyard: Dockyard, gc_client: RegistryClient) 
     assert gc_client.request("GET", location).status == 404
 
 
+@pytest.mark.parametrize("backend", ["filesystem", "s3"])
 def test_background_collections_run_on_the_interval_and_export_metrics(
-        fresh_dockyard: Dockyard) -> None:
-    fresh_dockyard.env.update({"DOCKYARD_GC_INTERVAL": "1", "DOCKYARD_GC_GRACE": "0"})
+        fresh_dockyard: Dockyard, request: pytest.FixtureRequest, backend: str) -> None:
+    fresh_dockyard.env.update({"DOCKYARD_GC_INTERVAL": "1", "DOCKYARD_GC_GRACE": "0",
+                               **backend_env(request, backend)})
     d = fresh_dockyard.start()
     client = RegistryClient(d.url)
     name = unique_repo("gc")
@@ -252,7 +287,7 @@ def test_background_collections_run_on_the_interval_and_export_metrics(
     assert client.request("DELETE", f"/v2/{name}/manifests/{digest}").status == 202
     layer = image_digests(body)[1]
     deadline = time.monotonic() + 30
-    while blob_path(d, layer).exists():
+    while stored(d, layer):
         assert time.monotonic() < deadline, "no background collection deleted the layer"
         time.sleep(0.2)
     assert_pulls(client, name, "v2", kept)
@@ -281,9 +316,7 @@ def test_repository_delete_then_gc_reclaims_it(gc_dockyard: Dockyard,
     assert gc_client.put_manifest(other, "v1", kept).status == 201
     assert gc_client.get_manifest(name, "v1").status == 200   # in the router's cache now
 
-    out = subprocess.run([str(VENV_BIN / "dockyard"), "repo", "delete", name, "--data-dir",
-                          str(gc_dockyard.data_dir), "--yes"],
-                         capture_output=True, text=True, timeout=60)
+    out = cli(gc_dockyard, "repo", "delete", name, "--yes")
     assert out.returncode == 0, out.stderr
     assert "deleted 2 manifests" in out.stdout
     assert gc_client.get_manifest(name, "v1").status == 404
@@ -402,14 +435,37 @@ def test_usage_per_repository_and_registry_wide(fresh_dockyard: Dockyard) -> Non
 
 
 def fsck(d: Dockyard, *args: str) -> tuple[int, list[dict[str, Any]]]:
-    out = subprocess.run([str(VENV_BIN / "dockyard"), "fsck", "--data-dir", str(d.data_dir),
-                          "--json", *args], capture_output=True, text=True, timeout=120)
+    out = cli(d, "fsck", "--json", *args)
     assert out.returncode in (0, 1), out.stderr
     return out.returncode, [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def test_fsck_finds_reports_and_repairs(fresh_dockyard: Dockyard) -> None:
-    fresh_dockyard.env.update({"DOCKYARD_GC_INTERVAL": "0"})
+def damage(d: Dockyard, key: str, data: bytes | None) -> None:
+    """Behind dockyard's back: replace the object at `key` with `data`, or remove it."""
+    bucket = seaweed.bucket_of(d.env)
+    if bucket is None:
+        path = d.data_dir / "storage" / key
+        if data is None:
+            path.unlink()
+        else:
+            path.write_bytes(data)
+        return
+    access, name, prefix = bucket
+    if data is None:
+        access.client().delete_object(Bucket=name, Key=prefix + key)
+    else:
+        access.client().put_object(Bucket=name, Key=prefix + key, Body=data)
+
+
+def blob_key(digest: str) -> str:
+    algorithm, hexpart = digest.split(":")
+    return f"blobs/{algorithm}/{hexpart[:2]}/{hexpart}"
+
+
+@pytest.mark.parametrize("backend", ["filesystem", "s3"])
+def test_fsck_finds_reports_and_repairs(fresh_dockyard: Dockyard, request: pytest.FixtureRequest,
+                                        backend: str) -> None:
+    fresh_dockyard.env.update({"DOCKYARD_GC_INTERVAL": "0", **backend_env(request, backend)})
     d = fresh_dockyard.start()
     client = RegistryClient(d.url)
     assert fsck(d) == (0, [])
@@ -419,12 +475,11 @@ def test_fsck_finds_reports_and_repairs(fresh_dockyard: Dockyard) -> None:
     orphan = client.push_blob("fsck/d", b"soon gone")
     layer = json.loads(body_a)["layers"][0]
     data = client.request("GET", f"/v2/fsck/a/blobs/{layer['digest']}").data
-    blob_path(d, layer["digest"]).write_bytes(bytes(len(data)))        # bit rot
-    blob_path(d, digest_b).unlink()                                    # lost bytes
-    root = d.data_dir / "storage" / "repositories"
-    algorithm, hexpart = digest_c.split(":")
-    (root / "fsck/c/_manifests" / algorithm / hexpart).unlink()        # lost link
-    blob_path(d, orphan).unlink()                                      # dangling link
+    damage(d, blob_key(layer["digest"]), bytes(len(data)))                # bit rot
+    damage(d, blob_key(digest_b), None)                                   # lost bytes
+    damage(d, f"repositories/fsck/c/_manifests/{digest_c.replace(':', '/')}",
+           None)                                                          # lost link
+    damage(d, blob_key(orphan), None)                                     # dangling link
 
     code, findings = fsck(d)
     assert code == 1
@@ -464,7 +519,8 @@ def test_gc_on_a_terminal_shows_its_phases_then_a_summary(gc_dockyard: Dockyard,
         try:
             proc = subprocess.Popen([str(VENV_BIN / "dockyard"), "gc", "--data-dir",
                                      str(gc_dockyard.data_dir), "--grace", "0", *args],
-                                    stdin=follower, stdout=follower, stderr=follower)
+                                    stdin=follower, stdout=follower, stderr=follower,
+                                    env={**os.environ, **gc_dockyard.env})
             os.close(follower)
             out = b""
             while True:
@@ -486,14 +542,14 @@ def test_gc_on_a_terminal_shows_its_phases_then_a_summary(gc_dockyard: Dockyard,
     layer = image_digests(body)[1]
     assert f"blob\t{layer}\t" in dry
     assert "would delete " in dry and " to reclaim in " in dry
-    assert blob_path(gc_dockyard, layer).exists()
+    assert stored(gc_dockyard, layer)
 
     real = on_a_terminal()
     assert "\r\x1b[Kblobs deleted: " in real
     summary = next(line for line in real.splitlines() if line.startswith("deleted "))
     blobs = int(summary.split()[1])
     assert blobs >= len(image_digests(body)) and "reclaimed in" in summary, summary
-    assert not blob_path(gc_dockyard, layer).exists()
+    assert not stored(gc_dockyard, layer)
 
 
 def test_gc_of_a_scaled_out_deployment_from_its_config_file(
@@ -502,10 +558,14 @@ def test_gc_of_a_scaled_out_deployment_from_its_config_file(
     Redis come from the file, as for a deployment that `dockyard serve` did not start."""
     served = json.loads((gc_dockyard.data_dir / "serve.json").read_text())
     config = tmp_path / "deployment.yaml"
-    config.write_text(json.dumps({
-        "storage": {"root": served.get("storage_root")
-                    or str(gc_dockyard.data_dir / "storage")},
-        "index": {"redis": {"url": served["redis"]}}}))
+    storage: dict[str, Any] = {"root": served.get("storage_root")
+                               or str(gc_dockyard.data_dir / "storage")}
+    bucket = seaweed.bucket_of(gc_dockyard.env)
+    if bucket is not None:
+        access, name, prefix = bucket
+        storage |= {"backend": "s3", "s3": access.storage_config(name, prefix)}
+    config.write_text(json.dumps({"storage": storage,
+                                  "index": {"redis": {"url": served["redis"]}}}))
     name = unique_repo("gc")
     digest, body = gc_client.push_image(name, "gone")
     _, kept = gc_client.push_image(name, "kept")
@@ -517,5 +577,5 @@ def test_gc_of_a_scaled_out_deployment_from_its_config_file(
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert set(image_digests(body)) <= deleted(report, "blob")
-    assert not blob_path(gc_dockyard, image_digests(body)[1]).exists()
+    assert not stored(gc_dockyard, image_digests(body)[1])
     assert_pulls(gc_client, name, "kept", kept)

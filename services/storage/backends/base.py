@@ -31,7 +31,7 @@ The rules every backend keeps:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +78,34 @@ class Session(Protocol):
 
 
 class Collector(Protocol):
-    """The fences between writers and the garbage collector (`services.storage.fences`)."""
+    """The fences between writers and the garbage collector: `services.storage.fences`
+    on a filesystem, `services.storage.redis_fences` on an object store."""
 
-    def writing(self) -> AbstractContextManager[None]: ...
+    def writing(self) -> AbstractContextManager[None]:
+        """Held by a manifest PUT from its first touch until the index recorded it."""
 
-    def blob(self, digest: Any, *, exclusive: bool = False) -> AbstractContextManager[None]: ...
+    def blob(self, digest: Any, *, exclusive: bool = False) -> AbstractContextManager[None]:
+        """Held around a touch of a blob or of a link to it."""
+
+    def barrier(self) -> int:
+        """The start time *T* of a collection, once no manifest PUT is in flight."""
+
+    def collecting(self, wait: bool = False) -> AbstractContextManager[bool]:
+        """One collection at a time; False when another runs."""
+
+    def claim(self, items: Sequence[Any], cutoff: int | None,
+              locks: Sequence[str] = ()) -> AbstractContextManager[list[bool]]:
+        """Exclude the items' writers; which items are untouched since `cutoff`."""
+
+    def delete_claimed(self, keys: list[str]) -> None:
+        """Delete keys that `claim` said were untouched, inside the claim."""
+
+    def remove_all_if_untouched(self, items: Sequence[Any],
+                                cutoff: int) -> list[int | None]:
+        """Delete each item untouched since `cutoff`; per item its bytes, or None."""
+
+    def prune(self, before_ns: int) -> None:
+        """Forget records of touches older than `before_ns`."""
 
 
 class Backend(Protocol):

@@ -48,8 +48,9 @@ How each rule of `backends.base` holds here:
 - **Failures** of the store (unreachable, a timeout, 5xx, a refusal) become
   `errors.Unavailable`. No call retries or waits longer than
   ``storage.s3.timeout``.
-- **The collector.** There is no garbage collection on S3: `touch` only
-  checks that an object exists, and the fences are no-ops (`_NoCollector`).
+- **The collector.** Its fences are `services.storage.redis_fences`, in the
+  index's Redis: `touch` records the touch there and then checks that the
+  object exists, and every write of a blob or a link is touched first.
 
 This module holds the backend and its calls; `s3_staging` the staged objects and
 upload sessions, `s3_leases` the locks, `s3_io` the translation of the store's
@@ -64,7 +65,7 @@ import io
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
@@ -99,6 +100,8 @@ from shared import errors
 
 # Seconds a presigned URL of a redirect is valid.
 URL_LIFETIME = 1200
+# Builds the fences, given the backend's batch delete and its epoch listener.
+FencesFactory = Callable[[Callable[[list[str]], None], Callable[[int], None]], Any]
 # Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
 BLOB_STATS = 100_000
 # CopyObject copies at most 5 GiB; larger objects are copied part by part.
@@ -109,8 +112,13 @@ def _ns(when: datetime) -> int:
     return int(when.timestamp() * 1_000_000_000)
 
 
-class _NoCollector:
-    """No garbage collection runs on S3, so there is nothing to fence."""
+class Unfenced:
+    """The fences of a backend built without the index's Redis (tools and tests that
+    drive the backend alone): writers need none while no collection can run, and
+    a collection refuses to."""
+
+    def touch(self, key: str) -> None:
+        pass
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -120,11 +128,16 @@ class _NoCollector:
     def blob(self, digest: Any, *, exclusive: bool = False) -> Iterator[None]:
         yield
 
+    def __getattr__(self, name: str) -> Any:
+        raise errors.Unavailable("garbage collection on S3 needs the index's Redis "
+                                 "(docs/object-storage.md)")
+
 
 class S3Backend:
     kind = "s3"
 
-    def __init__(self, cfg: dict[str, Any], scratch: Path) -> None:
+    def __init__(self, cfg: dict[str, Any], scratch: Path,
+                 fences: FencesFactory | None = None) -> None:
         self.bucket = cfg["bucket"]
         self.prefix = cfg["prefix"]
         self.part_size = cfg["part_size"]
@@ -132,12 +145,16 @@ class S3Backend:
         self.redirect = cfg["redirect"]
         self.create_bucket = cfg["create_bucket"]
         self.scratch = scratch
-        self.fences = _NoCollector()
         self._leases = Leases(self)
-        # A blob is never rewritten, and on S3 never deleted (no collection runs):
-        # once seen, its size holds for good, and a pull saves a HEAD. Oldest first out.
+        # A blob is never rewritten: once seen, its size holds until a collection
+        # deletes it, and a pull saves a HEAD. Oldest first out. The collector's
+        # epoch (`redis_fences`, rule 3) says when to forget: each answer is kept
+        # only if no epoch was seen while it was asked.
         self._blob_stats: dict[str, ObjectInfo] = {}
         self._blob_stats_lock = threading.Lock()
+        self._epoch = -1
+        self.fences: Any = (fences(self.delete_many, self.saw_epoch) if fences
+                            else Unfenced())
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=cfg["endpoint"] or None,
@@ -203,6 +220,7 @@ class S3Backend:
         cached = self._blob_stats.get(key)
         if cached is not None:
             return cached
+        epoch = self._epoch
         try:
             head = self.call("head_object", Key=key)
         except NotFound:
@@ -210,10 +228,19 @@ class S3Backend:
         info = ObjectInfo(key, int(head["ContentLength"]), _ns(head["LastModified"]))
         if key.startswith(Keys.BLOBS):
             with self._blob_stats_lock:
-                if len(self._blob_stats) >= BLOB_STATS:
-                    self._blob_stats.pop(next(iter(self._blob_stats)))
-                self._blob_stats[key] = info
+                if self._epoch == epoch:
+                    if len(self._blob_stats) >= BLOB_STATS:
+                        self._blob_stats.pop(next(iter(self._blob_stats)))
+                    self._blob_stats[key] = info
         return info
+
+    def saw_epoch(self, epoch: int) -> None:
+        """A touch saw the collector's `epoch`: forget the sizes asked before it."""
+        if epoch > self._epoch:
+            with self._blob_stats_lock:
+                if epoch > self._epoch:
+                    self._blob_stats.clear()
+                    self._epoch = epoch
 
     def open(self, key: str, first: int = 0, length: int | None = None) -> BinaryIO:
         if length == 0:
@@ -233,7 +260,14 @@ class S3Backend:
             return f.read()
 
     def put(self, key: str, data: bytes, **conditions: str) -> str:
+        self._before_write(key)
         return str(self.call("put_object", Key=key, Body=data, **conditions)["ETag"])
+
+    def _before_write(self, key: str) -> None:
+        """A write of a key the collector may delete is touched first (`redis_fences`,
+        rule 1): a collection either sees the touch, or its delete comes first."""
+        if Keys.collectable(key):
+            self.fences.touch(key)
 
     def stage(self, src: BinaryIO, length: int, hasher: hashlib._Hash | None,
               key_hint: str) -> Any:
@@ -273,11 +307,13 @@ class S3Backend:
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def complete(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        self._before_write(key)
         self.call("complete_multipart_upload", Key=key, UploadId=upload_id,
                    MultipartUpload={"Parts": parts})
 
     def copy(self, source: str, target: str, size: int) -> None:
         """Copy inside the store: the bytes never come through this process."""
+        self._before_write(target)
         if size < COPY_LIMIT:
             self.call("copy_object", Key=target,
                        CopySource={"Bucket": self.bucket, "Key": self.prefix + source})
@@ -297,6 +333,12 @@ class S3Backend:
         with contextlib.suppress(NotFound):
             self.call("delete_object", Key=key)
         return True
+
+    def delete_many(self, keys: list[str]) -> None:
+        with self._blob_stats_lock:
+            for key in keys:
+                self._blob_stats.pop(key, None)
+        self._delete_many(keys)
 
     def _delete_many(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
@@ -320,7 +362,9 @@ class S3Backend:
         return bool(page.get("Contents"))
 
     def touch(self, key: str) -> bool:
-        # No collector reads an object's age on S3 (see the module's rules).
+        # Touched first, then asked: once the touch returns, no collection deletes
+        # the key, and a size remembered from before a delete was forgotten.
+        self.fences.touch(key)
         return self.stat(key) is not None
 
     def redirect_url(self, key: str) -> str | None:

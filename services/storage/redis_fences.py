@@ -1,0 +1,310 @@
+"""The collector's fences where storage has no shared disk: an object store.
+
+`fences` rests on what a shared filesystem gives every process: file mtimes
+stamped by one kernel clock, and flocks released when their holder dies. A
+bucket has neither (an object's time is its creation, and S3 has no lock
+that survives a dead holder cheaply), so here the mechanisms live in the
+index's Redis, which every replica already shares, and its one clock
+(``TIME``, read inside the scripts) stamps everything. The same three
+guarantees `services.gc.collector` argues from hold:
+
+1. **Touch.** Before a writer writes a key the collector may delete (a blob,
+   a layer or manifest link) or relies on one existing, it records the key's
+   touch time in ``gc:touched`` (a sorted set). The same script reports
+   whether the key is *doomed* (below) and the current *epoch*.
+2. **Doom, instead of an exclusive stripe.** The collector, in one script per
+   batch, dooms those of its candidates that no writer touched since the
+   cutoff (the touch time here, else the object's own last write, for
+   objects older than these records) and bumps the epoch; then deletes them
+   from the store; then lifts the doom. Redis runs each script alone, so a
+   touch and a doom of one key are ordered: either the touch came first and
+   the collector keeps the key, or the doom came first, the writer waits
+   until the doom is lifted (or its lease ran out), and then finds the key
+   gone: it writes it again, or answers as if it never existed.
+3. **Epoch.** A counter bumped when a doom is laid and again when it is
+   lifted, after the delete. A replica that remembers what exists
+   (`S3Backend`'s blob sizes) tags each answer with the epoch it knew before
+   asking the store, and forgets everything when a touch reports a newer
+   epoch: an answer from before a delete carries an epoch older than the
+   lift, and every touch after the lift reports at least the lift's, so a
+   remembered "exists" never outlives a delete for a writer relying on it.
+4. **The barrier.** A manifest PUT registers in ``gc:inflight`` from its
+   first touch until the index recorded it (`writing`); the collector's
+   `barrier` closes ``gc:gate`` (new PUTs wait), waits until no PUT is
+   registered, and reads the run's start time *T* from the same clock that
+   stamps the touches.
+
+**Leases, not kernel locks.** A writer's registration, a doom and the
+collection's own lock each carry an expiry, so a holder killed with -9
+blocks others for at most its lease. The collector checks that a doom is
+still within its lease before each delete; a collector paused for longer
+than a lease between that check and the delete is the one case these
+fences do not cover (the filesystem's flocks do), which is why the leases
+are long (a minute) against a delete of at most a second.
+
+**Replication.** With ``index.redis.min_replicas_ack``, every touch and doom
+waits for the replicas as the index's writes do, so a failover loses none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import redis
+
+from services.storage.fences import Listed
+from shared import errors, redis_client
+
+# Seconds a doom, a PUT's registration and the collection's lock last unrenewed.
+DOOM_LEASE = 60.0
+WRITER_LEASE = 120.0
+RUN_LEASE = 30.0
+# Keys doomed per script and per DeleteObjects call (S3's limit is 1,000).
+BATCH = 500
+POLL = 0.02
+US = 1_000_000
+
+# Records the touch; answers {doomed (1/0), epoch}. Times are microseconds.
+_TOUCH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+-- A doom that ran out unlifted (its collector died) moves the epoch as a lift does.
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then
+  redis.call('INCR', KEYS[3])
+end
+local doom = redis.call('ZSCORE', KEYS[2], ARGV[1])
+local epoch = redis.call('GET', KEYS[3]) or '0'
+if doom then return {1, epoch} end
+return {0, epoch}
+"""
+
+# ARGV: cutoff (µs, or -1 for none), lease (µs), then key, last write (µs) pairs.
+# Answers the keys it doomed and the doom's expiry.
+_DOOM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cutoff = tonumber(ARGV[1])
+local expiry = now + tonumber(ARGV[2])
+local doomed = {}
+for i = 3, #ARGV, 2 do
+  local key = ARGV[i]
+  local last = tonumber(ARGV[i + 1])
+  local touched = redis.call('ZSCORE', KEYS[1], key)
+  if touched and tonumber(touched) > last then last = tonumber(touched) end
+  if cutoff < 0 or last < cutoff then
+    redis.call('ZADD', KEYS[2], expiry, key)
+    doomed[#doomed + 1] = key
+  end
+end
+if #doomed > 0 then redis.call('INCR', KEYS[3]) end
+return {doomed, string.format('%.0f', expiry)}
+"""
+
+# Lifts a doom (ARGV: the keys) once their deletes are done, and moves the epoch.
+_LIFT = """
+redis.call('ZREM', KEYS[1], unpack(ARGV))
+return redis.call('INCR', KEYS[2])
+"""
+
+# Registers a manifest PUT unless the gate is closed: 1 when registered.
+_ENTER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+# Drops expired registrations; answers how many remain and the time.
+_INFLIGHT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return {redis.call('ZCARD', KEYS[1]), string.format('%.0f', now)}
+"""
+
+# Releases (ARGV[2] == '') or renews a lock held by token ARGV[1].
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+
+class RedisFences:
+    """The fences of `fences.Fences`, kept in Redis (see the module's rules).
+
+    `delete_many` removes keys from the store; `epoch` is told the epoch each
+    touch saw (rule 3)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ack: redis_client.ReplicaAck,
+                 delete_many: Callable[[list[str]], None],
+                 epoch: Callable[[int], None]) -> None:
+        self.client = client
+        self.ack = ack
+        self._delete_many = delete_many
+        self._epoch = epoch
+        self._deadline = 0.0
+        self.keys = {name: f"{prefix}gc:{name}"
+                     for name in ("touched", "doomed", "epoch", "inflight", "gate", "run")}
+        self._touch = client.register_script(_TOUCH)
+        self._doom = client.register_script(_DOOM)
+        self._enter = client.register_script(_ENTER)
+        self._inflight = client.register_script(_INFLIGHT)
+        self._release = client.register_script(_RELEASE)
+        self._lift = client.register_script(_LIFT)
+
+    def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script, confirmed by the replicas when configured; Redis's failures
+        are the client's 503, as the index's are."""
+        try:
+            if self.ack.replicas <= 0:
+                return script(keys=keys, args=args)
+            pipe = self.client.pipeline(transaction=False)
+            script(keys=keys, args=args, client=pipe)
+            return self.ack.run(pipe)[0]
+        except redis.exceptions.RedisError as e:
+            raise errors.Unavailable(f"collector fences: {e}", retry_after=2) from None
+
+    # -- writers ---------------------------------------------------------------------
+
+    def touch(self, key: str) -> None:
+        """Record that a writer relies on `key` from now; returns once no collection
+        is deleting it (afterwards the key exists only if it was not deleted)."""
+        k = self.keys
+        deadline = time.monotonic() + DOOM_LEASE + 5
+        while True:
+            # Sent again while doomed: the script also ends a doom that ran out.
+            doomed, epoch = self._call(self._touch,
+                                       [k["touched"], k["doomed"], k["epoch"]], [key])
+            if not int(doomed):
+                break
+            if time.monotonic() > deadline:
+                raise errors.Unavailable(f"collector fences: a collection holds {key}",
+                                         retry_after=2)
+            time.sleep(POLL)
+        self._epoch(int(epoch))
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held by a manifest PUT from its first touch until the index recorded it."""
+        token = uuid.uuid4().hex
+        k = self.keys
+        deadline = time.monotonic() + WRITER_LEASE + 5
+        while not self._call(self._enter, [k["inflight"], k["gate"]],
+                             [token, int(WRITER_LEASE * US)]):
+            if time.monotonic() > deadline:
+                raise errors.Unavailable("collector fences: the barrier is closed",
+                                         retry_after=2)
+            time.sleep(POLL)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self.client.zrem(k["inflight"], token)
+
+    @contextlib.contextmanager
+    def blob(self, digest: Any, *, exclusive: bool = False) -> Iterator[None]:
+        """No stripe to take: each touch is fenced by itself (rule 2)."""
+        yield
+
+    # -- the collector ---------------------------------------------------------------
+
+    def barrier(self) -> int:
+        """Wait until no manifest PUT is between its first touch and its index record;
+        the run's start time *T*, in nanoseconds of Redis's clock."""
+        k = self.keys
+        self.client.set(k["gate"], "1", px=int((WRITER_LEASE + 10) * 1000))
+        try:
+            while True:
+                count, now = self._call(self._inflight, [k["inflight"]], [])
+                if int(count) == 0:
+                    return int(now) * 1000
+                time.sleep(POLL)
+        finally:
+            self.client.delete(k["gate"])
+
+    @contextlib.contextmanager
+    def collecting(self, wait: bool = False) -> Iterator[bool]:
+        """One collection at a time for every replica sharing the bucket."""
+        key, token = self.keys["run"], uuid.uuid4().hex
+        while not self.client.set(key, token, nx=True, px=int(RUN_LEASE * 1000)):
+            if not wait:
+                yield False
+                return
+            time.sleep(0.5)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(RUN_LEASE / 3):
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    self._release(keys=[key], args=[token, int(RUN_LEASE * 1000)])
+
+        renewer = threading.Thread(target=renew, name="gc-run-lease", daemon=True)
+        renewer.start()
+        try:
+            yield True
+        finally:
+            stop.set()
+            renewer.join()
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self._release(keys=[key], args=[token, ""])
+
+    @contextlib.contextmanager
+    def claim(self, items: Sequence[Listed], cutoff: int | None,
+              locks: Sequence[str] = ()) -> Iterator[list[bool]]:
+        """Doom those of `items` untouched since `cutoff` (all when None) and say
+        which; delete them inside, then the doom is lifted. `locks` are the
+        filesystem's (`fences.Fences.claim`): a doom excludes every writer of a key."""
+        k = self.keys
+        args: list[Any] = [-1 if cutoff is None else cutoff // 1000, int(DOOM_LEASE * US)]
+        for item in items:
+            args += [item.key, item.mtime_ns // 1000]
+        doomed, _expiry = self._call(self._doom, [k["touched"], k["doomed"], k["epoch"]],
+                                    args) if items else ([], b"0")
+        names = {d.decode() if isinstance(d, bytes) else d for d in doomed}
+        self._deadline = time.monotonic() + DOOM_LEASE - 10
+        try:
+            yield [item.key in names for item in items]
+        finally:
+            if names:
+                # Lifted only here, after the deletes: a writer waiting on the doom
+                # then finds the keys gone, and the epoch has moved (rule 3). When
+                # Redis fails, the doom runs out by itself.
+                with contextlib.suppress(errors.Unavailable):
+                    self._call(self._lift, [k["doomed"], k["epoch"]], sorted(names))
+
+
+    def remove_all_if_untouched(self, items: Sequence[Listed],
+                                cutoff: int) -> list[int | None]:
+        """Delete every item untouched since `cutoff`; per item, its bytes or None."""
+        result: list[int | None] = []
+        for i in range(0, len(items), BATCH):
+            batch = items[i:i + BATCH]
+            with self.claim(batch, cutoff) as ok:
+                self.delete_claimed([item.key for item, yes in zip(batch, ok, strict=True)
+                                     if yes])
+            result += [item.size if yes else None
+                       for item, yes in zip(batch, ok, strict=True)]
+        return result
+
+    def delete_claimed(self, keys: list[str]) -> None:
+        """Delete keys `claim` doomed, inside the claim, while the doom is in force."""
+        if not keys:
+            return
+        if time.monotonic() > self._deadline:
+            raise errors.Unavailable("collector fences: a doom ran out before the delete",
+                                     retry_after=2)
+        self._delete_many(keys)
+
+    def prune(self, before_ns: int) -> None:
+        """Forget touches older than `before_ns`: an object untouched since then
+        compares by its own last write, which is no later."""
+        with contextlib.suppress(redis.exceptions.RedisError):
+            self.client.zremrangebyscore(self.keys["touched"], "-inf", before_ns // 1000)
