@@ -451,3 +451,30 @@ def test_boto3_is_imported_only_for_the_s3_backend() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
+
+
+def test_s3_a_put_sent_again_after_sealing_completes_with_the_same_body(
+        backend: Backend, tmp_path: Path) -> None:
+    """A PUT that sealed the session (multipart completed) and then failed before the
+    blob appeared, sent again with its body as a client does: accepted when the body
+    is the sealed end, byte for byte, and refused (nothing stored) when it differs."""
+    if backend.kind != "s3":
+        pytest.skip("only an object store seals a session before committing it")
+    store = uploads(backend, tmp_path / "root")
+    upload_id = store.start("a/b")
+    first, last = os.urandom(PART + 11), os.urandom(70_000)
+    store.append(upload_id, "a/b", body(first))
+    whole = digest_of(first + last)
+    with backend.session(upload_id) as session:
+        session.seal(body(last), None, Keys.blob(whole))     # then the replica failed
+    with backend.session(upload_id) as session:
+        assert session.size == len(first) + len(last)
+        with pytest.raises(errors.BlobUploadInvalid):
+            session.seal(body(os.urandom(len(last))), None, Keys.blob(whole))
+        with pytest.raises(errors.BlobUploadInvalid):
+            session.seal(body(os.urandom(len(first) + len(last) + 1)), None,
+                         Keys.blob(whole))
+    assert store.blobs.size(whole) is None
+    again = uploads(backend, tmp_path / "root")
+    assert again.finish(upload_id, "a/b", whole, body(last)) == len(first) + len(last)
+    assert again.blobs.read(whole) == first + last
