@@ -350,20 +350,30 @@ def test_s3_a_lock_of_a_dead_process_on_this_machine_is_taken_over_at_once(
     import socket
     import subprocess
 
+    from services.storage.backends.s3_leases import _PIDNS
+
     b = s3_only(backend)
     gone = subprocess.Popen(["true"])
     gone.wait()
+    here = {"host": socket.gethostname(), "pidns": _PIDNS}
     b.put("locks/killed", msgpack.packb({"token": "t", "expires": time.time() + 60,
-                                         "host": socket.gethostname(), "pid": gone.pid}))
+                                         **here, "pid": gone.pid}))
     started = time.monotonic()
     with b.lock("locks/killed"):
         assert time.monotonic() - started < 2
     # A live holder's lock (pid 1 is always alive) is waited for, up to the timeout.
     b.timeout = 0.5
     b.put("locks/alive", msgpack.packb({"token": "t", "expires": time.time() + 60,
-                                        "host": socket.gethostname(), "pid": 1}))
+                                        **here, "pid": 1}))
     with pytest.raises(errors.Unavailable), b.lock("locks/alive"):
         pass
+    # So is a dead pid of another PID namespace with this host name (containers on
+    # the host's network), or of a holder that did not say which namespace.
+    for other in ({**here, "pidns": "0:1"}, {"host": here["host"]}):
+        b.put("locks/elsewhere", msgpack.packb({"token": "t", "expires": time.time() + 60,
+                                                **other, "pid": gone.pid}))
+        with pytest.raises(errors.Unavailable), b.lock("locks/elsewhere"):
+            pass
 
 
 def test_s3_the_purge_aborts_orphaned_multipart_uploads(backend: Backend) -> None:
