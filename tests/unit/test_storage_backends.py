@@ -488,3 +488,28 @@ def test_s3_a_put_sent_again_after_sealing_completes_with_the_same_body(
     again = uploads(backend, tmp_path / "root")
     assert again.finish(upload_id, "a/b", whole, body(last)) == len(first) + len(last)
     assert again.blobs.read(whole) == first + last
+
+
+def test_s3_a_large_session_is_copied_part_by_part_into_its_digest(
+        backend: Backend, tmp_path: Path) -> None:
+    """Above the backend's whole-copy size, the last step of a chunked upload copies
+    `data` into the digest's key by UploadPartCopy calls, each bounded by the
+    timeout, and one CompleteMultipartUpload: the blob appears whole, at once."""
+    if backend.kind != "s3":
+        pytest.skip("only an object store copies a finished session")
+    from boto3.s3.transfer import TransferConfig
+
+    b: Any = backend
+    b._copy_config = TransferConfig(multipart_threshold=PART, multipart_chunksize=2 * PART)
+    store = uploads(backend, tmp_path / "root")
+    upload_id = store.start("a/b")
+    data = os.urandom(3 * PART + 4321)
+    for i in range(0, len(data), 2 * MIB):
+        store.append(upload_id, "a/b", body(data[i:i + 2 * MIB]))
+    digest = digest_of(data)
+    assert store.finish(upload_id, "a/b", digest, body(b"")) == len(data)
+    assert store.blobs.read(digest) == data
+    head = b.client.head_object(Bucket=b.bucket, Key=b.prefix + Keys.blob(digest))
+    # A multipart object's ETag ends in its part count: the session had 4 parts,
+    # the copy 2 (a CopyObject would keep the source's "-4").
+    assert head["ETag"].strip('"').endswith("-2"), head["ETag"]
