@@ -511,4 +511,9 @@ class S3Backend:
         finally:
             cleanup(probe)
         detail["storage_root_writable"] = scratch
+        reachable = getattr(self.fences, "reachable", None)
+        if reachable is not None:
+            # Reported, not required: pulls need no fences, and a replica taken out
+            # of rotation would not make Redis come back sooner.
+            detail["collector_fences_reachable"] = reachable()
         return ok and scratch, detail
