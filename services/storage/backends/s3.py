@@ -132,9 +132,12 @@ class Unfenced:
     def blob(self, digest: Any, *, exclusive: bool = False) -> Iterator[None]:
         yield
 
-    def __getattr__(self, name: str) -> Any:
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise errors.Unavailable("garbage collection on S3 needs the index's Redis "
                                  "(docs/object-storage.md)")
+
+    barrier = collecting = claim = delete_claimed = remove_all_if_untouched = _refuse
+    prune = _refuse
 
 
 class S3Backend:
