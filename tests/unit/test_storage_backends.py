@@ -436,9 +436,11 @@ def test_the_s3_backend_is_configured_or_refused_by_name() -> None:
     with pytest.raises(config.ConfigError, match=r"storage\.s3\.secret_key: must be set"):
         config.load(None, environ={**base, "DOCKYARD_STORAGE_S3_BUCKET": "b",
                                    "DOCKYARD_STORAGE_S3_ACCESS_KEY": "k"})
+    # The pull-through cache works on an object store (docs/pull-through-cache.md).
     upstreams = '[{"prefix": "hub", "url": "https://registry-1.docker.io"}]'
-    with pytest.raises(config.ConfigError, match=r"not supported with storage\.backend s3"):
-        config.load(None, environ={**good, "DOCKYARD_PROXY_UPSTREAMS": upstreams})
+    mirrored = config.load(None, environ={**good, "DOCKYARD_PROXY_UPSTREAMS": upstreams})
+    assert mirrored["proxy"]["upstreams"][0]["prefix"] == "hub"
+    assert mirrored["storage"]["backend"] == "s3"
     assert config.load(None, environ={})["storage"]["backend"] == "filesystem"
 
 

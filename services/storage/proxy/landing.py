@@ -1,0 +1,142 @@
+"""Where a verified upstream blob goes, and how the readers following it learn so.
+
+`fetch.BlobFetcher` writes an upstream blob into the local file
+``tmp/fetch-<algorithm>-<hex>`` under its ``flock`` while readers follow it
+(see its rules). Three things depend on where the blob store keeps its
+bytes, and only those are here:
+
+- `begin(fd)`: the writer took the lock and starts a fetch into the file;
+- `land(fd, path, digest)`: the file's bytes matched the digest: make them
+  the blob; True when they are stored. With `moves`, a stored file is no
+  longer at `path` (the writer must not remove what a later request put
+  there); without it, the writer removes the file;
+- `verified(fd, digest, writing)`: whether the file a reader has open holds
+  bytes that matched the digest, so the reader may send the last byte;
+- `open_stored(digest)`: a file descriptor on the stored blob itself, for a
+  request that arrives after the file was moved, or None when the stored
+  blob is not a local file (the ordinary blob resource then serves it).
+
+`RenameLanding`, the filesystem: the file is renamed into ``blobs/`` while
+the writer holds the lock. A reader whose writer released the lock compares
+the inode it has open with the inode under ``blobs/``: the same inode means
+verified and stored, anything else means discarded. Every process sharing
+the root follows one fetch.
+
+`CommitLanding`, an object store: the file stays in the replica's local
+scratch and the blob goes into the bucket through the backend
+(`BlobStore.ingest`: staged, hashed and verified again, committed under the
+collector's fences, so the key is touched before it is written). Inode
+identity says nothing there, so the writer stamps the inode itself: it sets
+the file's mode to ``0o600`` (`fchmod`, which no umask alters) when it
+begins, and to ``0o400`` once the digest matched, before the commit. A
+reader sees the stamp through its own descriptor, even after the file was
+unlinked, and finishes while the bytes go up to the bucket; a reader whose
+writer released the lock without the stamp raises `FetchFailed`. When the
+store fails the commit, the readers still got verified bytes, nothing is
+stored and the next pull fetches again. The processes of one replica (one
+scratch directory) follow one fetch; another replica fetches its own copy
+and commits the same bytes, whichever commit is last wins, whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Protocol
+
+from services.storage.blobstore import BlobStore
+from services.storage.bodies import fsync_dir
+from services.storage.paths import Keys
+from shared import errors
+from shared.validation import Digest
+
+log = logging.getLogger("dockyard.storage.proxy")
+
+# The fetch file's mode while it is written, and once its digest matched.
+WRITING = 0o600
+VERIFIED = 0o400
+
+
+class Landing(Protocol):
+    moves: bool
+
+    def begin(self, fd: int) -> None: ...
+
+    def land(self, fd: int, path: Path, digest: Digest) -> bool: ...
+
+    def verified(self, fd: int, digest: Digest, writing: bool) -> bool: ...
+
+    def open_stored(self, digest: Digest) -> int | None: ...
+
+
+class RenameLanding:
+    """The filesystem: a rename into ``blobs/``; readers compare inodes."""
+
+    moves = True
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._layout = blobs.layout
+
+    def begin(self, fd: int) -> None:
+        pass
+
+    def land(self, fd: int, path: Path, digest: Digest) -> bool:
+        os.fsync(fd)
+        target = self._layout.blob(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+        fsync_dir(target.parent)
+        return True
+
+    def verified(self, fd: int, digest: Digest, writing: bool) -> bool:
+        return not writing and os.fstat(fd).st_ino == _inode(self._layout.blob(digest))
+
+    def open_stored(self, digest: Digest) -> int | None:
+        return os.open(self._layout.blob(digest), os.O_RDONLY)
+
+
+class CommitLanding:
+    """An object store: a commit through the backend; the inode's mode is the stamp."""
+
+    moves = False
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+
+    def begin(self, fd: int) -> None:
+        os.fchmod(fd, WRITING)
+
+    def land(self, fd: int, path: Path, digest: Digest) -> bool:
+        os.fchmod(fd, VERIFIED)  # the readers may send the last byte from now
+        size = os.fstat(fd).st_size
+        # Read through a descriptor of its own: `path` may name another file by now.
+        with open(os.dup(fd), "rb") as f:
+            try:
+                self._blobs.ingest(f, size, digest)
+            except errors.RegistryError as e:
+                log.warning("storing %s fetched from the upstream failed (%s): served, "
+                            "not cached", digest, e)
+                return False
+        return True
+
+    def verified(self, fd: int, digest: Digest, writing: bool) -> bool:
+        return stat.S_IMODE(os.fstat(fd).st_mode) == VERIFIED
+
+    def open_stored(self, digest: Digest) -> int | None:
+        return None
+
+
+def landing_for(blobs: BlobStore) -> Landing:
+    """The filesystem's landing when blobs are local files, else the object store's."""
+    if blobs.backend.local_path(Keys.BLOBS) is not None:
+        return RenameLanding(blobs)
+    return CommitLanding(blobs)
+
+
+def _inode(path: os.PathLike[str] | str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return -1
