@@ -1,5 +1,6 @@
 """Fixtures of the pull-through cache tests: a real distribution upstream, a counting
-front in front of it, and a `dockyard serve` configured to mirror it."""
+front in front of it, and a `dockyard serve` configured to mirror it, once on each
+storage backend: a directory, and a bucket of the session SeaweedFS."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import seaweedfs as seaweed
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
 from tests.support.upstream import Front, Pusher, UpstreamRegistry
@@ -19,14 +21,26 @@ pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None,
                                 reason="needs docker-registry (distribution)")
 
 TAG_TTL = 2.0
+BACKENDS = ["filesystem", "s3"]
 
 
 def proxy_dockyard(directory: Path, upstreams: list[dict[str, Any]],
-                   timeout: float = 5.0) -> Dockyard:
+                   timeout: float = 5.0, env: dict[str, str] | None = None) -> Dockyard:
+    """A dockyard mirroring `upstreams`; `env` picks its backend (`backend_env`)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "dockyard.yml"
     config.write_text(json.dumps({"proxy": {"upstreams": upstreams, "timeout": timeout}}))
-    return Dockyard(directory / "data", config=config)
+    return Dockyard(directory / "data", config=config, env=dict(env or {}))
+
+
+def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+    return seaweed.backend_env(request, backend, "proxy")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment of a test's own dockyard, on each backend in turn."""
+    return backend_env(request, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +57,13 @@ def front(upstream: UpstreamRegistry) -> Iterator[Front]:
     proxy.stop()
 
 
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory: pytest.TempPathFactory, front: Front) -> Iterator[Dockyard]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def mirror(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           front: Front) -> Iterator[Dockyard]:
     """dockyard with `up/*` mirroring the upstream through the counting front."""
     server = proxy_dockyard(tmp_path_factory.mktemp("mirror"), [
         {"prefix": "up", "url": front.url, "tag_ttl": TAG_TTL},
-    ]).start()
+    ], env=backend_env(request, request.param)).start()
     yield server
     server.stop()
 

@@ -28,12 +28,14 @@ scratch and the blob goes into the bucket through the backend
 collector's fences, so the key is touched before it is written). Inode
 identity says nothing there, so the writer stamps the inode itself: it sets
 the file's mode to ``0o600`` (`fchmod`, which no umask alters) when it
-begins, and to ``0o400`` once the digest matched, before the commit. A
-reader sees the stamp through its own descriptor, even after the file was
-unlinked, and finishes while the bytes go up to the bucket; a reader whose
-writer released the lock without the stamp raises `FetchFailed`. When the
-store fails the commit, the readers still got verified bytes, nothing is
-stored and the next pull fetches again. The processes of one replica (one
+begins, and to ``0o400`` once the digest matched and the commit returned.
+A reader sees the stamp through its own descriptor, even after the file was
+unlinked; a reader whose writer released the lock without the stamp raises
+`FetchFailed`. So, as on a filesystem, a client that got the last byte can
+pull the blob from the cache at once (the last byte waits for the upload to
+the bucket). When the store refuses the commit, the bytes were still
+verified: the readers are stamped through, nothing is stored, and the next
+pull fetches again. The processes of one replica (one
 scratch directory) follow one fetch; another replica fetches its own copy
 and commits the same bytes, whichever commit is last wins, whole.
 """
@@ -109,17 +111,20 @@ class CommitLanding:
         os.fchmod(fd, WRITING)
 
     def land(self, fd: int, path: Path, digest: Digest) -> bool:
-        os.fchmod(fd, VERIFIED)  # the readers may send the last byte from now
         size = os.fstat(fd).st_size
-        # Read through a descriptor of its own: `path` may name another file by now.
+        stored = False
+        # Read through the writer's descriptor (`path` may name another file by now),
+        # from the start: the duplicate shares the offset the writes left at the end.
         with open(os.dup(fd), "rb") as f:
+            f.seek(0)
             try:
                 self._blobs.ingest(f, size, digest)
+                stored = True
             except errors.RegistryError as e:
                 log.warning("storing %s fetched from the upstream failed (%s): served, "
                             "not cached", digest, e)
-                return False
-        return True
+        os.fchmod(fd, VERIFIED)  # the readers may send the last byte from now
+        return stored
 
     def verified(self, fd: int, digest: Digest, writing: bool) -> bool:
         return stat.S_IMODE(os.fstat(fd).st_mode) == VERIFIED
