@@ -28,7 +28,10 @@ scratch and the blob goes into the bucket through the backend
 collector's fences, so the key is touched before it is written). Inode
 identity says nothing there, so the writer stamps the inode itself: it sets
 the file's mode to ``0o600`` (`fchmod`, which no umask alters) when it
-begins, and to ``0o400`` once the digest matched and the commit returned.
+begins, and to ``0o410`` once the digest matched and the commit returned.
+The stamp has a bit (group execute) that the ``0o644`` the file is created
+with never has, whatever the umask, so a file no writer stamped is never
+taken for a verified one.
 A reader sees the stamp through its own descriptor, even after the file was
 unlinked; a reader whose writer released the lock without the stamp raises
 `FetchFailed`. So, as on a filesystem, a client that got the last byte can
@@ -56,9 +59,10 @@ from shared.validation import Digest
 
 log = logging.getLogger("dockyard.storage.proxy")
 
-# The fetch file's mode while it is written, and once its digest matched.
+# The fetch file's mode while it is written, and once its digest matched: a mode
+# that no umask makes of the 0o644 the file is created with.
 WRITING = 0o600
-VERIFIED = 0o400
+VERIFIED = 0o410
 
 
 class Landing(Protocol):
@@ -120,6 +124,11 @@ class CommitLanding:
             try:
                 self._blobs.ingest(f, size, digest)
                 stored = True
+            except errors.DigestInvalid:
+                # The file no longer holds what was verified: no stamp, the readers abort.
+                log.error("the fetch file of %s changed after it was verified: discarded",
+                          digest)
+                return False
             except errors.RegistryError as e:
                 log.warning("storing %s fetched from the upstream failed (%s): served, "
                             "not cached", digest, e)
