@@ -4,14 +4,18 @@ storage backend: a directory, and a bucket of the session SeaweedFS."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 
+from tests.integration.helpers import stored_blob
 from tests.support import seaweedfs as seaweed
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
@@ -35,6 +39,27 @@ def proxy_dockyard(directory: Path, upstreams: list[dict[str, Any]],
 
 def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
     return seaweed.backend_env(request, backend, "proxy")
+
+
+def pull_sha256(url: str) -> tuple[str, str]:
+    """GET a blob on a connection of its own, read to the end: its sha256 (hex) and
+    its Cache-Status."""
+    http = urllib3.PoolManager(retries=False, timeout=120)
+    r = http.request("GET", url, preload_content=False)
+    assert r.status == 200, r.status
+    h = hashlib.sha256()
+    for chunk in r.stream(1024 * 1024):
+        h.update(chunk)
+    return h.hexdigest(), r.headers["Cache-Status"]
+
+
+def stored_soon(d: Dockyard, digest: str, timeout: float = 20.0) -> bytes:
+    """The blob's stored bytes, on whichever backend, waiting up to `timeout` for them."""
+    deadline = time.monotonic() + timeout
+    while (data := stored_blob(d, digest)) is None:
+        assert time.monotonic() < deadline, f"{digest} was never stored"
+        time.sleep(0.1)
+    return data
 
 
 @pytest.fixture(params=BACKENDS)

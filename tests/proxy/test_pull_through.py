@@ -14,7 +14,7 @@ import pytest
 import urllib3
 
 from tests.integration.helpers import stored_blob
-from tests.proxy.conftest import TAG_TTL
+from tests.proxy.conftest import TAG_TTL, pull_sha256, stored_soon
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, error_code
 from tests.support.upstream import OCI_MANIFEST, Front, Pusher, sha256
@@ -22,16 +22,6 @@ from tests.support.upstream import OCI_MANIFEST, Front, Pusher, sha256
 
 def _name() -> str:
     return f"team/app-{uuid.uuid4().hex[:8]}"
-
-
-def _stored_soon(d: Dockyard, digest: str, timeout: float = 20.0) -> bytes:
-    """The blob's stored bytes: on S3 the commit to the bucket may end a moment after
-    the last client got its last byte."""
-    deadline = time.monotonic() + timeout
-    while (data := stored_blob(d, digest)) is None:
-        assert time.monotonic() < deadline, f"{digest} was never stored"
-        time.sleep(0.1)
-    return data
 
 
 def _pull_fails(client: RegistryClient, path: str, size: int) -> None:
@@ -147,14 +137,7 @@ def test_concurrent_pulls_of_one_uncached_blob_fetch_it_once(
     front.delay = 0.5  # all 16 ask while the first fetch is under way
 
     def pull(_: int) -> str:
-        http = urllib3.PoolManager(retries=False, timeout=120)
-        r = http.request("GET", f"{client.base}/v2/up/{name}/blobs/{digest}",
-                         preload_content=False)
-        assert r.status == 200, r.status
-        h = hashlib.sha256()
-        for chunk in r.stream(1024 * 1024):
-            h.update(chunk)
-        return h.hexdigest()
+        return pull_sha256(f"{client.base}/v2/up/{name}/blobs/{digest}")[0]
 
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -164,7 +147,7 @@ def test_concurrent_pulls_of_one_uncached_blob_fetch_it_once(
     assert results == [expected] * 16
     assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 1
     # Stored once, whole: the next pull is a hit.
-    assert hashlib.sha256(_stored_soon(mirror, digest)).hexdigest() == expected
+    assert hashlib.sha256(stored_soon(mirror, digest)).hexdigest() == expected
     r = client.request("GET", f"/v2/up/{name}/blobs/{digest}", preload_content=False)
     assert r.status == 200 and r.headers["Cache-Status"] == "dockyard; hit"
     r.release_conn()
@@ -191,7 +174,7 @@ def test_bad_bytes_from_the_upstream_are_never_served_or_stored(
     r = client.request("GET", f"/v2/up/{name}/blobs/{digest}")
     assert r.status == 200 and r.data == data
     assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 3
-    assert _stored_soon(mirror, digest) == data
+    assert stored_soon(mirror, digest) == data
 
 
 def test_a_manifest_that_fails_verification_is_not_stored(

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import urllib3
 
-from tests.integration.helpers import stored_blob
-from tests.proxy.conftest import backend_env, proxy_dockyard
+from tests.proxy.conftest import backend_env, proxy_dockyard, pull_sha256, stored_soon
 from tests.support.processes import Dockyard
 from tests.support.upstream import Front, Pusher
 
@@ -34,14 +31,7 @@ def test_concurrent_pulls_through_two_replicas_fetch_once_per_replica(
         front.delay = 0.5  # every pull asks while the first fetches are under way
 
         def pull(i: int) -> tuple[str, str]:
-            http = urllib3.PoolManager(retries=False, timeout=120)
-            r = http.request("GET", f"{replicas[i % 2].url}/v2/up/{name}/blobs/{digest}",
-                             preload_content=False)
-            assert r.status == 200, r.status
-            h = hashlib.sha256()
-            for chunk in r.stream(1024 * 1024):
-                h.update(chunk)
-            return h.hexdigest(), r.headers["Cache-Status"]
+            return pull_sha256(f"{replicas[i % 2].url}/v2/up/{name}/blobs/{digest}")
 
         try:
             with ThreadPoolExecutor(16) as pool:
@@ -51,11 +41,7 @@ def test_concurrent_pulls_through_two_replicas_fetch_once_per_replica(
         assert [h for h, _ in results] == [expected] * 16
         fetches = front.count("GET", f"/v2/{name}/blobs/{digest}")
         assert 1 <= fetches <= 2, fetches
-        deadline = time.monotonic() + 20
-        while stored_blob(replicas[0], digest) is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        assert stored_blob(replicas[0], digest) == data
+        assert stored_soon(replicas[0], digest) == data
         # Both replicas serve it from the bucket now, without the upstream.
         for i in range(2):
             assert pull(i) == (expected, "dockyard; hit")
