@@ -2,8 +2,8 @@
 
 `fetch.BlobFetcher` writes an upstream blob into the local file
 ``tmp/fetch-<algorithm>-<hex>`` under its ``flock`` while readers follow it
-(see its rules). Three things depend on where the blob store keeps its
-bytes, and only those are here:
+(see its rules). What depends on where the blob store keeps its bytes is
+here, and only that:
 
 - `begin(fd)`: the writer took the lock and starts a fetch into the file;
 - `land(fd, path, digest)`: the file's bytes matched the digest: make them
@@ -31,16 +31,16 @@ the file's mode to ``0o600`` (`fchmod`, which no umask alters) when it
 begins, and to ``0o410`` once the digest matched and the commit returned.
 The stamp has a bit (group execute) that the ``0o644`` the file is created
 with never has, whatever the umask, so a file no writer stamped is never
-taken for a verified one.
-A reader sees the stamp through its own descriptor, even after the file was
-unlinked; a reader whose writer released the lock without the stamp raises
-`FetchFailed`. So, as on a filesystem, a client that got the last byte can
-pull the blob from the cache at once (the last byte waits for the upload to
-the bucket). When the store refuses the commit, the bytes were still
-verified: the readers are stamped through, nothing is stored, and the next
-pull fetches again. The processes of one replica (one
-scratch directory) follow one fetch; another replica fetches its own copy
-and commits the same bytes, whichever commit is last wins, whole.
+taken for a verified one. A reader sees the stamp through its own
+descriptor, even after the file was unlinked; a reader whose writer
+released the lock without the stamp raises `FetchFailed`. So, as on a
+filesystem, a client that got the last byte can pull the blob from the
+cache at once (the last byte waits for the upload to the bucket). When the
+store refuses the commit, the bytes were still verified: the readers are
+stamped through, nothing is stored, and the next pull fetches again. The
+processes of one replica (one scratch directory) follow one fetch; another
+replica fetches its own copy and commits the same bytes: whichever commit
+is last wins, whole.
 """
 
 from __future__ import annotations
