@@ -16,7 +16,7 @@ from tests.support.processes import Dockyard
 from tests.support.upstream import Front, Pusher
 
 
-def test_concurrent_pulls_through_two_replicas_fetch_once_per_replica(
+def test_concurrent_pulls_through_two_s3_replicas_fetch_once_per_replica(
         request: pytest.FixtureRequest, tmp_path, front: Front, pusher: Pusher) -> None:
     env = backend_env(request, "s3")  # one bucket and prefix for both
     replicas: list[Dockyard] = []
