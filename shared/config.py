@@ -189,7 +189,8 @@ SCHEMA: dict[str, Any] = {
         "retention": Key(list, [], "retention policies, each '<repository glob> "
                          "[keep_last=N] [max_age=30d] [keep=v*,release-*]'; the first "
                          "matching one applies (docs/garbage-collection.md)"),
-        "redis_url": Key(str, "", "redis URL of the index for the collector; empty: "
+        "redis_url": Key(str, "", "redis URL of the index for the collector (and, with "
+                         "storage.backend s3, for storage's collector fences); empty: "
                          "index.redis.url, else storage.events_url"),
         "usage_max_age": Key(int, 300, "seconds the usage endpoint serves a computed "
                              "answer before computing it again", minimum=0),

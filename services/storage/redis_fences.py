@@ -172,6 +172,13 @@ class RedisFences:
         except redis.exceptions.RedisError as e:
             raise errors.Unavailable(f"collector fences: {e}", retry_after=2) from None
 
+    def reachable(self) -> bool:
+        """Whether Redis answers (storage's /readyz reports it: writes need it)."""
+        try:
+            return bool(self.client.ping())
+        except redis.exceptions.RedisError:
+            return False
+
     # -- writers ---------------------------------------------------------------------
 
     def touch(self, key: str) -> None:

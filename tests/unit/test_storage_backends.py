@@ -350,20 +350,30 @@ def test_s3_a_lock_of_a_dead_process_on_this_machine_is_taken_over_at_once(
     import socket
     import subprocess
 
+    from services.storage.backends.s3_leases import _PIDNS
+
     b = s3_only(backend)
     gone = subprocess.Popen(["true"])
     gone.wait()
+    here = {"host": socket.gethostname(), "pidns": _PIDNS}
     b.put("locks/killed", msgpack.packb({"token": "t", "expires": time.time() + 60,
-                                         "host": socket.gethostname(), "pid": gone.pid}))
+                                         **here, "pid": gone.pid}))
     started = time.monotonic()
     with b.lock("locks/killed"):
         assert time.monotonic() - started < 2
     # A live holder's lock (pid 1 is always alive) is waited for, up to the timeout.
     b.timeout = 0.5
     b.put("locks/alive", msgpack.packb({"token": "t", "expires": time.time() + 60,
-                                        "host": socket.gethostname(), "pid": 1}))
+                                        **here, "pid": 1}))
     with pytest.raises(errors.Unavailable), b.lock("locks/alive"):
         pass
+    # So is a dead pid of another PID namespace with this host name (containers on
+    # the host's network), or of a holder that did not say which namespace.
+    for other in ({**here, "pidns": "0:1"}, {"host": here["host"]}):
+        b.put("locks/elsewhere", msgpack.packb({"token": "t", "expires": time.time() + 60,
+                                                **other, "pid": gone.pid}))
+        with pytest.raises(errors.Unavailable), b.lock("locks/elsewhere"):
+            pass
 
 
 def test_s3_the_purge_aborts_orphaned_multipart_uploads(backend: Backend) -> None:
@@ -453,6 +463,58 @@ def test_boto3_is_imported_only_for_the_s3_backend() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
+
+
+def test_s3_a_put_sent_again_after_sealing_completes_with_the_same_body(
+        backend: Backend, tmp_path: Path) -> None:
+    """A PUT that sealed the session (multipart completed) and then failed before the
+    blob appeared, sent again with its body as a client does: accepted when the body
+    is the sealed end, byte for byte, and refused (nothing stored) when it differs."""
+    if backend.kind != "s3":
+        pytest.skip("only an object store seals a session before committing it")
+    store = uploads(backend, tmp_path / "root")
+    upload_id = store.start("a/b")
+    first, last = os.urandom(PART + 11), os.urandom(70_000)
+    store.append(upload_id, "a/b", body(first))
+    whole = digest_of(first + last)
+    with backend.session(upload_id) as session:
+        session.seal(body(last), None, Keys.blob(whole))     # then the replica failed
+    with backend.session(upload_id) as session:
+        assert session.size == len(first) + len(last)
+        with pytest.raises(errors.BlobUploadInvalid):
+            session.seal(body(os.urandom(len(last))), None, Keys.blob(whole))
+        with pytest.raises(errors.BlobUploadInvalid):
+            session.seal(body(os.urandom(len(first) + len(last) + 1)), None,
+                         Keys.blob(whole))
+    assert store.blobs.size(whole) is None
+    again = uploads(backend, tmp_path / "root")
+    assert again.finish(upload_id, "a/b", whole, body(last)) == len(first) + len(last)
+    assert again.blobs.read(whole) == first + last
+
+
+def test_s3_a_large_session_is_copied_part_by_part_into_its_digest(
+        backend: Backend, tmp_path: Path) -> None:
+    """Above the backend's whole-copy size, the last step of a chunked upload copies
+    `data` into the digest's key by UploadPartCopy calls, each bounded by the
+    timeout, and one CompleteMultipartUpload: the blob appears whole, at once."""
+    if backend.kind != "s3":
+        pytest.skip("only an object store copies a finished session")
+    from boto3.s3.transfer import TransferConfig
+
+    b: Any = backend
+    b._copy_config = TransferConfig(multipart_threshold=PART, multipart_chunksize=2 * PART)
+    store = uploads(backend, tmp_path / "root")
+    upload_id = store.start("a/b")
+    data = os.urandom(3 * PART + 4321)
+    for i in range(0, len(data), 2 * MIB):
+        store.append(upload_id, "a/b", body(data[i:i + 2 * MIB]))
+    digest = digest_of(data)
+    assert store.finish(upload_id, "a/b", digest, body(b"")) == len(data)
+    assert store.blobs.read(digest) == data
+    head = b.client.head_object(Bucket=b.bucket, Key=b.prefix + Keys.blob(digest))
+    # A multipart object's ETag ends in its part count: the session had 4 parts,
+    # the copy 2 (a CopyObject would keep the source's "-4").
+    assert head["ETag"].strip('"').endswith("-2"), head["ETag"]
 
 
 # -- the pull-through cache's eviction clock ----------------------------------------

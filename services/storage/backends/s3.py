@@ -104,8 +104,12 @@ URL_LIFETIME = 1200
 FencesFactory = Callable[[Callable[[list[str]], None], Callable[[int], None]], Any]
 # Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
 BLOB_STATS = 100_000
-# CopyObject copies at most 5 GiB; larger objects are copied part by part.
-COPY_LIMIT = 5 * 1024 ** 3
+# Objects up to this size are copied by one CopyObject; larger ones part by part
+# (UploadPartCopy of COPY_PART bytes each, then one CompleteMultipartUpload, atomic
+# as the CopyObject is), so that no single call to the store has to outlast
+# `timeout` however large the layer (S3's own CopyObject limit is 5 GiB).
+COPY_WHOLE = 256 * 1024 ** 2
+COPY_PART = 64 * 1024 ** 2
 
 
 def _ns(when: datetime) -> int:
@@ -176,8 +180,8 @@ class S3Backend:
                 response_checksum_validation="when_required",
             ),
         )
-        self._copy_config = TransferConfig(multipart_threshold=COPY_LIMIT,
-                                           multipart_chunksize=max(self.part_size, 64 << 20))
+        self._copy_config = TransferConfig(multipart_threshold=COPY_WHOLE,
+                                           multipart_chunksize=max(self.part_size, COPY_PART))
         if self.create_bucket:
             try:
                 self._ensure_bucket()
@@ -314,7 +318,7 @@ class S3Backend:
     def copy(self, source: str, target: str, size: int) -> None:
         """Copy inside the store: the bytes never come through this process."""
         self._before_write(target)
-        if size < COPY_LIMIT:
+        if size <= self._copy_config.multipart_threshold:
             self.call("copy_object", Key=target,
                        CopySource={"Bucket": self.bucket, "Key": self.prefix + source})
             return
@@ -507,4 +511,9 @@ class S3Backend:
         finally:
             cleanup(probe)
         detail["storage_root_writable"] = scratch
+        reachable = getattr(self.fences, "reachable", None)
+        if reachable is not None:
+            # Reported, not required: pulls need no fences, and a replica taken out
+            # of rotation would not make Redis come back sooner.
+            detail["collector_fences_reachable"] = reachable()
         return ok and scratch, detail

@@ -31,7 +31,20 @@ if TYPE_CHECKING:
 # machine blocks others. Shorter than the default timeout, so a waiter outlasts it.
 LEASE = 8.0
 # Who holds a lease: a holder on this machine whose process is gone is dead at once.
+# "This machine" is the host name *and* the PID namespace: two containers with one
+# host name (host networking) but their own process ids never judge each other's.
+
+
+def _pid_namespace() -> str:
+    try:
+        st = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 _HOST = socket.gethostname()
+_PIDNS = _pid_namespace()
 
 
 class Leases:
@@ -60,7 +73,7 @@ class Leases:
 
     def _lease(self, token: str) -> bytes:
         return msgpack.packb({"token": token, "expires": time.time() + LEASE,
-                              "host": _HOST, "pid": os.getpid()})
+                              "host": _HOST, "pidns": _PIDNS, "pid": os.getpid()})
 
     def _acquire(self, key: str, token: str) -> str:
         deadline = time.monotonic() + self._b.timeout
@@ -103,10 +116,12 @@ class Leases:
 
 
 def _died_here(lease: dict[str, Any]) -> bool:
-    """Whether the lease's holder was a process of this machine that is gone (a
-    storage process killed and restarted): its lock need not wait out the lease.
-    A reused pid reads as alive, which only means waiting for the lease."""
-    if lease.get("host") != _HOST or not isinstance(lease.get("pid"), int):
+    """Whether the lease's holder was a process of this machine and PID namespace that
+    is gone (a storage process killed and restarted): its lock need not wait out the
+    lease. A reused pid reads as alive, which only means waiting for the lease; a
+    holder in another namespace (or that did not say which) is never judged here."""
+    if (lease.get("host") != _HOST or not _PIDNS or lease.get("pidns") != _PIDNS
+            or not isinstance(lease.get("pid"), int)):
         return False
     if lease["pid"] == os.getpid():
         return False

@@ -210,9 +210,35 @@ class S3Session:
                 finally:
                     if body.path is not None:
                         src.close()
-        if body.length:
+        if state["sealed"] and body.length:
+            # A PUT sent again after it sealed the session and then failed (the
+            # copy, the link): its body is the end of what was sealed, or refused.
+            self._check_resent(body)
+        elif body.length:
             self.append(body, hasher)
         return self._seal_parts()
+
+    def _check_resent(self, body: Body) -> None:
+        """Accept the final chunk again only if it is byte for byte the sealed end."""
+        refused = errors.BlobUploadInvalid(detail={
+            "reason": "the upload is complete and its last chunk differs from this body"})
+        if body.length > self.size:
+            raise refused
+        src = body.open()
+        try:
+            with self._b.open(self._state["sealed"], self.size - body.length,
+                              body.length) as sealed:
+                buf = bytearray(min(CHUNK, body.length))
+                remaining = body.length
+                while remaining:
+                    view = memoryview(buf)[:min(CHUNK, remaining)]
+                    read_into(src, view)
+                    if sealed.read(len(view)) != view:
+                        raise refused
+                    remaining -= len(view)
+        finally:
+            if body.path is not None:
+                src.close()
 
     def _seal_parts(self) -> ObjectStaged:
         state = dict(self._state)
