@@ -12,8 +12,12 @@ repository, then times four GETs of it, each read to the end and hashed:
 
 The medians are reported with the ratios the issue sets as targets:
 cached / ordinary (within 10%) and first / direct (within 20%).
+``--backend s3`` keeps dockyard's blobs in a bucket of a SeaweedFS the bench
+starts on loopback (the first pull then also uploads the blob to the bucket
+before its last byte goes out).
 
-    .venv/bin/python bench/pull_through.py [--rounds 5] [--size 64] [--json PATH]
+    .venv/bin/python bench/pull_through.py [--rounds 5] [--size 64] [--backend s3]
+                                           [--json PATH]
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support import seaweedfs as seaweed
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
 from tests.support.upstream import Pusher, UpstreamRegistry
@@ -55,16 +61,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=64, help="blob size, MiB")
+    parser.add_argument("--backend", choices=("filesystem", "s3"), default="filesystem")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp, ExitStack() as stack:
         root = Path(tmp)
+        env: dict[str, str] = {}
+        if args.backend == "s3":
+            weed = seaweed.SeaweedServer(root / "seaweedfs").start()
+            stack.callback(weed.stop)
+            env = seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("bench"))
         upstream = UpstreamRegistry(root / "upstream").start()
         config = root / "dockyard.yml"
         config.write_text(json.dumps({"proxy": {"upstreams": [
             {"prefix": "up", "url": upstream.url}]}}))
-        server = Dockyard(root / "data", config=config).start()
+        server = Dockyard(root / "data", config=config, env=env).start()
         try:
             pusher = Pusher(upstream.url)
             local = RegistryClient(server.url)
@@ -92,6 +104,7 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.node(),
         "cpus": os.cpu_count(), "size_mib": args.size, "rounds": args.rounds,
+        "backend": args.backend,
         "median_ms": {k: round(v * 1000, 1) for k, v in medians.items()},
         "cached_vs_ordinary": round(medians["cached"] / medians["ordinary"], 3),
         "first_vs_direct": round(medians["first"] / medians["direct"], 3),

@@ -416,7 +416,7 @@ def _check_values(cfg: dict[str, Any]) -> None:
 
 
 def _check_storage_backend(cfg: dict[str, Any]) -> None:
-    """What an object store needs, and what it cannot do (docs/object-storage.md)."""
+    """What an object store needs (docs/object-storage.md)."""
     if cfg["storage"]["backend"] != "s3":
         return
     s3 = cfg["storage"]["s3"]
@@ -429,9 +429,6 @@ def _check_storage_backend(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"storage.s3.{missing}: must be set with the other credential")
     if s3["timeout"] <= 0:
         raise ConfigError("storage.s3.timeout: must be more than 0")
-    if cfg["proxy"]["upstreams"]:
-        raise ConfigError("proxy.upstreams: the pull-through cache is not supported with "
-                          "storage.backend s3")
     import importlib.util
 
     if importlib.util.find_spec("boto3") is None:

@@ -80,13 +80,15 @@ def _walked_blobs(layout: Layout) -> Iterator[FileInfo]:
                                Keys.blob(digest))
 
 
-def repositories(layout: Layout, backend: Backend | None = None) -> list[str]:
-    """Every repository with a directory of links or uploads, names nested or not."""
+def repositories(layout: Layout, backend: Backend | None = None,
+                 under: str = "") -> list[str]:
+    """Every repository with a directory of links or uploads, names nested or not;
+    with `under`, only that name and the names below it."""
     if backend is not None and backend.local_path(Keys.REPOSITORIES) is None:
-        return _listed_repositories(backend)
+        return _listed_repositories(backend, under)
     found: list[str] = []
     root = str(layout.repositories)
-    for directory, subdirs, _files in os.walk(root):
+    for directory, subdirs, _files in os.walk(os.path.join(root, under) if under else root):
         if any(d in _OWN for d in subdirs):
             name = os.path.relpath(directory, root)
             if is_valid_name(name):
@@ -140,9 +142,9 @@ def _listed_blobs(backend: Backend) -> Iterator[FileInfo]:
                        info.key)
 
 
-def _listed_repositories(backend: Backend) -> list[str]:
+def _listed_repositories(backend: Backend, under: str = "") -> list[str]:
     found = set()
-    for info in backend.list(Keys.REPOSITORIES):
+    for info in backend.list(Keys.repository(under) if under else Keys.REPOSITORIES):
         rest = info.key[len(Keys.REPOSITORIES):]
         for own in _OWN:
             name, mark, _ = rest.partition(f"/{own}/")

@@ -5,7 +5,8 @@ The upstream is distribution 2.8.2 on loopback standing in for Docker Hub:
 the image is pushed to it as `library/busybox`, and dockerd, which knows
 nothing of it, pulls `busybox:latest` through dockyard (whose whole registry
 mirrors the upstream). There is no network here, so dockerd could not have
-got the image from Docker Hub itself.
+got the image from Docker Hub itself. Each test runs with dockyard's storage on
+a directory and on S3 (a bucket of the session SeaweedFS).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import proxy_dockyard
+from tests.proxy.conftest import BACKENDS, backend_env, proxy_dockyard
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient
 from tests.support.upstream import UpstreamRegistry
@@ -43,11 +44,12 @@ def upstream(tmp_path: Path) -> Iterator[UpstreamRegistry]:
     registry.stop()
 
 
-@pytest.fixture
-def mirror(tmp_path: Path, upstream: UpstreamRegistry) -> Iterator[Dockyard]:
+@pytest.fixture(params=BACKENDS)
+def mirror(request: pytest.FixtureRequest, tmp_path: Path,
+           upstream: UpstreamRegistry) -> Iterator[Dockyard]:
     server = proxy_dockyard(tmp_path / "mirror", [{"prefix": "", "url": upstream.url,
                                                    "tag_ttl": 0, "docker_hub": True}],
-                            timeout=3).start()
+                            timeout=3, env=backend_env(request, request.param)).start()
     yield server
     server.stop()
 

@@ -1,6 +1,7 @@
 """Cached content is collected like pushed content: `dockyard gc` keeps what a cached
 tag references, deletes what nothing references, and retention policies apply to
-mirrored repositories as to any other."""
+mirrored repositories as to any other; on a directory and on S3, where the blobs the
+cache fetched are committed through the backend and fenced like pushed ones."""
 
 from __future__ import annotations
 
@@ -11,15 +12,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tests.integration.helpers import stored_blob
 from tests.proxy.conftest import proxy_dockyard
 from tests.support.processes import VENV_BIN, Dockyard
 from tests.support.registry_client import RegistryClient
 from tests.support.upstream import Front, Pusher
 
 
-def _blob_file(d: Dockyard, digest: str) -> Path:
-    algorithm, hexpart = digest.split(":")
-    return d.data_dir / "storage" / "blobs" / algorithm / hexpart[:2] / hexpart
+def _stored(d: Dockyard, digest: str) -> bool:
+    return stored_blob(d, digest) is not None
+
+
+def _cli(d: Dockyard, *args: str) -> subprocess.CompletedProcess[str]:
+    """`dockyard ARGS --data-dir` of `d`, with `d`'s environment (its backend's)."""
+    return subprocess.run([str(VENV_BIN / "dockyard"), *args, "--data-dir", str(d.data_dir)],
+                          env={**os.environ, **d.env}, capture_output=True, text=True,
+                          timeout=120)
 
 
 def _digests(image: dict[str, Any]) -> list[str]:
@@ -40,21 +48,20 @@ def _pull(client: RegistryClient, name: str, tag: str, image: dict[str, Any]) ->
 
 
 def _gc(d: Dockyard, config: Path) -> dict[str, Any]:
-    out = subprocess.run([str(VENV_BIN / "dockyard"), "gc", "--data-dir", str(d.data_dir),
-                          "--config", str(config), "--grace", "0", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    out = _cli(d, "gc", "--config", str(config), "--grace", "0", "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 def test_cached_content_is_collected_and_retained_like_pushed_content(
-        tmp_path: Path, front: Front, pusher: Pusher) -> None:
+        tmp_path: Path, front: Front, pusher: Pusher, backend: dict[str, str]) -> None:
     name = f"team/gc-{uuid.uuid4().hex[:8]}"
     old = pusher.image(name, "v0", layers=[os.urandom(6000)])
     new = pusher.image(name, "v1", layers=[os.urandom(6000)])
     stray = os.urandom(3000)
     stray_digest = pusher.blob(name, stray)
-    server = proxy_dockyard(tmp_path / "mirror", [{"prefix": "up", "url": front.url}]).start()
+    server = proxy_dockyard(tmp_path / "mirror", [{"prefix": "up", "url": front.url}],
+                            env=backend).start()
     try:
         client = RegistryClient(server.url)
         local = f"up/{name}"
@@ -73,10 +80,10 @@ def test_cached_content_is_collected_and_retained_like_pushed_content(
         assert "v0" in gone and "v1" not in gone
         for digest in (*_digests(old), stray_digest):
             assert digest in gone, digest
-            assert not _blob_file(server, digest).exists(), digest
+            assert not _stored(server, digest), digest
         # What the remaining cached tag references stayed, and is served from the cache.
         for digest in _digests(new):
-            assert digest not in gone and _blob_file(server, digest).exists(), digest
+            assert digest not in gone and _stored(server, digest), digest
         fetched = {d: front.count("GET", f"/v2/{name}/blobs/{d}") for d in _digests(new)[1:]}
         assert _pull(client, local, "v1", new) == ["dockyard; hit"] * len(fetched)
         assert all(front.count("GET", f"/v2/{name}/blobs/{d}") == n
@@ -90,18 +97,14 @@ def test_cached_content_is_collected_and_retained_like_pushed_content(
         # the configuration file `serve` runs with (its upstreams), as gc does.
         pushed = "own/app"
         client.push_image(pushed, "v1")
-        out = subprocess.run([str(VENV_BIN / "dockyard"), "usage", "--data-dir",
-                              str(server.data_dir), "--json"],
-                             capture_output=True, text=True, timeout=120)
+        out = _cli(server, "usage", "--json")
         assert out.returncode == 0, out.stderr
         usage = json.loads(out.stdout)
         assert usage["repositories"][local]["cached_from"] == front.url
         assert "cached_from" not in usage["repositories"][pushed]
         assert usage["registry"]["cached_bytes"] == \
             usage["repositories"][local]["tagged_bytes"] > 0
-        table = subprocess.run([str(VENV_BIN / "dockyard"), "usage", "--data-dir",
-                                str(server.data_dir), "--cached"],
-                               capture_output=True, text=True, timeout=60).stdout
+        table = _cli(server, "usage", "--cached").stdout
         assert f"{local} (cached)" in table and f"{pushed} (cached)" not in table
     finally:
         server.stop()

@@ -1,4 +1,5 @@
-"""Pull-through of manifests and blobs from a real distribution upstream."""
+"""Pull-through of manifests and blobs from a real distribution upstream, with the
+cache's storage on a directory and on S3 (`mirror` and `backend` run each test on both)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import urllib3
 
-from tests.proxy.conftest import TAG_TTL
+from tests.integration.helpers import stored_blob
+from tests.proxy.conftest import TAG_TTL, pull_sha256, stored_soon
+from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, error_code
 from tests.support.upstream import OCI_MANIFEST, Front, Pusher, sha256
 
@@ -125,7 +128,7 @@ def test_pushes_and_deletes_to_a_mirrored_repository_are_refused(
 
 
 def test_concurrent_pulls_of_one_uncached_blob_fetch_it_once(
-        client: RegistryClient, pusher: Pusher, front: Front) -> None:
+        mirror: Dockyard, client: RegistryClient, pusher: Pusher, front: Front) -> None:
     name = _name()
     data = os.urandom(64 * 1024 * 1024)
     digest = pusher.blob(name, data)
@@ -134,14 +137,7 @@ def test_concurrent_pulls_of_one_uncached_blob_fetch_it_once(
     front.delay = 0.5  # all 16 ask while the first fetch is under way
 
     def pull(_: int) -> str:
-        http = urllib3.PoolManager(retries=False, timeout=120)
-        r = http.request("GET", f"{client.base}/v2/up/{name}/blobs/{digest}",
-                         preload_content=False)
-        assert r.status == 200, r.status
-        h = hashlib.sha256()
-        for chunk in r.stream(1024 * 1024):
-            h.update(chunk)
-        return h.hexdigest()
+        return pull_sha256(f"{client.base}/v2/up/{name}/blobs/{digest}")[0]
 
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -150,11 +146,18 @@ def test_concurrent_pulls_of_one_uncached_blob_fetch_it_once(
         front.delay = 0.0
     assert results == [expected] * 16
     assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 1
+    # Stored once, whole: the next pull is a hit.
+    assert hashlib.sha256(stored_soon(mirror, digest)).hexdigest() == expected
+    r = client.request("GET", f"/v2/up/{name}/blobs/{digest}", preload_content=False)
+    assert r.status == 200 and r.headers["Cache-Status"] == "dockyard; hit"
+    r.release_conn()
+    assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 1
 
 
 @pytest.mark.parametrize("fault", ["corrupt_blobs", "truncate_blobs"])
 def test_bad_bytes_from_the_upstream_are_never_served_or_stored(
-        client: RegistryClient, pusher: Pusher, front: Front, fault: str) -> None:
+        mirror: Dockyard, client: RegistryClient, pusher: Pusher, front: Front,
+        fault: str) -> None:
     """A corrupting upstream, and one that breaks off mid-blob."""
     name = _name()
     data = os.urandom(3 * 1024 * 1024)
@@ -166,10 +169,12 @@ def test_bad_bytes_from_the_upstream_are_never_served_or_stored(
     finally:
         setattr(front, fault, False)
     assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 2
+    assert stored_blob(mirror, digest) is None
     # Nothing was stored: the next pull fetches again and gets the right bytes.
     r = client.request("GET", f"/v2/up/{name}/blobs/{digest}")
     assert r.status == 200 and r.data == data
     assert front.count("GET", f"/v2/{name}/blobs/{digest}") == 3
+    assert stored_soon(mirror, digest) == data
 
 
 def test_a_manifest_that_fails_verification_is_not_stored(
@@ -183,15 +188,15 @@ def test_a_manifest_that_fails_verification_is_not_stored(
     assert json.loads(client.get_manifest(f"up/{name}", "v1").data)["schemaVersion"] == 2
 
 
-def test_cached_manifests_not_pulled_within_max_age_are_evicted(tmp_path, upstream,
-                                                                 pusher: Pusher) -> None:
+def test_cached_manifests_not_pulled_within_max_age_are_evicted(
+        tmp_path, upstream, pusher: Pusher, backend: dict[str, str]) -> None:
     from tests.proxy.conftest import proxy_dockyard
 
     name = _name()
     image = pusher.image(name, "v1")
     config_dir = tmp_path
     server = proxy_dockyard(config_dir, [{"prefix": "old", "url": upstream.url,
-                                          "max_age": 1}])
+                                          "max_age": 1}], env=backend)
     text = json.loads(server.config.read_text())
     text["proxy"]["eviction_interval"] = 1
     server.config.write_text(json.dumps(text))

@@ -20,10 +20,12 @@ def _name() -> str:
     return f"team/app-{uuid.uuid4().hex[:8]}"
 
 
-def test_upstream_stopped_the_cached_copy_is_served_and_said_so(tmp_path) -> None:
+def test_upstream_stopped_the_cached_copy_is_served_and_said_so(
+        tmp_path, backend: dict[str, str]) -> None:
     upstream = UpstreamRegistry(tmp_path / "upstream").start()
     server = proxy_dockyard(tmp_path / "dy", [{"prefix": "up", "url": upstream.url,
-                                               "tag_ttl": 0}], timeout=2).start()
+                                               "tag_ttl": 0}], timeout=2,
+                            env=backend).start()
     try:
         client = RegistryClient(server.url)
         name = _name()

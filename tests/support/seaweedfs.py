@@ -174,6 +174,19 @@ def new_bucket_name(prefix: str = "dy") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
 
+def backend_env(request: pytest.FixtureRequest, backend: str,
+                bucket_prefix: str = "dy") -> dict[str, str]:
+    """The environment of a dockyard on `backend`: nothing for a directory, a fresh
+    bucket of the session SeaweedFS (the `seaweedfs` fixture) for s3."""
+    if backend == "filesystem":
+        return {}
+    if not backend_available():
+        pytest.skip(NO_BACKEND)
+    weed: SeaweedServer = request.getfixturevalue("seaweedfs")
+    return dockyard_env(weed.access, new_bucket_name(bucket_prefix),
+                        part_size=MIN_PART_SIZE)
+
+
 def write_identities(path: Path, access_key: str = ACCESS_KEY,
                      secret_key: str = SECRET_KEY) -> Path:
     """An `-s3.config` file: one identity with every action, and no anonymous access."""

@@ -446,9 +446,11 @@ def test_the_s3_backend_is_configured_or_refused_by_name() -> None:
     with pytest.raises(config.ConfigError, match=r"storage\.s3\.secret_key: must be set"):
         config.load(None, environ={**base, "DOCKYARD_STORAGE_S3_BUCKET": "b",
                                    "DOCKYARD_STORAGE_S3_ACCESS_KEY": "k"})
+    # The pull-through cache works on an object store (docs/pull-through-cache.md).
     upstreams = '[{"prefix": "hub", "url": "https://registry-1.docker.io"}]'
-    with pytest.raises(config.ConfigError, match=r"not supported with storage\.backend s3"):
-        config.load(None, environ={**good, "DOCKYARD_PROXY_UPSTREAMS": upstreams})
+    mirrored = config.load(None, environ={**good, "DOCKYARD_PROXY_UPSTREAMS": upstreams})
+    assert mirrored["proxy"]["upstreams"][0]["prefix"] == "hub"
+    assert mirrored["storage"]["backend"] == "s3"
     assert config.load(None, environ={})["storage"]["backend"] == "filesystem"
 
 
@@ -513,3 +515,35 @@ def test_s3_a_large_session_is_copied_part_by_part_into_its_digest(
     # A multipart object's ETag ends in its part count: the session had 4 parts,
     # the copy 2 (a CopyObject would keep the source's "-4").
     assert head["ETag"].strip('"').endswith("-2"), head["ETag"]
+
+
+# -- the pull-through cache's eviction clock ----------------------------------------
+
+
+def test_a_pull_moves_a_cached_manifest_links_last_write(backend: Backend) -> None:
+    """`proxy.eviction.Evictor.touch`: the link's mtime on a filesystem, the link written
+    again on S3 (an object's time is its last write); and a link pulled within max_age is
+    not evicted."""
+    from services.storage.proxy.eviction import Evictor
+    from services.storage.proxy.settings import Upstream, UpstreamMap
+
+    layout = getattr(backend, "layout", None) or Layout(backend.scratch.parent)  # type: ignore[attr-defined]
+    blobs = BlobStore(layout, backend)
+    data = b'{"schemaVersion": 2}'
+    digest = digest_of(data)
+    name, media_type = "up/team/app", "application/vnd.oci.image.manifest.v1+json"
+    blobs.ingest_bytes(data, digest)
+    blobs.link_manifest(name, digest, media_type)
+    link = Keys.manifest_link(name, digest)
+    first = backend.stat(link)
+    assert first is not None
+    evictor = Evictor(UpstreamMap([Upstream("up", "http://127.0.0.1:9", max_age=5)]), blobs,
+                      index=None)
+    time.sleep(1.1)  # S3's LastModified counts whole seconds
+    evictor.touch(name, digest)
+    touched = backend.stat(link)
+    assert touched is not None and touched.mtime_ns > first.mtime_ns
+    assert blobs.manifest_media_type(name, digest) == media_type
+    # As of 4 s after the pull, within max_age: nothing to evict (nor to ask the index).
+    assert evictor.run_once(now=touched.mtime_ns / 1e9 + 4) == 0
+    assert blobs.manifest_links(name) == [digest]

@@ -197,7 +197,8 @@ class FilesystemBackend:
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            st = os.stat(self.layout.path(key))
+            # A record's own time, never its target's: a manifest link is a symlink.
+            st = os.lstat(self.layout.path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime_ns)

@@ -7,6 +7,8 @@ Modules, each with its own rules in its docstring:
 - `upstream`: an HTTP client of one upstream, with the Docker token flow;
 - `fetch`: one upstream fetch per blob, streamed to every client while it
   is written and verified;
+- `landing`: how a verified fetch is stored (a rename into ``blobs/``, or a
+  commit through an object store's backend) and how its readers learn so;
 - `cache`: `PullThrough`, manifests by tag (TTL, stale when the upstream is
   down) and by digest, blobs, metrics;
 - `eviction`: age-based eviction of cached manifests (``max_age``);

@@ -1,29 +1,32 @@
 """Age-based eviction of cached manifests, per upstream (``max_age`` in seconds).
 
-A cached manifest's last pull is the modification time of its repository
-link (``_manifests/<algorithm>/<hex>``, a symlink): `touch` sets it when a
-pull is served, at most once a minute per manifest and process, so a busy
-tag costs no extra write per pull. Every ``proxy.eviction_interval`` seconds
-the evictor walks the repositories of each upstream with a ``max_age`` and
-deletes, like a client's DELETE would, each manifest not pulled for longer:
-the index forgets it and its tags first, then the link goes. Its blobs are
-then unreferenced and the garbage collector reclaims them; a later pull
-fetches the manifest from the upstream again.
+A cached manifest's last pull is the last write of its repository link
+(``_manifests/<algorithm>/<hex>``): `touch` sets it when a pull is served,
+at most once a minute per manifest and process, so a busy tag costs no
+extra write per pull. On a filesystem the link's mtime is set
+(`backend.touch`); an object's time is its last write and cannot be set,
+so on an object store the link is written again with its value, under the
+manifest's lock, so that it never brings back a link an eviction deleted.
+Every ``proxy.eviction_interval`` seconds the evictor lists the
+repositories of each upstream with a ``max_age`` (`inventory`, through the
+backend) and deletes, like a client's DELETE would, each manifest not
+pulled for longer: the index forgets it and its tags first, then the link
+goes. Its blobs are then unreferenced and the garbage collector reclaims
+them; a later pull fetches the manifest from the upstream again.
 
 Eviction never touches a repository that no upstream claims.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+from services.storage import inventory
 from services.storage.blobstore import BlobStore
+from services.storage.paths import Keys
 from services.storage.proxy.settings import Upstream, UpstreamMap
 from shared.validation import Digest, is_valid_name
 
@@ -36,12 +39,13 @@ class Evictor:
     def __init__(self, upstreams: UpstreamMap, blobs: BlobStore, index: Any) -> None:
         self._map = upstreams
         self._blobs = blobs
+        self._backend = blobs.backend
         self._index = index
         self._touched: dict[tuple[str, Digest], float] = {}
         self._lock = threading.Lock()
 
     def touch(self, name: str, digest: Digest) -> None:
-        """Record a pull of a cached manifest (its link's mtime)."""
+        """Record a pull of a cached manifest (its link's last write)."""
         now = time.monotonic()
         key = (name, digest)
         with self._lock:
@@ -50,8 +54,14 @@ class Evictor:
             if len(self._touched) > 100_000:
                 self._touched.clear()
             self._touched[key] = now
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self._blobs.layout.manifest_link(name, digest), follow_symlinks=False)
+        link = Keys.manifest_link(name, digest)
+        if self._backend.local_path(link) is not None:
+            self._backend.touch(link)  # a file: its mtime is set in place
+            return
+        with self._blobs.manifest_lock(name, digest):
+            media_type = self._blobs.manifest_media_type(name, digest)
+            if media_type is not None:
+                self._backend.set_record(link, media_type)
 
     def run_once(self, now: float | None = None) -> int:
         """Evict what is older than its upstream's max_age; the number evicted."""
@@ -59,40 +69,25 @@ class Evictor:
         evicted = 0
         for upstream in self._map.upstreams:
             if upstream.max_age > 0:
-                evicted += self._evict(upstream, now - upstream.max_age)
+                evicted += self._evict(upstream, int((now - upstream.max_age) * 1e9))
         return evicted
 
-    def _evict(self, upstream: Upstream, cutoff: float) -> int:
-        repositories = self._blobs.layout.repositories
-        top = repositories / upstream.prefix if upstream.prefix else repositories
+    def _evict(self, upstream: Upstream, cutoff_ns: int) -> int:
+        layout = self._blobs.layout
         evicted = 0
-        for directory, subdirs, _ in os.walk(top):
-            if "_manifests" not in subdirs:
-                subdirs[:] = [d for d in subdirs if not d.startswith("_")]
-                continue
-            name = Path(directory).relative_to(repositories).as_posix()
-            subdirs[:] = [d for d in subdirs if not d.startswith("_")]
+        for name in inventory.repositories(layout, self._backend, under=upstream.prefix):
             if not is_valid_name(name) or self._map.match(name) is not upstream:
                 continue
-            for algorithm_dir in (Path(directory) / "_manifests").iterdir():
-                for link in algorithm_dir.iterdir():
-                    try:
-                        if link.lstat().st_mtime >= cutoff:
-                            continue
-                    except FileNotFoundError:
-                        continue
-                    if self._evict_one(name, Digest(algorithm_dir.name, link.name), cutoff):
-                        evicted += 1
+            for link in list(inventory.manifest_links(layout, name, self._backend)):
+                if link.mtime_ns < cutoff_ns and self._evict_one(name, link.digest, cutoff_ns):
+                    evicted += 1
         return evicted
 
-    def _evict_one(self, name: str, digest: Digest, cutoff: float) -> bool:
-        link = self._blobs.layout.manifest_link(name, digest)
+    def _evict_one(self, name: str, digest: Digest, cutoff_ns: int) -> bool:
         with self._blobs.manifest_lock(name, digest):
-            try:
-                if link.lstat().st_mtime >= cutoff:
-                    return False  # pulled meanwhile
-            except FileNotFoundError:
-                return False
+            info = self._backend.stat(Keys.manifest_link(name, digest))
+            if info is None or info.mtime_ns >= cutoff_ns:
+                return False  # pulled meanwhile, or gone
             self._index.delete_manifest(name, str(digest))
             self._blobs.unlink_manifest(name, digest)
             self._index.repository_changed(name)

@@ -1,24 +1,29 @@
 """Fetching a blob from an upstream once, while every client that asks for it is served.
 
 The first request for an uncached blob, in any storage process sharing the
-root, becomes its *writer*: it takes an exclusive ``flock`` on
-``tmp/fetch-<algorithm>-<hex>`` (`Layout.proxy_fetch`), writes the upstream's
+root (on an object store: the scratch directory), becomes its *writer*: it
+takes an exclusive ``flock`` on ``tmp/fetch-<algorithm>-<hex>``
+(`Layout.proxy_fetch`), writes the upstream's
 length beside it, and a background thread copies the upstream's body into
 the file while hashing it. Every request for the blob, the writer's own
 included, is a *reader*: it follows the file as it grows and sends its bytes
 on. So there is one upstream fetch however many clients pull at once, and the
-first client's bytes flow while they are written.
+first client's bytes flow while they are written. On an object store the
+file is in the replica's local scratch (``storage.root/tmp``): the
+processes of a replica share one fetch, each replica makes its own.
 
 The rules that keep unverified bytes from being served or stored:
 
 - A reader always holds back the blob's last byte until the writer is done,
   so no client ever receives a complete body before the digest is checked.
-- The writer renames the file into ``blobs/`` only when its length and
-  digest match; otherwise it unlinks it. A reader learns the outcome by
-  comparing the inode it has open with the inode now under ``blobs/``:
-  the same inode means verified, anything else means the bytes it followed
-  were discarded, and the reader raises `FetchFailed` so that the server
-  aborts the client's connection short of its Content-Length.
+- The writer stores the file's bytes (`landing`) only when its length and
+  digest match; otherwise it unlinks it. A reader learns the outcome from
+  the file it has open, as `landing` says for the backend: on a filesystem
+  the file was renamed into ``blobs/`` (the same inode there means
+  verified), on an object store the writer stamped the inode verified
+  before committing the bytes to the bucket. Otherwise the bytes it
+  followed were discarded, and the reader raises `FetchFailed` so that the
+  server aborts the client's connection short of its Content-Length.
 - The writer's thread runs to the end even when its client goes away, so
   the other readers are not cut off.
 - A writer that dies leaves the lock released and the file unrenamed:
@@ -40,7 +45,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from services.storage.blobstore import BlobStore
-from services.storage.bodies import CHUNK, cleanup, fsync_dir
+from services.storage.bodies import CHUNK, cleanup
+from services.storage.proxy.landing import landing_for
 from services.storage.proxy.upstream import UpstreamClient, UpstreamDown
 from shared import errors
 from shared.validation import Digest
@@ -73,6 +79,7 @@ class BlobFetcher:
         self._layout = blobs.layout
         self._timeout = timeout
         self._on_stored = on_stored
+        self._landing = landing_for(blobs)
 
     def open(self, client: UpstreamClient, remote: str, digest: Digest,
              retry_after: int = 2) -> tuple[int, Iterator[bytes]] | None:
@@ -84,7 +91,10 @@ class BlobFetcher:
         for _ in range(3):
             if self._blobs.size(digest) is not None:
                 return None
-            fd, writer = self._join(digest)
+            joined = self._join(digest)
+            if joined is None:
+                return None  # stored meanwhile, and not a local file
+            fd, writer = joined
             try:
                 if writer:
                     if self._blobs.size(digest) is not None:
@@ -115,8 +125,9 @@ class BlobFetcher:
 
     # -- who writes ------------------------------------------------------
 
-    def _join(self, digest: Digest) -> tuple[int, bool]:
-        """An fd on the blob's fetch file, and whether this request holds its lock."""
+    def _join(self, digest: Digest) -> tuple[int, bool] | None:
+        """An fd on the blob's fetch file, and whether this request holds its lock;
+        None when the blob was stored meanwhile and is no local file."""
         path = self._layout.proxy_fetch(digest)
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -131,10 +142,11 @@ class BlobFetcher:
                 same = False
             if same:
                 return fd, writer
-            # The file was renamed into blobs/ or discarded while we opened it.
+            # The file was stored or discarded while we opened it.
             os.close(fd)
             if self._blobs.size(digest) is not None:
-                return os.open(self._layout.blob(digest), os.O_RDONLY), False
+                stored = self._landing.open_stored(digest)
+                return None if stored is None else (stored, False)
 
     def _abandon(self, fd: int, digest: Digest) -> None:
         cleanup(self._layout.proxy_fetch(digest))
@@ -172,6 +184,7 @@ class BlobFetcher:
                 resp.release_conn()
                 return
             outcome.size = int(length)
+            self._landing.begin(fd)
             os.ftruncate(fd, 0)
             tmp = size_path.with_name(size_path.name + ".new")
             tmp.write_text(length)
@@ -182,7 +195,7 @@ class BlobFetcher:
             log.exception("fetching %s from %s failed", digest, client.upstream.label)
         finally:
             outcome.ready.set()
-            if not stored:
+            if not (stored and self._landing.moves):
                 cleanup(path)
             cleanup(size_path)
             os.close(fd)  # releases the lock: readers learn the outcome
@@ -211,11 +224,8 @@ class BlobFetcher:
                       "%s:%s): discarded", label, digest, written, size, digest.algorithm,
                       computed)
             return False
-        os.fsync(fd)
-        target = self._layout.blob(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self._layout.proxy_fetch(digest), target)
-        fsync_dir(target.parent)
+        if not self._landing.land(fd, self._layout.proxy_fetch(digest), digest):
+            return False
         if self._on_stored is not None:
             self._on_stored(digest, size)
         return True
@@ -239,13 +249,13 @@ class BlobFetcher:
         """The length the writer announced, or None when it finished without one."""
         deadline = time.monotonic() + self._timeout
         size_path = self._layout.proxy_fetch_size(digest)
-        if os.fstat(fd).st_ino == _inode(self._layout.blob(digest)):
-            return os.fstat(fd).st_size  # opened the stored blob itself
+        if self._landing.verified(fd, digest, writing=False):
+            return os.fstat(fd).st_size  # the stored blob itself, or a verified file
         while time.monotonic() < deadline:
             with contextlib.suppress(FileNotFoundError, ValueError):
                 return int(size_path.read_text())
             if not self._writing(fd):
-                if os.fstat(fd).st_ino == _inode(self._layout.blob(digest)):
+                if self._landing.verified(fd, digest, writing=False):
                     return os.fstat(fd).st_size
                 return None
             time.sleep(_POLL)
@@ -258,8 +268,10 @@ class BlobFetcher:
             stalled_since = time.monotonic()
             while True:
                 writing = self._writing(fd)
+                # Verified before the length is read: a file stamped verified while
+                # it is still written to is never seen short (`landing`).
+                verified = self._landing.verified(fd, digest, writing)
                 available = os.fstat(fd).st_size
-                verified = not writing and os.fstat(fd).st_ino == _inode(self._layout.blob(digest))
                 limit = size if verified else size - 1
                 if not writing and not verified:
                     raise FetchFailed(f"{digest}: the upstream's bytes were discarded")
@@ -279,10 +291,3 @@ class BlobFetcher:
                 time.sleep(_POLL)
         finally:
             os.close(fd)
-
-
-def _inode(path: os.PathLike[str] | str) -> int:
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        return -1
