@@ -219,48 +219,48 @@ def test_a_delete_is_refused_once_the_doom_may_have_run_out(
 # -- the barrier ------------------------------------------------------------------------
 
 
-def test_the_barrier_waits_for_a_registered_put_and_closes_the_gate(
+def test_the_barrier_waits_for_the_puts_registered_at_its_start_only(
         sides: Callable[[], Side]) -> None:
     writer, late_writer, collector = sides(), sides(), sides()
     inside, release = threading.Event(), threading.Event()
-    passed: list[int] = []
-    late: list[float] = []
+    late_inside, late_release = threading.Event(), threading.Event()
+    passed: list[tuple[int, float]] = []
 
-    def put() -> None:
-        with writer.fences.writing():
-            inside.set()
-            release.wait(10)
-
-    def late_put() -> None:
-        with late_writer.fences.writing():
-            late.append(time.monotonic())
+    def put(side: Side, entered: threading.Event, leave: threading.Event) -> None:
+        with side.fences.writing():
+            entered.set()
+            leave.wait(10)
 
     def collect() -> None:
-        passed.append(collector.fences.barrier())
+        passed.append((collector.fences.barrier(), time.monotonic()))
 
-    first = threading.Thread(target=put)
+    first = threading.Thread(target=put, args=(writer, inside, release))
     first.start()
     assert inside.wait(5)
+    before = collector.redis_now_ns()
     barrier = threading.Thread(target=collect)
     barrier.start()
     time.sleep(0.3)
     assert not passed, "the barrier passed a PUT between its first touch and its record"
-    # The gate is closed: a PUT that starts now waits for the barrier.
-    second = threading.Thread(target=late_put)
+    # A PUT that starts now is not held back, and does not hold the barrier back.
+    second = threading.Thread(target=put, args=(late_writer, late_inside, late_release))
     second.start()
-    time.sleep(0.3)
-    assert not late, "a PUT registered while the barrier was closed"
-    left_at = collector.redis_now_ns()
+    assert late_inside.wait(1.0), "a PUT waited for the barrier"
+    late_writer.fences.touch(blob_key("touched-by-the-late-put"))
+    released = time.monotonic()
     release.set()
-    for t in (barrier, first, second):
-        t.join(10)
-    # T is a time of the clock that stamps touches, after the PUT left.
-    assert passed and passed[0] >= left_at
-    assert late, "the gate stayed closed after the barrier"
-    # And touches after the barrier are stamped no earlier than T: they protect.
-    writer.fences.touch(blob_key("after-the-barrier"))
-    with collector.fences.claim([listed(blob_key("after-the-barrier"))], passed[0]) as ok:
+    barrier.join(10)
+    first.join(10)
+    assert passed, "the barrier waited for a PUT registered after it began"
+    start, returned = passed[0]
+    assert returned >= released
+    # T is of the clock that stamps touches, taken when the barrier began: the late
+    # PUT, registered after it, touched after it, and its touches protect.
+    assert before <= start
+    with collector.fences.claim([listed(blob_key("touched-by-the-late-put"))], start) as ok:
         assert ok == [False]
+    late_release.set()
+    second.join(10)
 
 
 def test_a_killed_puts_registration_blocks_the_barrier_only_for_its_lease(
