@@ -485,3 +485,24 @@ def test_s3_remove_all_if_untouched_deletes_exactly_the_untouched(
     assert set(blobs_in(collector)) == touched
     for key in touched:
         assert writer.read(key) == blobs[key]
+
+
+def test_s3_a_replica_forgets_when_the_epoch_goes_back(
+        replicas: Callable[[], Any], redis_server: RedisServer, prefix: str) -> None:
+    """Redis restored from an older state (a failover that lost its last writes, a
+    restart without its AOF) moves the epoch back; a replica that saw a later one
+    must still forget what it remembered when the next collection deletes."""
+    writer, collector = replicas(), replicas()
+    key = blob_key("deleted-after-the-restore")
+    write_then_cutoff(writer, collector, {key: b"bytes"})
+    for i in range(2):     # two collections that delete something: the epoch is 4
+        with collector.fences.claim([listed(blob_key(f"earlier{i}"))], None) as doomed:
+            assert doomed == [True]
+    assert writer.touch(key) is True       # sees epoch 4, and remembers the size
+    assert writer.stat(key) is not None
+    cutoff = collector.fences.barrier()    # a later collection, the key untouched since
+    redis.Redis.from_url(redis_server.url).delete(f"{prefix}gc:epoch")
+    assert collector.fences.remove_all_if_untouched(list(blobs_in(collector).values()),
+                                                    cutoff) == [5]
+    assert key not in blobs_in(collector)
+    assert writer.touch(key) is False
