@@ -114,6 +114,25 @@ def killed_holder(redis_server: RedisServer, prefix: str) -> Iterator[Callable[.
 # -- touch and doom ---------------------------------------------------------------------
 
 
+def rely_during_doom(fences: RedisFences, items: list[Any], cutoff: int,
+                     rely: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Doom `items` (all of them must be), run `rely` in a thread while the doom is in
+    force, check it waits, delete, lift. Returns what `rely` answered, when it
+    returned and when the lift began."""
+    answers: list[tuple[Any, float]] = []
+    thread = threading.Thread(target=lambda: answers.append((rely(), time.monotonic())))
+    with fences.claim(items, cutoff) as doomed:
+        assert all(doomed) and doomed
+        thread.start()
+        time.sleep(0.5)
+        assert not answers, "a writer relied on a doomed key before the lift"
+        fences.delete_claimed([item.key for item in items])
+        lifting = time.monotonic()
+    thread.join(10)
+    assert answers, "a writer still waits after the lift"
+    return answers[0][0], answers[0][1], lifting
+
+
 def test_a_touch_since_the_cutoff_keeps_the_key_and_nothing_else_does(
         sides: Callable[[], Side]) -> None:
     writer, collector = sides(), sides()
@@ -138,23 +157,10 @@ def test_a_touch_since_the_cutoff_keeps_the_key_and_nothing_else_does(
 def test_a_touch_after_the_doom_waits_for_the_lift(sides: Callable[[], Side]) -> None:
     writer, collector = sides(), sides()
     key = blob_key("doomed")
-    returned: list[float] = []
-
-    def touch() -> None:
-        writer.fences.touch(key)
-        returned.append(time.monotonic())
-
     cutoff = collector.fences.barrier()
-    with collector.fences.claim([listed(key)], cutoff) as doomed:
-        assert doomed == [True]
-        thread = threading.Thread(target=touch)
-        thread.start()
-        time.sleep(0.5)
-        assert not returned, "a touch of a doomed key went through before the lift"
-        collector.fences.delete_claimed([key])
-        lifting = time.monotonic()
-    thread.join(10)
-    assert returned and returned[0] >= lifting
+    _, returned, lifting = rely_during_doom(collector.fences, [listed(key)], cutoff,
+                                            lambda: writer.fences.touch(key))
+    assert returned >= lifting
     assert collector.deleted == [key]
 
 
@@ -445,21 +451,10 @@ def test_s3_a_writer_waits_for_the_doom_and_then_finds_the_blob_gone(
     key = blob_key("contested")
     cutoff = write_then_cutoff(writer, collector, {key: b"contested"})
     assert writer.stat(key) is not None
-    answers: list[tuple[bool, float]] = []
-
-    def rely() -> None:
-        answers.append((writer.touch(key), time.monotonic()))
-
-    with collector.fences.claim(list(blobs_in(collector).values()), cutoff) as doomed:
-        assert doomed == [True]
-        thread = threading.Thread(target=rely)
-        thread.start()
-        time.sleep(0.5)
-        assert not answers, "a writer relied on a doomed blob"
-        collector.fences.delete_claimed([key])
-        lifting = time.monotonic()
-    thread.join(10)
-    assert answers and answers[0][0] is False and answers[0][1] >= lifting
+    exists, returned, lifting = rely_during_doom(
+        collector.fences, list(blobs_in(collector).values()), cutoff,
+        lambda: writer.touch(key))
+    assert exists is False and returned >= lifting
     # Writing it again brings it back, and this time it stays through a collection
     # with the same cutoff.
     writer.put(key, b"contested")
