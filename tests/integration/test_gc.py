@@ -29,19 +29,7 @@ from tests.integration.helpers import (
 from tests.support import seaweedfs as seaweed
 from tests.support.processes import VENV_BIN, Dockyard
 from tests.support.registry_client import RegistryClient, sha256
-from tests.support.seaweedfs import SeaweedServer
-
-
-def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
-    """The environment of a dockyard on `backend`: nothing for a directory, a fresh
-    bucket of the session SeaweedFS for s3."""
-    if backend == "filesystem":
-        return {}
-    if not seaweed.backend_available():
-        pytest.skip(seaweed.NO_BACKEND)
-    weed: SeaweedServer = request.getfixturevalue("seaweedfs")
-    return seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("gc"),
-                                part_size=seaweed.MIN_PART_SIZE)
+from tests.support.seaweedfs import backend_env
 
 
 @pytest.fixture(scope="module", params=["filesystem", "s3"])
