@@ -11,8 +11,10 @@ smaller (configuration, not a mock).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -393,10 +395,11 @@ def replicas(request: pytest.FixtureRequest, tmp_path: Path, redis_server: Redis
     scratch = tmp_path / "scratch"
     scratch.mkdir()
 
-    def replica() -> Any:
+    def replica(endpoint: str | None = None) -> Any:
         client = redis.Redis.from_url(redis_server.url)
-        return S3Backend(cfg, scratch, fences=lambda delete, epoch: RedisFences(
-            client, prefix, ReplicaAck(), delete, epoch))
+        return S3Backend({**cfg, "endpoint": endpoint or cfg["endpoint"]}, scratch,
+                         fences=lambda delete, epoch: RedisFences(
+                             client, prefix, ReplicaAck(), delete, epoch))
 
     return replica
 
@@ -501,3 +504,75 @@ def test_s3_a_replica_forgets_when_the_epoch_goes_back(
                                                     cutoff) == [5]
     assert key not in blobs_in(collector)
     assert writer.touch(key) is False
+
+
+class SlowLink:
+    """A TCP relay in front of the object store whose answers can be held back: a
+    request goes through and is answered, but the answer reaches the client only
+    once `flow` is set (a slow network on the way back)."""
+
+    def __init__(self, endpoint: str) -> None:
+        host, port = endpoint.removeprefix("http://").rstrip("/").split(":")
+        self.upstream = (host, int(port))
+        self.flow = threading.Event()
+        self.flow.set()
+        self.held = threading.Event()      # an answer is waiting in the relay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True),
+                             daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if answers and not self.flow.is_set():
+                    self.held.set()
+                    self.flow.wait(30)
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.flow.set()
+        self.listener.close()
+
+
+def test_s3_a_head_answered_before_a_delete_but_received_after_the_lift_is_not_kept(
+        replicas: Callable[[], Any], seaweedfs: Any) -> None:
+    """The race `stat` guards against with the epoch it read before asking: the
+    answer was true when the store gave it, and stale by the time it arrives."""
+    link = SlowLink(seaweedfs.access.endpoint)
+    try:
+        writer, collector = replicas(link.endpoint), replicas()
+        key = blob_key("answer-in-flight")
+        cutoff = write_then_cutoff(writer, collector, {key: b"in flight"})
+        writer.fences.touch(blob_key("another"))
+        link.flow.clear()
+        asked: list[Any] = []
+        head = threading.Thread(target=lambda: asked.append(writer.stat(key)))
+        head.start()
+        assert link.held.wait(10), "the store did not answer the HEAD"
+        # The store said "exists"; before the answer arrives, a collection deletes
+        # the blob, and this replica's next touch sees the lift's epoch.
+        assert collector.fences.remove_all_if_untouched(
+            list(blobs_in(collector).values()), cutoff) == [9]
+        writer.fences.touch(blob_key("another"))
+        link.flow.set()
+        head.join(10)
+        assert asked and asked[0] is not None and asked[0].size == 9
+        assert writer.stat(key) is None, "a stale answer was remembered past the lift"
+        assert writer.touch(key) is False
+    finally:
+        link.close()
