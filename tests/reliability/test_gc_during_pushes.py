@@ -156,7 +156,7 @@ class DoomWatch:
         newest = self.client.zrange(self.key, -1, -1, withscores=True)
         return newest[0][1] if newest else 0.0
 
-    def kill_in_doom(self, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    def kill_in_doom(self, proc: subprocess.Popen[bytes], timeout: float = 200.0) -> None:
         """SIGKILL `proc` as soon as a doom newer than any before is laid; a doom
         that is still there afterwards was never lifted."""
         before = self._latest()
@@ -184,7 +184,9 @@ def collect_loop(d: Dockyard, stop: threading.Event, runs: list[int],
                 proc.send_signal(signal.SIGKILL)
             elif watch.kills_in_doom < watch.MAX_KILLS:
                 watch.kill_in_doom(proc)
-        runs.append(proc.wait(180))
+        # On S3 a barrier waits out the registration of a PUT whose storage was
+        # killed (`redis_fences.WRITER_LEASE`, 120 s).
+        runs.append(proc.wait(240))
 
 
 def kill_storage_loop(d: Dockyard, stop: threading.Event, kills: list[int]) -> None:
@@ -270,7 +272,7 @@ def run_race(d: Dockyard, *, kill_collector: bool, kill_storage: bool,
     time.sleep(PUSH_SECONDS)
     stop.set()
     for t in threads:
-        t.join(240)
+        t.join(300)
         assert not t.is_alive()
     wait_http(d.url + "/readyz", 30)
     print(f"{len(pushes.acknowledged)} tags acknowledged, {pushes.refused} pushes refused, "
@@ -300,9 +302,9 @@ def test_collector_and_storage_killed_at_random_moments(fresh_dockyard: Dockyard
     watch = DoomWatch(d) if bucket_of(d.env) else None
     # On S3 a killed collector's run lock, and a killed storage's registration of a
     # manifest PUT, each hold the next collection back for their lease (30 s, 120 s):
-    # fewer collections fit in the pushing time.
+    # one collection may be all that fits in the pushing time.
     pushes, runs = run_race(d, kill_collector=True, kill_storage=True, watch=watch,
-                            min_runs=3 if watch is None else 2)
+                            min_runs=3 if watch is None else 1)
     assert -signal.SIGKILL in runs, "the collector was never killed"
     if watch is not None:
         assert watch.kills_in_doom >= 1, "no collector was killed while its doom held"
