@@ -28,11 +28,15 @@ guarantees `services.gc.collector` argues from hold:
    epoch: an answer from before a delete carries an epoch older than the
    lift, and every touch after the lift reports at least the lift's, so a
    remembered "exists" never outlives a delete for a writer relying on it.
-4. **The barrier.** A manifest PUT registers in ``gc:inflight`` from its
-   first touch until the index recorded it (`writing`); the collector's
-   `barrier` closes ``gc:gate`` (new PUTs wait), waits until no PUT is
-   registered, and reads the run's start time *T* from the same clock that
-   stamps the touches.
+4. **The barrier.** A manifest PUT registers in ``gc:inflight`` from before
+   its first touch until the index recorded it (`writing`). The collector's
+   `barrier` reads the run's start time *T* and the PUTs registered then, in
+   one script, and waits until each of those has left (or its lease ran out).
+   A PUT registered after *T* touches only after *T*, so its touches protect
+   what it relies on; a PUT registered before is in the index when the
+   barrier returns. Nothing waits on the barrier: no gate holds new PUTs, so
+   a collector killed during it, or a registration left by a storage replica
+   killed mid-PUT, delays only the collection, never a push.
 
 **Leases, not kernel locks.** A writer's registration, a doom and the
 collection's own lock each carry an expiry, so a holder killed with -9
@@ -112,21 +116,32 @@ redis.call('ZREM', KEYS[1], unpack(ARGV))
 return redis.call('INCR', KEYS[2])
 """
 
-# Registers a manifest PUT unless the gate is closed: 1 when registered.
+# Registers a manifest PUT (ARGV: its token, its lease in µs).
 _ENTER = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return 1
 """
 
-# Drops expired registrations; answers how many remain and the time.
+# Drops expired registrations; answers the time and the PUTs registered now.
 _INFLIGHT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return {redis.call('ZCARD', KEYS[1]), string.format('%.0f', now)}
+return {string.format('%.0f', now), redis.call('ZRANGE', KEYS[1], 0, -1)}
+"""
+
+# How many of the PUTs ARGV names are still registered (expired ones dropped).
+_PENDING = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local left = 0
+for i = 1, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then left = left + 1 end
+end
+return left
 """
 
 # Releases (ARGV[2] == '') or renews a lock held by token ARGV[1].
@@ -152,11 +167,12 @@ class RedisFences:
         self._epoch = epoch
         self._deadline = 0.0
         self.keys = {name: f"{prefix}gc:{name}"
-                     for name in ("touched", "doomed", "epoch", "inflight", "gate", "run")}
+                     for name in ("touched", "doomed", "epoch", "inflight", "run")}
         self._touch = client.register_script(_TOUCH)
         self._doom = client.register_script(_DOOM)
         self._enter = client.register_script(_ENTER)
         self._inflight = client.register_script(_INFLIGHT)
+        self._pending = client.register_script(_PENDING)
         self._release = client.register_script(_RELEASE)
         self._lift = client.register_script(_LIFT)
 
@@ -202,19 +218,13 @@ class RedisFences:
     def writing(self) -> Iterator[None]:
         """Held by a manifest PUT from its first touch until the index recorded it."""
         token = uuid.uuid4().hex
-        k = self.keys
-        deadline = time.monotonic() + WRITER_LEASE + 5
-        while not self._call(self._enter, [k["inflight"], k["gate"]],
-                             [token, int(WRITER_LEASE * US)]):
-            if time.monotonic() > deadline:
-                raise errors.Unavailable("collector fences: the barrier is closed",
-                                         retry_after=2)
-            time.sleep(POLL)
+        inflight = self.keys["inflight"]
+        self._call(self._enter, [inflight], [token, int(WRITER_LEASE * US)])
         try:
             yield
         finally:
             with contextlib.suppress(redis.exceptions.RedisError):
-                self.client.zrem(k["inflight"], token)
+                self.client.zrem(inflight, token)
 
     @contextlib.contextmanager
     def blob(self, digest: Any, *, exclusive: bool = False) -> Iterator[None]:
@@ -224,18 +234,13 @@ class RedisFences:
     # -- the collector ---------------------------------------------------------------
 
     def barrier(self) -> int:
-        """Wait until no manifest PUT is between its first touch and its index record;
-        the run's start time *T*, in nanoseconds of Redis's clock."""
-        k = self.keys
-        self.client.set(k["gate"], "1", px=int((WRITER_LEASE + 10) * 1000))
-        try:
-            while True:
-                count, now = self._call(self._inflight, [k["inflight"]], [])
-                if int(count) == 0:
-                    return int(now) * 1000
-                time.sleep(POLL)
-        finally:
-            self.client.delete(k["gate"])
+        """The run's start time *T*, in nanoseconds of Redis's clock, once every
+        manifest PUT registered at *T* has its index record (rule 4)."""
+        inflight = self.keys["inflight"]
+        now, registered = self._call(self._inflight, [inflight], [])
+        while registered and int(self._call(self._pending, [inflight], registered)):
+            time.sleep(POLL)
+        return int(now) * 1000
 
     @contextlib.contextmanager
     def collecting(self, wait: bool = False) -> Iterator[bool]:

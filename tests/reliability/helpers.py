@@ -1,4 +1,5 @@
-"""Helpers for the fault tests: raw HTTP, OCI error checks, storage-root inspection.
+"""Helpers for the fault tests: raw HTTP, OCI error checks, storage-root inspection
+(a directory, or the bucket of a dockyard on the S3 backend).
 
 Everything here talks to real processes over loopback; nothing is mocked.
 """
@@ -19,8 +20,10 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from tests.support.bucket import BucketView
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, sha256
+from tests.support.seaweedfs import bucket_of
 
 MiB = 1024 * 1024
 
@@ -145,6 +148,24 @@ def assert_blobs_intact(root: Path) -> set[str]:
         assert h.hexdigest() == hexpart, f"blob {path} does not hash to its name"
         found.add(f"{algorithm}:{hexpart}")
     return found
+
+
+def stored_keys(d: Dockyard, under: str) -> list[str]:
+    """Every key below `under` (`paths.Keys`: ``blobs/``, ``repositories/``...) that
+    `d` stores: files under its storage root, or objects of its bucket."""
+    if bucket_of(d.env) is not None:
+        return BucketView.of(d).keys(under)
+    # A record with a value (a manifest link: its media type) is a dangling symlink.
+    root = storage_root(d)
+    return sorted(p.relative_to(root).as_posix() for p in (root / under).rglob("*")
+                  if p.is_file() or p.is_symlink())
+
+
+def assert_stored_blobs_intact(d: Dockyard) -> set[str]:
+    """`assert_blobs_intact` on `d`'s storage, whichever backend holds it."""
+    if bucket_of(d.env) is not None:
+        return BucketView.of(d).assert_blobs_intact()
+    return assert_blobs_intact(storage_root(d))
 
 
 def blob_path(root: Path, digest: str) -> Path:

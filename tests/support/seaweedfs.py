@@ -155,6 +155,18 @@ def bucket_of(env: dict[str, str]) -> tuple[S3Access, str, str] | None:
     return access, value("BUCKET"), value("PREFIX")
 
 
+def backend_env(request: pytest.FixtureRequest, backend: str,
+                label: str = "gc") -> dict[str, str]:
+    """The environment of a dockyard on `backend`: nothing for a directory, a fresh
+    bucket (named after `label`) of the session SeaweedFS for s3, with 5 MiB parts."""
+    if backend == "filesystem":
+        return {}
+    if not backend_available():
+        pytest.skip(NO_BACKEND)
+    weed: SeaweedServer = request.getfixturevalue("seaweedfs")
+    return dockyard_env(weed.access, new_bucket_name(label), part_size=MIN_PART_SIZE)
+
+
 def backend_available() -> bool:
     """Whether this dockyard has the S3 backend (`storage.backend` in its schema)."""
     from shared.config import SCHEMA
@@ -172,19 +184,6 @@ def needs_s3_backend() -> pytest.MarkDecorator:
 
 def new_bucket_name(prefix: str = "dy") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:20]}"
-
-
-def backend_env(request: pytest.FixtureRequest, backend: str,
-                bucket_prefix: str = "dy") -> dict[str, str]:
-    """The environment of a dockyard on `backend`: nothing for a directory, a fresh
-    bucket of the session SeaweedFS (the `seaweedfs` fixture) for s3."""
-    if backend == "filesystem":
-        return {}
-    if not backend_available():
-        pytest.skip(NO_BACKEND)
-    weed: SeaweedServer = request.getfixturevalue("seaweedfs")
-    return dockyard_env(weed.access, new_bucket_name(bucket_prefix),
-                        part_size=MIN_PART_SIZE)
 
 
 def write_identities(path: Path, access_key: str = ACCESS_KEY,
