@@ -21,8 +21,10 @@ guarantees `services.gc.collector` argues from hold:
    the collector keeps the key, or the doom came first, the writer waits
    until the doom is lifted (or its lease ran out), and then finds the key
    gone: it writes it again, or answers as if it never existed.
-3. **Epoch.** A counter bumped when a doom is laid and again when it is
-   lifted, after the delete. A replica that remembers what exists
+3. **Epoch.** A value moved when a doom is laid and again when it is lifted,
+   after the delete, each time to one it never had (past the last, and no
+   less than the time, so a Redis restored from an older state does not hand
+   an old value out again). A replica that remembers what exists
    (`S3Backend`'s blob sizes) tags each answer with the epoch it knew before
    asking the store, and forgets everything when a touch reports a newer
    epoch: an answer from before a delete carries an epoch older than the
@@ -73,14 +75,25 @@ BATCH = 500
 POLL = 0.02
 US = 1_000_000
 
+# Moves the epoch to a value it never had: past the last one, and no less than the
+# time (µs), so that a Redis restored from an older state (a failover that lost its
+# last writes) never hands out again a value some replica saw before.
+_MOVE_EPOCH = """
+local function move_epoch(key, now)
+  local e = math.max(tonumber(redis.call('GET', key) or '0') + 1, now)
+  redis.call('SET', key, string.format('%.0f', e))
+  return string.format('%.0f', e)
+end
+"""
+
 # Records the touch; answers {doomed (1/0), epoch}. Times are microseconds.
-_TOUCH = """
+_TOUCH = _MOVE_EPOCH + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 -- A doom that ran out unlifted (its collector died) moves the epoch as a lift does.
 if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then
-  redis.call('INCR', KEYS[3])
+  move_epoch(KEYS[3], now)
 end
 local doom = redis.call('ZSCORE', KEYS[2], ARGV[1])
 local epoch = redis.call('GET', KEYS[3]) or '0'
@@ -90,7 +103,7 @@ return {0, epoch}
 
 # ARGV: cutoff (µs, or -1 for none), lease (µs), then key, last write (µs) pairs.
 # Answers the keys it doomed and the doom's expiry.
-_DOOM = """
+_DOOM = _MOVE_EPOCH + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cutoff = tonumber(ARGV[1])
@@ -106,14 +119,15 @@ for i = 3, #ARGV, 2 do
     doomed[#doomed + 1] = key
   end
 end
-if #doomed > 0 then redis.call('INCR', KEYS[3]) end
+if #doomed > 0 then move_epoch(KEYS[3], now) end
 return {doomed, string.format('%.0f', expiry)}
 """
 
 # Lifts a doom (ARGV: the keys) once their deletes are done, and moves the epoch.
-_LIFT = """
+_LIFT = _MOVE_EPOCH + """
+local t = redis.call('TIME')
 redis.call('ZREM', KEYS[1], unpack(ARGV))
-return redis.call('INCR', KEYS[2])
+return move_epoch(KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]))
 """
 
 # Registers a manifest PUT (ARGV: its token, its lease in µs).

@@ -245,8 +245,8 @@ class S3Backend:
         """A touch saw the collector's `epoch`: forget the sizes asked before it.
         Any epoch but the last one seen counts, a lower one too: Redis restored
         from an older state (a failover that lost its last writes) moves it back,
-        and then a collection's lift may bring it to exactly the value seen
-        before. Touches that return out of order only cost a needless forget."""
+        and the next move is to a value never handed out before (`redis_fences`).
+        Touches that return out of order only cost a needless forget."""
         if epoch != self._epoch:
             with self._blob_stats_lock:
                 if epoch != self._epoch:
