@@ -16,12 +16,8 @@ from tests.support.seaweedfs import SeaweedCluster, SeaweedServer
 @pytest.fixture(scope="session")
 def filesystem_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
     """One `dockyard serve` for the session, on a free port with a fresh data directory."""
-    server = Dockyard(tmp_path_factory.mktemp("dockyard") / "data")
-    server.start()
-    try:
+    with Dockyard(tmp_path_factory.mktemp("dockyard") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +38,8 @@ def s3_dockyard(request: pytest.FixtureRequest,
     # The smallest part S3 allows, so that a few MiB already take multipart uploads.
     env = seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("session"),
                                part_size=seaweed.MIN_PART_SIZE)
-    server = Dockyard(tmp_path_factory.mktemp("dockyard-s3") / "data", env=env)
-    server.start()
-    try:
+    with Dockyard(tmp_path_factory.mktemp("dockyard-s3") / "data", env=env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

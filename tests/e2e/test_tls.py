@@ -59,12 +59,8 @@ def https_dockyard(e2e_root: Path, test_ca: TestCA) -> Iterator[Dockyard]:
     cert, key = test_ca.issue("registry")
     config = e2e_root / "tls-dockyard.yml"
     config.write_text(f"tls:\n  cert: {cert}\n  key: {key}\n")
-    server = Dockyard(e2e_root / "tls-dockyard", config=config, ca_certs=test_ca.ca_path)
-    server.start()
-    try:
+    with Dockyard(e2e_root / "tls-dockyard", config=config, ca_certs=test_ca.ca_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +79,8 @@ def https_secured(e2e_root: Path, test_ca: TestCA) -> Iterator[Dockyard]:
         "access": RULES,
         "tls": {"cert": str(cert), "key": str(key)},
     }))
-    server = Dockyard(directory / "data", config=config, ca_certs=test_ca.ca_path)
-    server.start()
-    try:
+    with Dockyard(directory / "data", config=config, ca_certs=test_ca.ca_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -115,12 +115,8 @@ def test_delete_blob_in_one_repository_keeps_it_in_another(
 
 @pytest.fixture
 def no_delete_dockyard(tmp_path: Path) -> Iterator[Dockyard]:
-    server = Dockyard(tmp_path / "data", env={"DOCKYARD_STORAGE_DELETE_ENABLED": "false"})
-    server.start()
-    try:
+    with Dockyard(tmp_path / "data", env={"DOCKYARD_STORAGE_DELETE_ENABLED": "false"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_deletes_disabled_answer_405_unsupported(no_delete_dockyard: Dockyard) -> None:

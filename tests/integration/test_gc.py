@@ -38,13 +38,9 @@ def backend_env(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
 @pytest.fixture(scope="module", params=["filesystem", "s3"])
 def gc_dockyard(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
-    server = Dockyard(tmp_path_factory.mktemp("gc") / "data",
-                      env={"DOCKYARD_GC_INTERVAL": "0", **backend_env(request, request.param)})
-    server.start()
-    try:
+    env = {"DOCKYARD_GC_INTERVAL": "0", **backend_env(request, request.param)}
+    with Dockyard(tmp_path_factory.mktemp("gc") / "data", env=env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,8 @@ def redirecting(request: pytest.FixtureRequest,
     weed = request.getfixturevalue("seaweedfs")
     env = seaweed.dockyard_env(weed.access, seaweed.new_bucket_name("redirect"),
                                redirect=True)
-    server = Dockyard(tmp_path_factory.mktemp("redirecting") / "data", env=env)
-    server.start()
-    try:
+    with Dockyard(tmp_path_factory.mktemp("redirecting") / "data", env=env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_a_pull_is_a_redirect_to_the_object_store_and_ranges_work(

@@ -47,14 +47,9 @@ def tls_dockyard(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterat
     live_cert, live_key = base / "live.crt", base / "live.key"
     shutil.copy(cert, live_cert)
     shutil.copy(key, live_key)
-    server = Dockyard(base / "data", config=write_config(base / "dockyard.yml", live_cert,
-                                                         live_key),
-                      ca_certs=ca.ca_path)
-    server.start()
-    try:
+    config = write_config(base / "dockyard.yml", live_cert, live_key)
+    with Dockyard(base / "data", config=config, ca_certs=ca.ca_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def https_client(d: Dockyard, ca: TestCA) -> RegistryClient:
@@ -241,10 +236,8 @@ def test_stopping_serve_lets_an_https_push_in_flight_finish(tmp_path: Path, ca: 
     from tests.integration.test_drain import read_response
 
     cert, key = ca.issue("server-drain")
-    d = Dockyard(tmp_path / "data", config=write_config(tmp_path / "dockyard.yml", cert, key),
-                 ca_certs=ca.ca_path, env={"DOCKYARD_HTTP_DRAIN_TIMEOUT": "20"})
-    d.start()
-    try:
+    with Dockyard(tmp_path / "data", config=write_config(tmp_path / "dockyard.yml", cert, key),
+                  ca_certs=ca.ca_path, env={"DOCKYARD_HTTP_DRAIN_TIMEOUT": "20"}) as d:
         assert d.process is not None
         data = os.urandom(300_000)
         digest = sha256(data)
@@ -264,5 +257,3 @@ def test_stopping_serve_lets_an_https_push_in_flight_finish(tmp_path: Path, ca: 
         assert status == 201, body
         assert headers["docker-content-digest"] == digest
         assert d.process.wait(20) == 0
-    finally:
-        d.stop()

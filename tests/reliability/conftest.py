@@ -30,23 +30,15 @@ LIMITED_ENV = {
 
 @pytest.fixture(scope="session")
 def limited_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
-    server = Dockyard(tmp_path_factory.mktemp("limited") / "data", env=dict(LIMITED_ENV))
-    server.start()
-    try:
+    with Dockyard(tmp_path_factory.mktemp("limited") / "data", env=dict(LIMITED_ENV)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def module_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard]:
     """A default dockyard of the module's own, whose storage root only that module writes."""
-    server = Dockyard(tmp_path_factory.mktemp("module") / "data")
-    server.start()
-    try:
+    with Dockyard(tmp_path_factory.mktemp("module") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 # The S3 fault tests: small parts so that a few MiB cross part boundaries, and a short

@@ -77,6 +77,19 @@ class Dockyard:
                   ca_certs=str(self.ca_certs) if self.ca_certs else None)
         return self
 
+    def __enter__(self) -> Dockyard:
+        """Started (if it is not yet) for the block, stopped after it, whatever happens."""
+        if self.process is None or self.process.poll() is not None:
+            try:
+                self.start()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
