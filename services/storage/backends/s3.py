@@ -93,7 +93,7 @@ from services.storage.backends.s3_staging import (
     S3Session,
     new_state,
 )
-from services.storage.bodies import CHUNK, cleanup, read_into
+from services.storage.bodies import cleanup, read_into
 from services.storage.paths import Keys
 from shared import errors
 
@@ -226,7 +226,7 @@ class S3Backend:
         elif first:
             kwargs["Range"] = f"bytes={first}-"
         answer = self.call("get_object", Key=key, **kwargs)
-        return io.BufferedReader(BodyReader(answer["Body"]), CHUNK)
+        return BodyReader(answer["Body"])
 
     def read(self, key: str) -> bytes:
         with self.open(key) as f:
