@@ -83,11 +83,34 @@ def test_sized_body_read_in_small_pieces_then_reused(server: tuple[str, int]) ->
     for _ in range(2):
         resp = pool.request("PUT", "/echo", [("Content-Length", str(len(data)))], data)
         pieces = list(resp.stream(1000))
-        assert b"".join(pieces) == data and max(map(len, pieces)) <= 1000
+        # What came with the headers, then reads of at most the size asked for.
+        assert b"".join(pieces) == data and max(map(len, pieces[1:])) <= 1000
         resp.release()
     assert pool._idle.qsize() == 1
     resp = pool.request("GET", "/nothing", [("Content-Length", "0")])
     assert resp.status == 404 and resp.read() == b""
+    resp.release()
+
+
+def test_readinto_fills_buffers_then_reuses(server: tuple[str, int]) -> None:
+    pool = _pool(server)
+    data = bytes(range(256)) * 4096 + b"end"
+    for some in (False, True):
+        resp = pool.request("PUT", "/echo", [("Content-Length", str(len(data)))], data)
+        got, buf = bytearray(), bytearray(100_000)
+        while n := resp.readinto(buf, some=some):
+            # Whole buffers unless `some`, but the last.
+            assert some or n == len(buf) or len(got) + n == len(data)
+            got += buf[:n]
+        assert got == data and resp.readinto(buf) == 0
+        resp.release()
+    assert pool._idle.qsize() == 1
+    # A chunked body, through the parser.
+    resp = pool.request("GET", "/chunked", [("Content-Length", "0")])
+    got, buf = bytearray(), bytearray(5000)
+    while n := resp.readinto(buf):
+        got += buf[:n]
+    assert got == b"a" * 1000 + b"b" * 70000 + b"c"
     resp.release()
 
 

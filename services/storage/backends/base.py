@@ -131,6 +131,10 @@ class Backend(Protocol):
     def local_path(self, key: str) -> Path | None:
         """The object's file when this machine shares it (the router's direct reads)."""
 
+    def fetch_url(self, key: str) -> str | None:
+        """A URL the router may GET the object from itself, good for a few minutes
+        (`services.router.store_fetch`), or None."""
+
     # -- records -------------------------------------------------------------
 
     def set_record(self, key: str, value: str) -> None:

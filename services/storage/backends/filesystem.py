@@ -270,6 +270,9 @@ class FilesystemBackend:
     def local_path(self, key: str) -> Path | None:
         return self.layout.path(key)
 
+    def fetch_url(self, key: str) -> str | None:
+        return None
+
     # -- records -------------------------------------------------------------
 
     def set_record(self, key: str, value: str) -> None:

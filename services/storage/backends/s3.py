@@ -99,6 +99,9 @@ from shared import errors
 
 # Seconds a presigned URL of a redirect is valid.
 URL_LIFETIME = 1200
+# Seconds a presigned URL handed to the router is valid: it is fetched at once, and
+# the margin covers clocks that disagree with the store's by a few minutes.
+FETCH_LIFETIME = 300
 # Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
 BLOB_STATS = 100_000
 # CopyObject copies at most 5 GiB; larger objects are copied part by part.
@@ -324,12 +327,17 @@ class S3Backend:
         return self.stat(key) is not None
 
     def redirect_url(self, key: str) -> str | None:
-        if not self.redirect:
-            return None
+        return self._presign(key, URL_LIFETIME) if self.redirect else None
+
+    def fetch_url(self, key: str) -> str | None:
+        # The router fetches the object itself: the bytes cross one process, not two.
+        return self._presign(key, FETCH_LIFETIME)
+
+    def _presign(self, key: str, lifetime: int) -> str:
         try:
             return str(self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key},
-                ExpiresIn=URL_LIFETIME))
+                ExpiresIn=lifetime))
         except BotoCoreError as e:  # no credentials to sign with, say
             log.warning("object store: presigning %s failed: %s", key, e)
             raise errors.Unavailable("object store: cannot presign",
