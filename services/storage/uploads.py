@@ -175,7 +175,8 @@ class UploadStore:
                                                    "computed": f"{digest.algorithm}:{computed}"})
             self.blobs.commit(staged, digest)
             self.blobs.link_layer(name, digest)
-            self._remove(upload_id, name)
+            self._forget_hash(upload_id)
+            session.remove(Keys.upload_marker(name, upload_id))
             return staged.size
 
     def cancel(self, upload_id: str, name: str) -> None:
@@ -183,8 +184,7 @@ class UploadStore:
             self._remove(upload_id, name)
 
     def _remove(self, upload_id: str, name: str) -> None:
-        with self._hashes_lock:
-            self._hashes.pop(upload_id, None)
+        self._forget_hash(upload_id)
         self.backend.remove_session(upload_id)
         self.backend.delete(Keys.upload_marker(name, upload_id))
 
@@ -197,6 +197,10 @@ class UploadStore:
         if running is None or running.offset != offset:
             return None
         return running
+
+    def _forget_hash(self, upload_id: str) -> None:
+        with self._hashes_lock:
+            self._hashes.pop(upload_id, None)
 
     def _set_hash(self, upload_id: str, running: _RunningHash) -> None:
         with self._hashes_lock:

@@ -287,6 +287,27 @@ def test_cancel_and_purge_remove_sessions(backend: Backend, tmp_path: Path) -> N
     assert list(backend.list(Keys.UPLOADS)) == []
 
 
+@pytest.mark.parametrize("chunks", [
+    [],                       # monolithic: the PUT's body goes straight to the blob
+    [1000],                   # a tail kept in the state
+    [2 * MIB],                # a tail of its own object
+    [PART + 3],               # a part uploaded: completed, then copied
+], ids=["monolithic", "inline-tail", "tail-object", "multipart"])
+def test_finishing_leaves_no_session_behind(backend: Backend, tmp_path: Path,
+                                            chunks: list[int]) -> None:
+    store = uploads(backend, tmp_path / "root")
+    data = os.urandom(sum(chunks) + 777)
+    upload_id = store.start("f/g")
+    offset = 0
+    for n in chunks:
+        offset = store.append(upload_id, "f/g", body(data[offset:offset + n]), offset)
+    store.finish(upload_id, "f/g", digest_of(data), body(data[offset:]))
+    assert store.blobs.read(digest_of(data)) == data
+    assert list(backend.list(Keys.upload(upload_id))) == []
+    assert list(backend.list(Keys.upload_markers("f/g"))) == []
+    assert store.blobs.layer_size("f/g", digest_of(data)) == len(data)
+
+
 @settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.integers(min_value=0, max_value=3 * MIB), min_size=1, max_size=4))

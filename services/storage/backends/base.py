@@ -76,6 +76,10 @@ class Session(Protocol):
     def rehash(self, staged: Staged, algorithm: str) -> str:
         """The hex digest of the sealed bytes, when no running hash covers them."""
 
+    def remove(self, marker: str) -> None:
+        """Remove the session, its blob committed, and the record `marker` with it
+        (`remove_session`, knowing what the session holds)."""
+
 
 class Collector(Protocol):
     """The fences between writers and the garbage collector (`services.storage.fences`)."""

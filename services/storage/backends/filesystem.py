@@ -185,6 +185,16 @@ class _FileSession:
     def rehash(self, staged: Any, algorithm: str) -> str:
         return hash_file(staged.path, algorithm)
 
+    def remove(self, marker: str) -> None:
+        _remove_session_dir(self._layout, self._upload_id)
+        remove(self._layout.path(marker))
+
+
+def _remove_session_dir(layout: Layout, upload_id: str) -> None:
+    shutil.rmtree(layout.upload_dir(upload_id), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        fsync_dir(layout.uploads)
+
 
 class FilesystemBackend:
     kind = "filesystem"
@@ -333,9 +343,7 @@ class FilesystemBackend:
             os.close(fd)
 
     def remove_session(self, upload_id: str) -> None:
-        shutil.rmtree(self.layout.upload_dir(upload_id), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            fsync_dir(self.layout.uploads)
+        _remove_session_dir(self.layout, upload_id)
 
     def sessions(self) -> Iterator[tuple[str, float]]:
         try:

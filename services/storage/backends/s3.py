@@ -301,7 +301,7 @@ class S3Backend:
             self.call("delete_object", Key=key)
         return True
 
-    def _delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
             self.call("delete_objects", Delete={
                 "Objects": [{"Key": self.prefix + k} for k in keys[i:i + 1000]],
@@ -397,7 +397,7 @@ class S3Backend:
                 with contextlib.suppress(NotFound):
                     self.call("abort_multipart_upload", Key=Keys.upload(upload_id, "data"),
                                UploadId=state["mpu"])
-        self._delete_many([o.key for o in self.list(Keys.upload(upload_id))])
+        self.delete_many([o.key for o in self.list(Keys.upload(upload_id))])
 
     def sessions(self) -> Iterator[tuple[str, float]]:
         newest: dict[str, int] = {}

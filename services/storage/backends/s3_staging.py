@@ -248,6 +248,23 @@ class S3Session:
             return self._b.read(self._state["tail"])
         return bytes(self._state.get("inline") or b"")
 
+    def remove(self, marker: str) -> None:
+        """One request: the objects the state names and the marker. What a crashed
+        append left that the state does not name (a tail, parts) is not listed here;
+        it goes with the session's other debris (`S3Backend.purge_orphans`, and
+        sessions without a state, which the purger removes when they are old)."""
+        state = self._state
+        data_key = Keys.upload(self._id, "data")
+        if state["mpu"] and not state["sealed"]:
+            with contextlib.suppress(NotFound):
+                self._b.call("abort_multipart_upload", Key=data_key, UploadId=state["mpu"])
+        keys = {Keys.upload(self._id, "state"), marker}
+        if state["tail"]:
+            keys.add(state["tail"])
+        if state["mpu"] or state["sealed"]:
+            keys.add(state["sealed"] or data_key)
+        self._b.delete_many(sorted(keys))
+
     def rehash(self, staged: Any, algorithm: str) -> str:
         if isinstance(staged, BytesStaged):
             return hashlib.new(algorithm, staged.data).hexdigest()
