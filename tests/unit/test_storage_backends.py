@@ -411,6 +411,39 @@ def test_s3_a_redirect_is_a_presigned_url_that_serves_ranges(backend: Backend) -
     assert r.status == 206 and r.data == data[10:20]
 
 
+def test_s3_found_layer_links_are_trusted_for_a_bounded_time(
+        make_backend: Callable[[], Backend], monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.storage.backends import s3
+
+    one, two = s3_only(make_backend()), make_backend()
+    monkeypatch.setattr(s3, "LINK_TTL", 1.0)
+    blobs_one, blobs_two = BlobStore(Layout(one.scratch.parent), one), BlobStore(
+        Layout(one.scratch.parent), two)
+    data = os.urandom(100)
+    d = digest_of(data)
+    blobs_two.ingest_bytes(data, d)
+    assert blobs_one.layer_size("l/m", d) is None  # not found: nothing kept
+    blobs_two.link_layer("l/m", d)
+    assert blobs_one.layer_size("l/m", d) == 100  # a new link is seen at once
+    # Deleted through this replica: forgotten at once.
+    blobs_one.unlink_layer("l/m", d)
+    assert blobs_one.layer_size("l/m", d) is None
+    # Deleted through another replica: seen here within LINK_TTL.
+    blobs_two.link_layer("l/m", d)
+    assert blobs_one.layer_size("l/m", d) == 100
+    blobs_two.unlink_layer("l/m", d)
+    deadline = time.monotonic() + 1.0
+    while blobs_one.layer_size("l/m", d) is not None:
+        assert time.monotonic() < deadline + 0.5, "a deleted link served past LINK_TTL"
+        time.sleep(0.05)
+    # A manifest link is never kept: its media type is read each time.
+    key = Keys.manifest_link("l/m", d)
+    two.set_record(key, "a")
+    assert one.get_record(key) == "a"
+    two.set_record(key, "b")
+    assert one.get_record(key) == "b"
+
+
 def test_s3_an_unreachable_store_is_unavailable_within_the_timeout(tmp_path: Path) -> None:
     from tests.support.seaweedfs import require
 

@@ -45,6 +45,14 @@ How each rule of `backends.base` holds here:
   overwrite another's progress: its write fails and the client retries.
   The store must honour conditional writes atomically: AWS S3, MinIO, and
   SeaweedFS with one filer do.
+- **Layer links read lately.** A replica trusts a layer link it found for
+  ``LINK_TTL`` seconds without asking again, so a pull of a blob makes one
+  request of the store (the object's) instead of two. A link deleted through
+  this replica is forgotten at once; one deleted through another replica (or
+  while this one was reading it) may still let this one serve the blob for up
+  to ``LINK_TTL`` seconds, never longer (the reference, distribution, keeps
+  such answers in memory with no expiry).
+  Only found links are kept: a link created anywhere is seen at once.
 - **Failures** of the store (unreachable, a timeout, 5xx, a refusal) become
   `errors.Unavailable`. No call retries or waits longer than
   ``storage.s3.timeout``.
@@ -104,6 +112,9 @@ URL_LIFETIME = 1200
 FETCH_LIFETIME = 300
 # Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
 BLOB_STATS = 100_000
+# Seconds a replica trusts a layer link it found, and how many it keeps (module rules).
+LINK_TTL = 5.0
+LINK_ENTRIES = 100_000
 # CopyObject copies at most 5 GiB; larger objects are copied part by part.
 COPY_LIMIT = 5 * 1024 ** 3
 
@@ -141,6 +152,8 @@ class S3Backend:
         # once seen, its size holds for good, and a pull saves a HEAD. Oldest first out.
         self._blob_stats: dict[str, ObjectInfo] = {}
         self._blob_stats_lock = threading.Lock()
+        # Layer link key -> time.monotonic() until which it is trusted.
+        self._links: dict[str, float] = {}
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=cfg["endpoint"] or None,
@@ -297,11 +310,15 @@ class S3Backend:
         # S3's DELETE does not say whether the key was there (`base.Backend.delete`).
         with self._blob_stats_lock:
             self._blob_stats.pop(key, None)
+            self._links.pop(key, None)
         with contextlib.suppress(NotFound):
             self.call("delete_object", Key=key)
         return True
 
     def delete_many(self, keys: list[str]) -> None:
+        with self._blob_stats_lock:
+            for key in keys:
+                self._links.pop(key, None)
         for i in range(0, len(keys), 1000):
             self.call("delete_objects", Delete={
                 "Objects": [{"Key": self.prefix + k} for k in keys[i:i + 1000]],
@@ -350,12 +367,27 @@ class S3Backend:
 
     def set_record(self, key: str, value: str) -> None:
         self.put(key, value.encode())
+        if value == "" and "/_layers/" in key:
+            self._trust_link(key)
 
     def get_record(self, key: str) -> str | None:
+        layer_link = "/_layers/" in key
+        if layer_link and self._links.get(key, 0.0) > time.monotonic():
+            return ""
         try:
-            return self.read(key).decode()
+            value = self.read(key).decode()
         except NotFound:
             return None
+        if layer_link and value == "":
+            self._trust_link(key)
+        return value
+
+    def _trust_link(self, key: str) -> None:
+        with self._blob_stats_lock:
+            if len(self._links) >= LINK_ENTRIES:
+                self._links.pop(next(iter(self._links)))
+            self._links.pop(key, None)  # re-inserted last: the oldest go first
+            self._links[key] = time.monotonic() + LINK_TTL
 
     # -- upload sessions ---------------------------------------------------------
 
