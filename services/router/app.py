@@ -138,7 +138,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     pools = {"storage": storage, "index": index}
     retry_after = cfg["retry_after"]
     disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None
-    store = StoreFetch(timeout, maxsize, config["storage"]["s3"]["verify_tls"])
+    s3 = config["storage"]["s3"]
+    store = StoreFetch(float(s3["timeout"]), maxsize, s3["verify_tls"])
     if cache is None:
         cache = ResponseCache(EventCache(ttl=cfg["cache_ttl"],
                                          max_bytes=cfg["cache_max_bytes"]), metrics)

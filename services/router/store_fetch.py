@@ -23,6 +23,8 @@ itself, in the manner of its shared-disk reads (`services.router.shared_disk`):
   has seen anything. A store this router cannot reach is not offered for
   `RETRY_SECONDS`, so a router on another network pays for one failed connect
   at most that often.
+- Connecting and each read wait at most ``storage.s3.timeout``, as storage's own
+  calls do: a hung store costs the client that, then storage's own 503.
 - Connections to the store are pooled, keep-alive, per scheme, host and port;
   https is verified as `storage.s3.verify_tls` says, against the system's
   certificates or the bundle in ``AWS_CA_BUNDLE`` (as boto3 does in storage).
@@ -104,7 +106,8 @@ class StoreFetch:
             if pool is None:
                 tls = self._context() if scheme == "https" else None
                 pool = self._pools[key] = ConnectionPool(
-                    host, port, timeout=self._timeout, maxsize=self._maxsize, tls=tls)
+                    host, port, timeout=self._timeout, connect_timeout=self._timeout,
+                    maxsize=self._maxsize, tls=tls)
             return pool
 
     def _context(self) -> Any:

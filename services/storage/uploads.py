@@ -103,9 +103,9 @@ class UploadStore:
 
     @contextlib.contextmanager
     def _locked(self, upload_id: str, name: str) -> Iterator[BackendSession]:
-        """Hold the session, exclusively across every process sharing the backend.
-        Checked once the lock is ours: a session another request finished or
-        cancelled while this one waited is gone then (FileNotFoundError)."""
+        """Work on the session, serialized across every process sharing the backend
+        (`backends.base`, rule 4). Checked once the session is read: a session
+        another request finished or cancelled meanwhile is gone (FileNotFoundError)."""
         check_upload_id(upload_id)
         try:
             with self.backend.session(upload_id) as session:

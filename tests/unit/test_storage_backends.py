@@ -411,6 +411,57 @@ def test_s3_a_redirect_is_a_presigned_url_that_serves_ranges(backend: Backend) -
     assert r.status == 206 and r.data == data[10:20]
 
 
+def test_s3_racing_small_appends_acknowledge_one(
+        make_backend: Callable[[], Backend], tmp_path: Path) -> None:
+    # Small appends take no lock: their one conditional write of the state decides.
+    one, two = s3_only(make_backend()), make_backend()
+    store_one, store_two = uploads(one, tmp_path / "root"), uploads(two, tmp_path / "root")
+    upload_id = store_one.start("r/s")
+    with one.session(upload_id) as first, two.session(upload_id) as second:
+        assert second.append(body(b"second"), None) == 6
+        with pytest.raises(errors.Unavailable):
+            first.append(body(b"first!"), None)
+    assert store_one.size(upload_id, "r/s") == 6
+    # The client whose append failed retries at the offset the session is at.
+    with pytest.raises(errors.RangeInvalid):
+        store_one.append(upload_id, "r/s", body(b"first!"), 0)
+    store_one.append(upload_id, "r/s", body(b"first!"), 6)
+    store_two.finish(upload_id, "r/s", digest_of(b"secondfirst!"), body(b""))
+    assert store_two.blobs.read(digest_of(b"secondfirst!")) == b"secondfirst!"
+
+
+def test_s3_an_append_racing_the_finishing_put_is_not_lost_silently(
+        make_backend: Callable[[], Backend], tmp_path: Path) -> None:
+    one, two = s3_only(make_backend()), make_backend()
+    store = uploads(one, tmp_path / "root")
+    upload_id = store.start("r/t")
+    store.append(upload_id, "r/t", body(b"abc"), 0)
+    d = digest_of(b"abcdef")
+    # The PUT read the state; an append lands before the PUT records it is done: the
+    # PUT fails (the client retries it), the blob is not linked into the repository.
+    with one.session(upload_id) as putting:
+        staged = putting.seal(body(b"def"), hashlib.sha256(b"abc"), Keys.blob(d))
+        with two.session(upload_id) as appending:
+            appending.append(body(b"ghi"), None)
+        with pytest.raises(errors.Unavailable):
+            staged.commit(Keys.blob(d))
+    assert store.blobs.layer_size("r/t", d) is None
+    assert store.size(upload_id, "r/t") == 6
+    # Once a PUT recorded the session done, no append is taken.
+    done = Keys.blob(digest_of(b"abcghi"))
+    with two.session(upload_id) as late:
+        with one.session(upload_id) as putting:
+            putting.seal(body(b""), hashlib.sha256(b"abcghi"), done).commit(done)
+        with pytest.raises(errors.Unavailable):
+            late.append(body(b"jkl"), None)
+    with one.session(upload_id) as after, pytest.raises(errors.BlobUploadInvalid):
+        after.append(body(b"jkl"), None)
+    # A retried PUT of a done session links what the first one committed.
+    store.finish(upload_id, "r/t", digest_of(b"abcghi"), body(b""))
+    assert store.blobs.read(digest_of(b"abcghi")) == b"abcghi"
+    assert store.blobs.layer_size("r/t", digest_of(b"abcghi")) == 6
+
+
 def test_s3_found_layer_links_are_trusted_for_a_bounded_time(
         make_backend: Callable[[], Backend], monkeypatch: pytest.MonkeyPatch) -> None:
     from services.storage.backends import s3

@@ -19,8 +19,11 @@ The rules every backend keeps:
 3. **Records** are small named values, the links: a layer link (empty), a
    manifest link (the media type), an upload marker (empty).
 4. **Sessions** hold an upload's bytes, appended in order, each append all
-   or nothing. `session` holds the session's lock, exclusive across every
-   process sharing the backend, for as long as the caller works on it.
+   or nothing. Work on one session is serialized across every process
+   sharing the backend: the filesystem holds the session's lock for as long
+   as the caller works on it; S3 makes each change one conditional write of
+   the session's state, so of two racing changes one fails (503, the client
+   retries), and holds the lock too while parts are uploaded.
 5. **Locks** (`lock`) are exclusive across every process sharing the
    backend and are released when their holder dies.
 6. **Failures of the store** are `errors.Unavailable`: the client gets 503
@@ -160,7 +163,8 @@ class Backend(Protocol):
         """The bytes acknowledged so far, or None when the session is gone."""
 
     def session(self, upload_id: str) -> AbstractContextManager[Session]:
-        """Hold the session's lock; FileNotFoundError when it is gone."""
+        """Work on the session, serialized as rule 4 says; FileNotFoundError when
+        it is gone."""
 
     def remove_session(self, upload_id: str) -> None:
         """Remove what the session holds (its multipart upload too); missing is fine."""

@@ -24,25 +24,36 @@ How each rule of `backends.base` holds here:
   parts are at least 5 MiB except the last, so each append fills parts of
   ``part_size`` from the old tail and the body, uploads them, keeps what is
   left as the new tail, and last writes
-  ``state`` naming the new parts and tail. That one write is the
-  acknowledgement: a replica that dies before it leaves the old state, whose
-  tail and parts are intact (new parts take numbers the state does not list
-  yet, and are overwritten by the next append).
+  ``state`` naming the new parts and tail. That one write, conditional on
+  the ETag the state was read with, is the acknowledgement: a replica that
+  dies before it leaves the old state, whose tail and parts are intact (new
+  parts take numbers the state does not list yet, and are overwritten by the
+  next append), and of two appends that read the same state one fails (503,
+  the client retries). An append that uploads no part takes no lock: the
+  conditional write is all it needs. One that uploads parts, whose numbers
+  two writers could both take, holds the session's lock from before its
+  first part, and goes on only if the state is still the one it read.
 - **Sealing.** While no whole part was uploaded (a monolithic PUT, or small
   chunks), the PUT sends the tail and its own body straight to the digest's
   key, one PutObject or a multipart upload aimed there, completed only once
-  the digest matched: no copy, and the state is not written, so a failed PUT
-  may be retried. Otherwise the tail goes up as the last part, the upload is
-  completed into ``data``, and committing copies ``data`` to the digest's key
-  (CopyObject, inside the store).
+  the digest matched: no copy, and no lock. Once the blob is there, the PUT
+  records the session done with a conditional write of its state, before it
+  links the blob: an append that read the state earlier cannot be
+  acknowledged after that (its write fails), nor one that reads it later; if
+  an append won, the PUT fails (503, the blob stays unlinked) and the
+  retried PUT sees the appended bytes. A failed PUT may be retried; a done
+  session's retried PUT links the blob already there. Otherwise (parts were
+  uploaded) the PUT holds the lock, the tail goes up as the last part, the
+  upload is completed into ``data`` and recorded as sealed, and committing
+  copies ``data`` to the digest's key (CopyObject, inside the store).
 - **Locks** are lease objects under ``locks/``, created with a conditional
   write (``If-None-Match: *``), so exactly one writer creates one. The holder
   renews the lease every third of its life; a lock whose lease ran out (its
   holder died) is taken over by a conditional write on its ETag
-  (``If-Match``). Replicas' clocks must agree to within a few seconds. Each
-  session's ``state`` is also written with ``If-Match`` on the ETag it was
-  read with, so a holder whose lease was lost (a long pause) cannot
-  overwrite another's progress: its write fails and the client retries.
+  (``If-Match``). Replicas' clocks must agree to within a few seconds.
+  Since every write of a session's ``state`` is conditional on the ETag it
+  was read with, a holder whose lease was lost (a long pause) cannot
+  overwrite another's progress either: its write fails and the client retries.
   The store must honour conditional writes atomically: AWS S3, MinIO, and
   SeaweedFS with one filer do.
 - **Layer links read lately.** A replica trusts a layer link it found for
@@ -397,7 +408,7 @@ class S3Backend:
 
     def session_info(self, upload_id: str) -> bytes | None:
         try:
-            state, _ = self._load_state(upload_id)
+            state, _ = self.load_state(upload_id)
         except NotFound:
             return None
         info = state.get("info")
@@ -405,12 +416,12 @@ class S3Backend:
 
     def session_size(self, upload_id: str) -> int | None:
         try:
-            state, _ = self._load_state(upload_id)
+            state, _ = self.load_state(upload_id)
         except NotFound:
             return None
         return int(state["size"])
 
-    def _load_state(self, upload_id: str) -> tuple[dict[str, Any], str]:
+    def load_state(self, upload_id: str) -> tuple[dict[str, Any], str]:
         answer = self.call("get_object", Key=Keys.upload(upload_id, "state"))
         with contextlib.closing(BodyReader(answer["Body"])) as body:
             raw = io.BufferedReader(body).read()
@@ -418,13 +429,14 @@ class S3Backend:
 
     @contextlib.contextmanager
     def session(self, upload_id: str) -> Iterator[S3Session]:
-        with self.lock(Keys.upload_lock(upload_id)):
-            state, etag = self._load_state(upload_id)
-            yield S3Session(self, upload_id, state, etag)
+        # The lock is taken only where parts are uploaded (`S3Session.lock`).
+        state, etag = self.load_state(upload_id)
+        with contextlib.ExitStack() as held:
+            yield S3Session(self, upload_id, state, etag, held)
 
     def remove_session(self, upload_id: str) -> None:
         with contextlib.suppress(NotFound):
-            state, _ = self._load_state(upload_id)
+            state, _ = self.load_state(upload_id)
             if state.get("mpu") and not state.get("sealed"):
                 with contextlib.suppress(NotFound):
                     self.call("abort_multipart_upload", Key=Keys.upload(upload_id, "data"),
@@ -470,7 +482,7 @@ class S3Backend:
         if head or not rest.endswith("/data"):
             return False
         try:
-            state, _ = self._load_state(rest[:-len("/data")])
+            state, _ = self.load_state(rest[:-len("/data")])
         except NotFound:
             return False
         return bool(state.get("mpu") == mpu)
