@@ -251,27 +251,22 @@ class _Connection:
 
     def receive(self, size: int) -> bytes:
         """What the socket has, up to `size` bytes (at least one)."""
-        try:
-            data = self.sock.recv(size)
-        except OSError as e:
-            self.close()
-            raise RequestFailed(f"reading from {self.pool.host}:{self.pool.port}: {e}") from None
-        if not data:
-            self.close()
-            raise RequestFailed(f"{self.pool.host}:{self.pool.port} closed the connection")
-        return data
+        return self._read(self.sock.recv, size)
 
     def recv_into(self, view: memoryview) -> int:
         """Read what the socket has into `view` (at least one byte)."""
+        return self._read(self.sock.recv_into, view)
+
+    def _read(self, read: Any, arg: Any) -> Any:
         try:
-            n = self.sock.recv_into(view)
+            got = read(arg)
         except OSError as e:
             self.close()
             raise RequestFailed(f"reading from {self.pool.host}:{self.pool.port}: {e}") from None
-        if not n:
+        if not got:
             self.close()
             raise RequestFailed(f"{self.pool.host}:{self.pool.port} closed the connection")
-        return n
+        return got
 
     def receive_into(self, parse: _Parse, size: int = SMALL_READ) -> None:
         data = self.receive(size)
