@@ -102,13 +102,13 @@ class UploadStore:
         return size
 
     @contextlib.contextmanager
-    def _locked(self, upload_id: str, name: str) -> Iterator[BackendSession]:
+    def _locked(self, upload_id: str, name: str, adding: int = 0) -> Iterator[BackendSession]:
         """Work on the session, serialized across every process sharing the backend
         (`backends.base`, rule 4). Checked once the session is read: a session
         another request finished or cancelled meanwhile is gone (FileNotFoundError)."""
         check_upload_id(upload_id)
         try:
-            with self.backend.session(upload_id) as session:
+            with self.backend.session(upload_id, adding) as session:
                 self._check(upload_id, name, session.info)
                 yield session
         except FileNotFoundError:
@@ -122,7 +122,7 @@ class UploadStore:
         nothing.
         """
         try:
-            with self._locked(upload_id, name) as session:
+            with self._locked(upload_id, name, body.length) as session:
                 return self._append_locked(upload_id, session, body, start)
         finally:
             body.discard()

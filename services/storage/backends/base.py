@@ -162,9 +162,9 @@ class Backend(Protocol):
     def session_size(self, upload_id: str) -> int | None:
         """The bytes acknowledged so far, or None when the session is gone."""
 
-    def session(self, upload_id: str) -> AbstractContextManager[Session]:
+    def session(self, upload_id: str, adding: int = 0) -> AbstractContextManager[Session]:
         """Work on the session, serialized as rule 4 says; FileNotFoundError when
-        it is gone."""
+        it is gone. `adding`: how many bytes the caller is about to append."""
 
     def remove_session(self, upload_id: str) -> None:
         """Remove what the session holds (its multipart upload too); missing is fine."""

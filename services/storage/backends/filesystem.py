@@ -327,7 +327,7 @@ class FilesystemBackend:
             return None
 
     @contextlib.contextmanager
-    def session(self, upload_id: str) -> Iterator[_FileSession]:
+    def session(self, upload_id: str, adding: int = 0) -> Iterator[_FileSession]:
         """Hold the session's data file open for append, exclusively across processes."""
         fd = os.open(self.layout.upload_data(upload_id), os.O_WRONLY | os.O_APPEND)
         try:

@@ -428,11 +428,15 @@ class S3Backend:
         return msgpack.unpackb(raw), str(answer["ETag"])
 
     @contextlib.contextmanager
-    def session(self, upload_id: str) -> Iterator[S3Session]:
-        # The lock is taken only where parts are uploaded (`S3Session.lock`).
-        state, etag = self.load_state(upload_id)
+    def session(self, upload_id: str, adding: int = 0) -> Iterator[S3Session]:
+        # The lock is taken only where parts are uploaded (`S3Session.lock`): before
+        # the state is read when what is added fills a part by itself.
         with contextlib.ExitStack() as held:
-            yield S3Session(self, upload_id, state, etag, held)
+            locked = adding >= self.part_size
+            if locked:
+                held.enter_context(self.lock(Keys.upload_lock(upload_id)))
+            state, etag = self.load_state(upload_id)
+            yield S3Session(self, upload_id, state, etag, held, locked)
 
     def remove_session(self, upload_id: str) -> None:
         with contextlib.suppress(NotFound):

@@ -129,7 +129,8 @@ class DirectStaged:
 
     def commit(self, key: str) -> None:
         self._staged.commit(key)
-        self._session.save_changes(done=key)
+        # The bytes are the blob's now: the state need not carry its tail any more.
+        self._session.save_changes(done=key, inline=b"")
 
     def discard(self) -> None:
         self._staged.discard()
@@ -143,13 +144,13 @@ class S3Session:
     lock (`lock`), taken before anything is uploaded."""
 
     def __init__(self, backend: S3Backend, upload_id: str, state: dict[str, Any],
-                 etag: str, held: contextlib.ExitStack) -> None:
+                 etag: str, held: contextlib.ExitStack, locked: bool = False) -> None:
         self._b = backend
         self._id = upload_id
         self._state = state
         self._etag = etag
         self._held = held
-        self._locked = False
+        self._locked = locked
         self.size = int(state["size"])
         info = state.get("info")
         self.info = info if isinstance(info, bytes) else None
