@@ -430,6 +430,21 @@ def test_s3_racing_small_appends_acknowledge_one(
     assert store_two.blobs.read(digest_of(b"secondfirst!")) == b"secondfirst!"
 
 
+def test_s3_a_kept_session_state_is_read_again_once_another_replica_wrote(
+        make_backend: Callable[[], Backend], tmp_path: Path) -> None:
+    one, two = s3_only(make_backend()), make_backend()
+    store_one, store_two = uploads(one, tmp_path / "root"), uploads(two, tmp_path / "root")
+    upload_id = store_one.start("r/u")
+    for i, (store, chunk) in enumerate([(store_one, b"a" * 1000), (store_one, b"b" * 10),
+                                        (store_two, b"c" * 20), (store_one, b"d" * 5)]):
+        offset = store.size(upload_id, "r/u")
+        assert offset == [0, 1000, 1010, 1030][i]
+        store.append(upload_id, "r/u", body(chunk), offset)
+    data = b"a" * 1000 + b"b" * 10 + b"c" * 20 + b"d" * 5
+    store_two.finish(upload_id, "r/u", digest_of(data), body(b""))
+    assert store_one.blobs.read(digest_of(data)) == data
+
+
 def test_s3_an_append_racing_the_finishing_put_is_not_lost_silently(
         make_backend: Callable[[], Backend], tmp_path: Path) -> None:
     one, two = s3_only(make_backend()), make_backend()

@@ -126,6 +126,8 @@ BLOB_STATS = 100_000
 # Seconds a replica trusts a layer link it found, and how many it keeps (module rules).
 LINK_TTL = 5.0
 LINK_ENTRIES = 100_000
+# Upload states each replica keeps (`S3Backend.load_state`): up to about 1 MiB each.
+SESSION_STATES = 64
 # CopyObject copies at most 5 GiB; larger objects are copied part by part.
 COPY_LIMIT = 5 * 1024 ** 3
 
@@ -165,6 +167,8 @@ class S3Backend:
         self._blob_stats_lock = threading.Lock()
         # Layer link key -> time.monotonic() until which it is trusted.
         self._links: dict[str, float] = {}
+        # Upload id -> the state this replica read or wrote last, and its ETag.
+        self._states: dict[str, tuple[dict[str, Any], str]] = {}
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=cfg["endpoint"] or None,
@@ -422,10 +426,31 @@ class S3Backend:
         return int(state["size"])
 
     def load_state(self, upload_id: str) -> tuple[dict[str, Any], str]:
-        answer = self.call("get_object", Key=Keys.upload(upload_id, "state"))
+        """The session's state and its ETag. One this replica read or wrote last is
+        not read again when a HEAD finds the same ETag (the same bytes): a session of
+        small chunks carries up to 1 MiB of tail in its state."""
+        key = Keys.upload(upload_id, "state")
+        known = self._states.get(upload_id)
+        if known is not None and str(self.call("head_object", Key=key)["ETag"]) == known[1]:
+            return known
+        answer = self.call("get_object", Key=key)
         with contextlib.closing(BodyReader(answer["Body"])) as body:
             raw = io.BufferedReader(body).read()
-        return msgpack.unpackb(raw), str(answer["ETag"])
+        state, etag = msgpack.unpackb(raw), str(answer["ETag"])
+        self.remember_state(upload_id, state, etag)
+        return state, etag
+
+    def remember_state(self, upload_id: str, state: dict[str, Any] | None, etag: str = ""
+                       ) -> None:
+        """Keep (or with None, forget) the state this replica read or wrote; callers
+        never change a state in place, they write a new one."""
+        with self._blob_stats_lock:
+            self._states.pop(upload_id, None)
+            if state is None:
+                return
+            if len(self._states) >= SESSION_STATES:
+                self._states.pop(next(iter(self._states)))
+            self._states[upload_id] = (state, etag)
 
     @contextlib.contextmanager
     def session(self, upload_id: str, adding: int = 0) -> Iterator[S3Session]:
@@ -439,6 +464,7 @@ class S3Backend:
             yield S3Session(self, upload_id, state, etag, held, locked)
 
     def remove_session(self, upload_id: str) -> None:
+        self.remember_state(upload_id, None)
         with contextlib.suppress(NotFound):
             state, _ = self.load_state(upload_id)
             if state.get("mpu") and not state.get("sealed"):

@@ -177,6 +177,7 @@ class S3Session:
             raise errors.Unavailable("upload busy; retry", retry_after=1) from None
         self._state = state
         self.size = int(state["size"])
+        self._b.remember_state(self._id, state, self._etag)
 
     def append(self, body: Body, hasher: hashlib._Hash | None) -> int:
         state = dict(self._state)
@@ -316,6 +317,7 @@ class S3Session:
             keys.add(state["tail"])
         if state["mpu"] or state["sealed"]:
             keys.add(state["sealed"] or data_key)
+        self._b.remember_state(self._id, None)
         self._b.delete_many(sorted(keys))
 
     def rehash(self, staged: Any, algorithm: str) -> str:
