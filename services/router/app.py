@@ -34,6 +34,7 @@ from services.router.backends import Pool
 from services.router.proxy import API_VERSION, forward
 from services.router.response_cache import Capture, ResponseCache
 from services.router.shared_disk import SharedDisk
+from services.router.store_fetch import StoreFetch
 from shared import errors, events, routing
 from shared.auth import identity as identity_mod
 from shared.auth import settings as auth_settings
@@ -137,6 +138,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
     pools = {"storage": storage, "index": index}
     retry_after = cfg["retry_after"]
     disk = SharedDisk(cfg["storage_root"]) if cfg["storage_root"] else None
+    s3 = config["storage"]["s3"]
+    store = StoreFetch(float(s3["timeout"]), maxsize, s3["verify_tls"])
     if cache is None:
         cache = ResponseCache(EventCache(ttl=cfg["cache_ttl"],
                                          max_bytes=cfg["cache_max_bytes"]), metrics)
@@ -198,7 +201,8 @@ def create_app(config: dict[str, Any], *, metrics: Metrics | None = None,
         def fetch(capture: Capture | None, as_get: bool) -> Any:
             # 4. forward
             return forward(pool, environ, start_response, retry_after,
-                           disk if pool is storage else None, capture, as_get)
+                           disk if pool is storage else None, capture, as_get,
+                           store if pool is storage else None)
 
         if scope_kind is None or kind in uncached:
             return fetch(None, False)

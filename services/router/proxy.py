@@ -7,20 +7,25 @@ and HEAD semantics are the backend's.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
+from waitress.buffers import ReadOnlyFileBasedBuffer
+
 from services.router.backends import Pool
 from services.router.response_cache import Answer, Capture, replayable
 from services.router.shared_disk import SharedDisk
+from services.router.store_fetch import StoreFetch
 from shared import errors
 from shared.auth.identity import ENVIRON_KEY as IDENTITY_ENVIRON
 from shared.auth.identity import IDENTITY_HEADER
 from shared.events import CACHE_WANTED_HEADER, CACHEABLE_HEADER
 from shared.http_client import ConnectFailed, RequestFailed, Response
-from shared.shared_disk_headers import ACCEL_FILE, ACCEL_REQUEST
+from shared.server import PieceBuffers
+from shared.shared_disk_headers import ACCEL_FILE, ACCEL_REQUEST, FETCH_URL
 
 log = logging.getLogger("dockyard.router.proxy")
 
@@ -63,14 +68,26 @@ def _upstream_headers(environ: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
+# Buffers the bodies of blob answers are relayed through (`shared.server.PieceBuffers`).
+_BUFFERS = PieceBuffers(READ_SIZE)
+
+
 class _Body:
-    """The response body iterable; closing it returns or drops the backend connection."""
+    """The response body iterable; closing it returns or drops the backend connection.
 
-    def __init__(self, resp: Response) -> None:
+    Under waitress the body is read into reused buffers that waitress sends from
+    (`shared.server.MemoryPiece`); elsewhere (a test client) it is plain bytes.
+    """
+
+    def __init__(self, resp: Response, environ: dict[str, Any]) -> None:
         self._resp = resp
+        self._pieces = environ.get("wsgi.file_wrapper") is ReadOnlyFileBasedBuffer
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._resp.stream(READ_SIZE)
+    def __iter__(self) -> Iterator[Any]:
+        if self._pieces:
+            yield from _BUFFERS.pieces(functools.partial(self._resp.readinto, some=True))
+        else:
+            yield from self._resp.stream(READ_SIZE)
 
     def close(self) -> None:
         # Unread bytes (the client went away mid-body) make the connection
@@ -80,12 +97,15 @@ class _Body:
 
 def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., Any],
             retry_after: int, disk: SharedDisk | None = None,
-            capture: Capture | None = None, as_get: bool = False) -> Any:
+            capture: Capture | None = None, as_get: bool = False,
+            store: StoreFetch | None = None) -> Any:
     """Forward the request to `pool` and stream its answer back.
 
     With `capture`, an answer the service marked cacheable is read whole and
     handed to it too; `as_get` asks for a HEAD's answer with a GET, so that
-    there is a body to capture.
+    there is a body to capture. With `disk` or `store`, a blob GET may be
+    answered with a file of the shared disk or an object of the object store,
+    which the router then sends itself.
     """
     head = environ["REQUEST_METHOD"] == "HEAD"
     method = "GET" if as_get else environ["REQUEST_METHOD"]
@@ -97,10 +117,14 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
         headers[CACHE_WANTED_HEADER] = "1"
     length = int(headers["Content-Length"] or 0)
     body = environ["wsgi.input"] if length else None
-    if disk is not None and "/blobs/" in path:
+    if store is not None and not store.available():
+        store = None
+    if (disk is not None or store is not None) and "/blobs/" in path:
         if method == "GET" and "/blobs/uploads/" not in path:
-            headers[ACCEL_REQUEST] = "file"
-        elif body is not None and "/blobs/uploads/" in path and disk.hand_over(body, headers):
+            headers[ACCEL_REQUEST] = ", ".join(
+                ["file"] * (disk is not None) + ["url"] * (store is not None))
+        elif (disk is not None and body is not None and "/blobs/uploads/" in path
+              and disk.hand_over(body, headers)):
             body = None
     start_pos = body.tell() if body is not None and hasattr(body, "tell") else None
 
@@ -138,23 +162,29 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
 
     accel_file = resp.header(ACCEL_FILE) if disk is not None else None
     opened = disk.open_blob(resp) if disk is not None and accel_file else None
-    if accel_file and opened is None:
-        # The file vanished or is not ours: ask again for the bytes themselves.
+    fetch_url = resp.header(FETCH_URL) if store is not None else None
+    fetched = store.open(resp) if store is not None and fetch_url else None
+    if (accel_file and opened is None) or (fetch_url and fetched is None):
+        # The file vanished or is not ours, or the store did not answer as asked:
+        # ask again for the bytes themselves.
         resp.read()
         resp.release()
         return forward(pool, environ, start_response, retry_after, None, capture, as_get)
     out_headers = [(k, v) for k, v in resp.headers
                    if k.lower() not in HOP_BY_HOP and not k.lower().startswith("x-dockyard-")]
-    if opened is not None:
+    handed = opened or fetched
+    if handed is not None:
         out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
-        out_headers.append(("Content-Length", str(opened[1])))
+        out_headers.append(("Content-Length", str(handed[1])))
     out_headers.append(API_VERSION)
     status = f"{resp.status} {resp.reason or ''}".strip()
-    if opened is not None:
+    if handed is not None:
         start_response(status, out_headers)
         resp.read()
         resp.release()
-        return environ["wsgi.file_wrapper"](opened[0], READ_SIZE)
+        if fetched is not None:
+            return _Body(fetched[0], environ)
+        return environ["wsgi.file_wrapper"](handed[0], READ_SIZE)
     cacheable = (capture is not None and resp.status == 200
                  and resp.header(CACHEABLE_HEADER) is not None)
     if as_get or cacheable:
@@ -167,4 +197,4 @@ def forward(pool: Pool, environ: dict[str, Any], start_response: Callable[..., A
         start_response(status, out_headers)
         return [] if head else [body]
     start_response(status, out_headers)
-    return _Body(resp)
+    return _Body(resp, environ)

@@ -56,6 +56,10 @@ class BlobStore:
         """The blob's file, when this machine has it (the router's direct reads)."""
         return self.backend.local_path(Keys.blob(digest))
 
+    def fetch_url(self, digest: Digest) -> str | None:
+        """A URL of the object store the router may GET the blob from itself, or None."""
+        return self.backend.fetch_url(Keys.blob(digest))
+
     def commit(self, staged: Staged, digest: Digest) -> None:
         """Make staged, verified bytes the blob `digest`; concurrent commits of one
         digest leave one whole copy whichever wins."""

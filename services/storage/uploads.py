@@ -102,13 +102,13 @@ class UploadStore:
         return size
 
     @contextlib.contextmanager
-    def _locked(self, upload_id: str, name: str) -> Iterator[BackendSession]:
-        """Hold the session, exclusively across every process sharing the backend.
-        Checked once the lock is ours: a session another request finished or
-        cancelled while this one waited is gone then (FileNotFoundError)."""
+    def _locked(self, upload_id: str, name: str, adding: int = 0) -> Iterator[BackendSession]:
+        """Work on the session, serialized across every process sharing the backend
+        (`backends.base`, rule 4). Checked once the session is read: a session
+        another request finished or cancelled meanwhile is gone (FileNotFoundError)."""
         check_upload_id(upload_id)
         try:
-            with self.backend.session(upload_id) as session:
+            with self.backend.session(upload_id, adding) as session:
                 self._check(upload_id, name, session.info)
                 yield session
         except FileNotFoundError:
@@ -122,7 +122,7 @@ class UploadStore:
         nothing.
         """
         try:
-            with self._locked(upload_id, name) as session:
+            with self._locked(upload_id, name, body.length) as session:
                 return self._append_locked(upload_id, session, body, start)
         finally:
             body.discard()
@@ -175,7 +175,8 @@ class UploadStore:
                                                    "computed": f"{digest.algorithm}:{computed}"})
             self.blobs.commit(staged, digest)
             self.blobs.link_layer(name, digest)
-            self._remove(upload_id, name)
+            self._forget_hash(upload_id)
+            session.remove(Keys.upload_marker(name, upload_id))
             return staged.size
 
     def cancel(self, upload_id: str, name: str) -> None:
@@ -183,8 +184,7 @@ class UploadStore:
             self._remove(upload_id, name)
 
     def _remove(self, upload_id: str, name: str) -> None:
-        with self._hashes_lock:
-            self._hashes.pop(upload_id, None)
+        self._forget_hash(upload_id)
         self.backend.remove_session(upload_id)
         self.backend.delete(Keys.upload_marker(name, upload_id))
 
@@ -197,6 +197,10 @@ class UploadStore:
         if running is None or running.offset != offset:
             return None
         return running
+
+    def _forget_hash(self, upload_id: str) -> None:
+        with self._hashes_lock:
+            self._hashes.pop(upload_id, None)
 
     def _set_hash(self, upload_id: str, running: _RunningHash) -> None:
         with self._hashes_lock:

@@ -24,6 +24,7 @@ from shared.server import OciChannel, make_server
 pytestmark = pytest.mark.skipif(not event_loop.supported(), reason="needs epoll")
 
 BIG = 32 * 1024 * 1024  # more than loopback's socket buffers hold
+PIECES = [10, 70_000, 1, 1 << 20, 65_535, 65_536, 3 << 20, 5, 2 << 20, 100]
 
 
 def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -35,6 +36,12 @@ def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         body = digest.hexdigest().encode()
     elif path == "/big":
         body = b"x" * BIG
+    elif path == "/pieces":
+        # Pieces below and above `DIRECT_PIECE`, each of its own bytes: those sent
+        # from their own memory must arrive in order with the copied ones.
+        pieces = [bytes([i % 251]) * size for i, size in enumerate(PIECES)]
+        start_response("200 OK", [("Content-Length", str(sum(PIECES)))])
+        return iter(pieces)
     elif path == "/sleep":
         time.sleep(0.3)
         body = b"slept"
@@ -152,6 +159,20 @@ def test_slow_reader_does_not_hold_up_others(server: tuple[Any, int]) -> None:
         received += len(chunk)
     assert received == BIG
     assert _get(slow, "/after") == b"/after"
+
+
+def test_streamed_pieces_arrive_whole_and_in_order(server: tuple[Any, int]) -> None:
+    _, port = server
+    expected = b"".join(bytes([i % 251]) * size for i, size in enumerate(PIECES))
+    s = _connect(port)
+    # Pipelined: the second answer's pieces queue behind the first's.
+    s.sendall(b"GET /pieces HTTP/1.1\r\nHost: t\r\n\r\n" * 2
+              + b"GET /end HTTP/1.1\r\nHost: t\r\n\r\n")
+    buffered = bytearray()
+    assert _read_response(s, buffered) == expected
+    assert _read_response(s, buffered) == expected
+    assert _read_response(s, buffered) == b"/end"
+    s.close()
 
 
 def test_slow_writer_body_arrives_whole(server: tuple[Any, int]) -> None:

@@ -76,6 +76,44 @@ def test_chunked_response_streams(server: tuple[str, int]) -> None:
     resp.release()
 
 
+def test_sized_body_read_in_small_pieces_then_reused(server: tuple[str, int]) -> None:
+    # A Content-Length body is read past the parser: every byte, none of the next answer's.
+    pool = _pool(server)
+    data = bytes(range(256)) * 4096 + b"end"
+    for _ in range(2):
+        resp = pool.request("PUT", "/echo", [("Content-Length", str(len(data)))], data)
+        pieces = list(resp.stream(1000))
+        # What came with the headers, then reads of at most the size asked for.
+        assert b"".join(pieces) == data and max(map(len, pieces[1:])) <= 1000
+        resp.release()
+    assert pool._idle.qsize() == 1
+    resp = pool.request("GET", "/nothing", [("Content-Length", "0")])
+    assert resp.status == 404 and resp.read() == b""
+    resp.release()
+
+
+def test_readinto_fills_buffers_then_reuses(server: tuple[str, int]) -> None:
+    pool = _pool(server)
+    data = bytes(range(256)) * 4096 + b"end"
+    for some in (False, True):
+        resp = pool.request("PUT", "/echo", [("Content-Length", str(len(data)))], data)
+        got, buf = bytearray(), bytearray(100_000)
+        while n := resp.readinto(buf, some=some):
+            # Whole buffers unless `some`, but the last.
+            assert some or n == len(buf) or len(got) + n == len(data)
+            got += buf[:n]
+        assert got == data and resp.readinto(buf) == 0
+        resp.release()
+    assert pool._idle.qsize() == 1
+    # A chunked body, through the parser.
+    resp = pool.request("GET", "/chunked", [("Content-Length", "0")])
+    got, buf = bytearray(), bytearray(5000)
+    while n := resp.readinto(buf):
+        got += buf[:n]
+    assert got == b"a" * 1000 + b"b" * 70000 + b"c"
+    resp.release()
+
+
 def test_head_ends_after_headers(server: tuple[str, int]) -> None:
     pool = _pool(server)
     resp = pool.request("HEAD", "/echo", [("Content-Length", "0")])
@@ -168,6 +206,24 @@ def test_stale_pooled_connection_is_replaced() -> None:
         time.sleep(0.05)
     thread.join(2)
     assert len(served) == 2
+
+
+def test_body_split_across_the_headers_packet() -> None:
+    # Part of the body arrives with the headers (through the parser), the rest later.
+    def handler(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello")
+        time.sleep(0.1)
+        conn.sendall(b" world")
+        _read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    port, _ = _raw_server(handler)
+    pool = ConnectionPool("127.0.0.1", port, timeout=2.0)
+    for expected in (b"hello world", b"ok"):
+        resp = pool.request("GET", "/", [("Content-Length", "0")])
+        assert resp.read() == expected
+        resp.release()
 
 
 @pytest.mark.parametrize("answer", [

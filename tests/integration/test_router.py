@@ -153,11 +153,14 @@ def test_services_listen_on_loopback_only(dockyard: Dockyard) -> None:
 
 
 def test_internal_headers_neither_come_in_nor_go_out(client: RegistryClient, repo: str) -> None:
-    # The router and storage hand blob files over with X-Dockyard-* headers; a client
-    # must not be able to ask for that, nor ever see a path on the server's disk.
+    # The router and storage hand blob files (and object store URLs) over with
+    # X-Dockyard-* headers; a client must not be able to ask for that, nor ever see a
+    # path on the server's disk.
     digest, data = client.random_blob(repo, 2048)
     for headers in ({}, {"X-Dockyard-Accel": "file"},
-                    {"X-Dockyard-Accel": "file", "Range": "bytes=10-19"}):
+                    {"X-Dockyard-Accel": "file", "Range": "bytes=10-19"},
+                    {"X-Dockyard-Accel": "url", "Range": "bytes=10-19"},
+                    {"X-Dockyard-Fetch-Url": "http://127.0.0.1:9/", "X-Dockyard-Length": "1"}):
         r = client.request("GET", f"/v2/{repo}/blobs/{digest}", headers=headers)
         assert r.status in (200, 206)
         assert r.data == (data[10:20] if "Range" in headers else data)

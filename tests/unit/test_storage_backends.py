@@ -287,6 +287,27 @@ def test_cancel_and_purge_remove_sessions(backend: Backend, tmp_path: Path) -> N
     assert list(backend.list(Keys.UPLOADS)) == []
 
 
+@pytest.mark.parametrize("chunks", [
+    [],                       # monolithic: the PUT's body goes straight to the blob
+    [1000],                   # a tail kept in the state
+    [2 * MIB],                # a tail of its own object
+    [PART + 3],               # a part uploaded: completed, then copied
+], ids=["monolithic", "inline-tail", "tail-object", "multipart"])
+def test_finishing_leaves_no_session_behind(backend: Backend, tmp_path: Path,
+                                            chunks: list[int]) -> None:
+    store = uploads(backend, tmp_path / "root")
+    data = os.urandom(sum(chunks) + 777)
+    upload_id = store.start("f/g")
+    offset = 0
+    for n in chunks:
+        offset = store.append(upload_id, "f/g", body(data[offset:offset + n]), offset)
+    store.finish(upload_id, "f/g", digest_of(data), body(data[offset:]))
+    assert store.blobs.read(digest_of(data)) == data
+    assert list(backend.list(Keys.upload(upload_id))) == []
+    assert list(backend.list(Keys.upload_markers("f/g"))) == []
+    assert store.blobs.layer_size("f/g", digest_of(data)) == len(data)
+
+
 @settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.integers(min_value=0, max_value=3 * MIB), min_size=1, max_size=4))
@@ -398,6 +419,105 @@ def test_s3_a_redirect_is_a_presigned_url_that_serves_ranges(backend: Backend) -
     assert http.request("GET", url).data == data
     r = http.request("GET", url, headers={"Range": "bytes=10-19"})
     assert r.status == 206 and r.data == data[10:20]
+
+
+def test_s3_racing_small_appends_acknowledge_one(
+        make_backend: Callable[[], Backend], tmp_path: Path) -> None:
+    # Small appends take no lock: their one conditional write of the state decides.
+    one, two = s3_only(make_backend()), make_backend()
+    store_one, store_two = uploads(one, tmp_path / "root"), uploads(two, tmp_path / "root")
+    upload_id = store_one.start("r/s")
+    with one.session(upload_id) as first, two.session(upload_id) as second:
+        assert second.append(body(b"second"), None) == 6
+        with pytest.raises(errors.Unavailable):
+            first.append(body(b"first!"), None)
+    assert store_one.size(upload_id, "r/s") == 6
+    # The client whose append failed retries at the offset the session is at.
+    with pytest.raises(errors.RangeInvalid):
+        store_one.append(upload_id, "r/s", body(b"first!"), 0)
+    store_one.append(upload_id, "r/s", body(b"first!"), 6)
+    store_two.finish(upload_id, "r/s", digest_of(b"secondfirst!"), body(b""))
+    assert store_two.blobs.read(digest_of(b"secondfirst!")) == b"secondfirst!"
+
+
+def test_s3_a_kept_session_state_is_read_again_once_another_replica_wrote(
+        make_backend: Callable[[], Backend], tmp_path: Path) -> None:
+    one, two = s3_only(make_backend()), make_backend()
+    store_one, store_two = uploads(one, tmp_path / "root"), uploads(two, tmp_path / "root")
+    upload_id = store_one.start("r/u")
+    for i, (store, chunk) in enumerate([(store_one, b"a" * 1000), (store_one, b"b" * 10),
+                                        (store_two, b"c" * 20), (store_one, b"d" * 5)]):
+        offset = store.size(upload_id, "r/u")
+        assert offset == [0, 1000, 1010, 1030][i]
+        store.append(upload_id, "r/u", body(chunk), offset)
+    data = b"a" * 1000 + b"b" * 10 + b"c" * 20 + b"d" * 5
+    store_two.finish(upload_id, "r/u", digest_of(data), body(b""))
+    assert store_one.blobs.read(digest_of(data)) == data
+
+
+def test_s3_an_append_racing_the_finishing_put_is_not_lost_silently(
+        make_backend: Callable[[], Backend], tmp_path: Path) -> None:
+    one, two = s3_only(make_backend()), make_backend()
+    store = uploads(one, tmp_path / "root")
+    upload_id = store.start("r/t")
+    store.append(upload_id, "r/t", body(b"abc"), 0)
+    d = digest_of(b"abcdef")
+    # The PUT read the state; an append lands before the PUT records it is done: the
+    # PUT fails (the client retries it), the blob is not linked into the repository.
+    with one.session(upload_id) as putting:
+        staged = putting.seal(body(b"def"), hashlib.sha256(b"abc"), Keys.blob(d))
+        with two.session(upload_id) as appending:
+            appending.append(body(b"ghi"), None)
+        with pytest.raises(errors.Unavailable):
+            staged.commit(Keys.blob(d))
+    assert store.blobs.layer_size("r/t", d) is None
+    assert store.size(upload_id, "r/t") == 6
+    # Once a PUT recorded the session done, no append is taken.
+    done = Keys.blob(digest_of(b"abcghi"))
+    with two.session(upload_id) as late:
+        with one.session(upload_id) as putting:
+            putting.seal(body(b""), hashlib.sha256(b"abcghi"), done).commit(done)
+        with pytest.raises(errors.Unavailable):
+            late.append(body(b"jkl"), None)
+    with one.session(upload_id) as after, pytest.raises(errors.BlobUploadInvalid):
+        after.append(body(b"jkl"), None)
+    # A retried PUT of a done session links what the first one committed.
+    store.finish(upload_id, "r/t", digest_of(b"abcghi"), body(b""))
+    assert store.blobs.read(digest_of(b"abcghi")) == b"abcghi"
+    assert store.blobs.layer_size("r/t", digest_of(b"abcghi")) == 6
+
+
+def test_s3_found_layer_links_are_trusted_for_a_bounded_time(
+        make_backend: Callable[[], Backend], monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.storage.backends import s3
+
+    one, two = s3_only(make_backend()), make_backend()
+    monkeypatch.setattr(s3, "LINK_TTL", 1.0)
+    blobs_one, blobs_two = BlobStore(Layout(one.scratch.parent), one), BlobStore(
+        Layout(one.scratch.parent), two)
+    data = os.urandom(100)
+    d = digest_of(data)
+    blobs_two.ingest_bytes(data, d)
+    assert blobs_one.layer_size("l/m", d) is None  # not found: nothing kept
+    blobs_two.link_layer("l/m", d)
+    assert blobs_one.layer_size("l/m", d) == 100  # a new link is seen at once
+    # Deleted through this replica: forgotten at once.
+    blobs_one.unlink_layer("l/m", d)
+    assert blobs_one.layer_size("l/m", d) is None
+    # Deleted through another replica: seen here within LINK_TTL.
+    blobs_two.link_layer("l/m", d)
+    assert blobs_one.layer_size("l/m", d) == 100
+    blobs_two.unlink_layer("l/m", d)
+    deadline = time.monotonic() + 1.0
+    while blobs_one.layer_size("l/m", d) is not None:
+        assert time.monotonic() < deadline + 0.5, "a deleted link served past LINK_TTL"
+        time.sleep(0.05)
+    # A manifest link is never kept: its media type is read each time.
+    key = Keys.manifest_link("l/m", d)
+    two.set_record(key, "a")
+    assert one.get_record(key) == "a"
+    two.set_record(key, "b")
+    assert one.get_record(key) == "b"
 
 
 def test_s3_an_unreachable_store_is_unavailable_within_the_timeout(tmp_path: Path) -> None:

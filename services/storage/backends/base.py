@@ -19,8 +19,11 @@ The rules every backend keeps:
 3. **Records** are small named values, the links: a layer link (empty), a
    manifest link (the media type), an upload marker (empty).
 4. **Sessions** hold an upload's bytes, appended in order, each append all
-   or nothing. `session` holds the session's lock, exclusive across every
-   process sharing the backend, for as long as the caller works on it.
+   or nothing. Work on one session is serialized across every process
+   sharing the backend: the filesystem holds the session's lock for as long
+   as the caller works on it; S3 makes each change one conditional write of
+   the session's state, so of two racing changes one fails (503, the client
+   retries), and holds the lock too while parts are uploaded.
 5. **Locks** (`lock`) are exclusive across every process sharing the
    backend and are released when their holder dies.
 6. **Failures of the store** are `errors.Unavailable`: the client gets 503
@@ -75,6 +78,10 @@ class Session(Protocol):
 
     def rehash(self, staged: Staged, algorithm: str) -> str:
         """The hex digest of the sealed bytes, when no running hash covers them."""
+
+    def remove(self, marker: str) -> None:
+        """Remove the session, its blob committed, and the record `marker` with it
+        (`remove_session`, knowing what the session holds)."""
 
 
 class Collector(Protocol):
@@ -154,6 +161,10 @@ class Backend(Protocol):
     def local_path(self, key: str) -> Path | None:
         """The object's file when this machine shares it (the router's direct reads)."""
 
+    def fetch_url(self, key: str) -> str | None:
+        """A URL the router may GET the object from itself, good for a few minutes
+        (`services.router.store_fetch`), or None."""
+
     # -- records -------------------------------------------------------------
 
     def set_record(self, key: str, value: str) -> None:
@@ -174,8 +185,9 @@ class Backend(Protocol):
     def session_size(self, upload_id: str) -> int | None:
         """The bytes acknowledged so far, or None when the session is gone."""
 
-    def session(self, upload_id: str) -> AbstractContextManager[Session]:
-        """Hold the session's lock; FileNotFoundError when it is gone."""
+    def session(self, upload_id: str, adding: int = 0) -> AbstractContextManager[Session]:
+        """Work on the session, serialized as rule 4 says; FileNotFoundError when
+        it is gone. `adding`: how many bytes the caller is about to append."""
 
     def remove_session(self, upload_id: str) -> None:
         """Remove what the session holds (its multipart upload too); missing is fine."""

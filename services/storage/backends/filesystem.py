@@ -185,6 +185,16 @@ class _FileSession:
     def rehash(self, staged: Any, algorithm: str) -> str:
         return hash_file(staged.path, algorithm)
 
+    def remove(self, marker: str) -> None:
+        _remove_session_dir(self._layout, self._upload_id)
+        remove(self._layout.path(marker))
+
+
+def _remove_session_dir(layout: Layout, upload_id: str) -> None:
+    shutil.rmtree(layout.upload_dir(upload_id), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        fsync_dir(layout.uploads)
+
 
 class FilesystemBackend:
     kind = "filesystem"
@@ -271,6 +281,9 @@ class FilesystemBackend:
     def local_path(self, key: str) -> Path | None:
         return self.layout.path(key)
 
+    def fetch_url(self, key: str) -> str | None:
+        return None
+
     # -- records -------------------------------------------------------------
 
     def set_record(self, key: str, value: str) -> None:
@@ -315,7 +328,7 @@ class FilesystemBackend:
             return None
 
     @contextlib.contextmanager
-    def session(self, upload_id: str) -> Iterator[_FileSession]:
+    def session(self, upload_id: str, adding: int = 0) -> Iterator[_FileSession]:
         """Hold the session's data file open for append, exclusively across processes."""
         fd = os.open(self.layout.upload_data(upload_id), os.O_WRONLY | os.O_APPEND)
         try:
@@ -331,9 +344,7 @@ class FilesystemBackend:
             os.close(fd)
 
     def remove_session(self, upload_id: str) -> None:
-        shutil.rmtree(self.layout.upload_dir(upload_id), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            fsync_dir(self.layout.uploads)
+        _remove_session_dir(self.layout, upload_id)
 
     def sessions(self) -> Iterator[tuple[str, float]]:
         try:

@@ -24,27 +24,46 @@ How each rule of `backends.base` holds here:
   parts are at least 5 MiB except the last, so each append fills parts of
   ``part_size`` from the old tail and the body, uploads them, keeps what is
   left as the new tail, and last writes
-  ``state`` naming the new parts and tail. That one write is the
-  acknowledgement: a replica that dies before it leaves the old state, whose
-  tail and parts are intact (new parts take numbers the state does not list
-  yet, and are overwritten by the next append).
+  ``state`` naming the new parts and tail. That one write, conditional on
+  the ETag the state was read with, is the acknowledgement: a replica that
+  dies before it leaves the old state, whose tail and parts are intact (new
+  parts take numbers the state does not list yet, and are overwritten by the
+  next append), and of two appends that read the same state one fails (503,
+  the client retries). An append that uploads no part takes no lock: the
+  conditional write is all it needs. One that uploads parts, whose numbers
+  two writers could both take, holds the session's lock from before its
+  first part, and goes on only if the state is still the one it read.
 - **Sealing.** While no whole part was uploaded (a monolithic PUT, or small
   chunks), the PUT sends the tail and its own body straight to the digest's
   key, one PutObject or a multipart upload aimed there, completed only once
-  the digest matched: no copy, and the state is not written, so a failed PUT
-  may be retried. Otherwise the tail goes up as the last part, the upload is
-  completed into ``data``, and committing copies ``data`` to the digest's key
-  (CopyObject, inside the store).
+  the digest matched: no copy, and no lock. Once the blob is there, the PUT
+  records the session done with a conditional write of its state, before it
+  links the blob: an append that read the state earlier cannot be
+  acknowledged after that (its write fails), nor one that reads it later; if
+  an append won, the PUT fails (503, the blob stays unlinked) and the
+  retried PUT sees the appended bytes. A failed PUT may be retried; a done
+  session's retried PUT links the blob already there. Otherwise (parts were
+  uploaded) the PUT holds the lock, the tail goes up as the last part, the
+  upload is completed into ``data`` and recorded as sealed, and committing
+  copies ``data`` to the digest's key (CopyObject, inside the store).
 - **Locks** are lease objects under ``locks/``, created with a conditional
   write (``If-None-Match: *``), so exactly one writer creates one. The holder
   renews the lease every third of its life; a lock whose lease ran out (its
   holder died) is taken over by a conditional write on its ETag
-  (``If-Match``). Replicas' clocks must agree to within a few seconds. Each
-  session's ``state`` is also written with ``If-Match`` on the ETag it was
-  read with, so a holder whose lease was lost (a long pause) cannot
-  overwrite another's progress: its write fails and the client retries.
+  (``If-Match``). Replicas' clocks must agree to within a few seconds.
+  Since every write of a session's ``state`` is conditional on the ETag it
+  was read with, a holder whose lease was lost (a long pause) cannot
+  overwrite another's progress either: its write fails and the client retries.
   The store must honour conditional writes atomically: AWS S3, MinIO, and
   SeaweedFS with one filer do.
+- **Layer links read lately.** A replica trusts a layer link it found for
+  ``LINK_TTL`` seconds without asking again, so a pull of a blob makes one
+  request of the store (the object's) instead of two. A link deleted through
+  this replica is forgotten at once; one deleted through another replica (or
+  while this one was reading it) may still let this one serve the blob for up
+  to ``LINK_TTL`` seconds, never longer (the reference, distribution, keeps
+  such answers in memory with no expiry).
+  Only found links are kept: a link created anywhere is seen at once.
 - **Failures** of the store (unreachable, a timeout, 5xx, a refusal) become
   `errors.Unavailable`. No call retries or waits longer than
   ``storage.s3.timeout``.
@@ -94,16 +113,24 @@ from services.storage.backends.s3_staging import (
     S3Session,
     new_state,
 )
-from services.storage.bodies import CHUNK, cleanup, read_into
+from services.storage.bodies import cleanup, read_into
 from services.storage.paths import Keys
 from shared import errors
 
 # Seconds a presigned URL of a redirect is valid.
 URL_LIFETIME = 1200
+# Seconds a presigned URL handed to the router is valid: it is fetched at once, and
+# the margin covers clocks that disagree with the store's by a few minutes.
+FETCH_LIFETIME = 300
 # Builds the fences, given the backend's batch delete and its epoch listener.
 FencesFactory = Callable[[Callable[[list[str]], None], Callable[[int], None]], Any]
 # Blob sizes each replica remembers (`S3Backend.stat`): about 200 bytes each.
 BLOB_STATS = 100_000
+# Seconds a replica trusts a layer link it found, and how many it keeps (module rules).
+LINK_TTL = 5.0
+LINK_ENTRIES = 100_000
+# Upload states each replica keeps (`S3Backend.load_state`): up to about 1 MiB each.
+SESSION_STATES = 64
 # Objects up to this size are copied by one CopyObject; larger ones part by part
 # (UploadPartCopy of COPY_PART bytes each, then one CompleteMultipartUpload, atomic
 # as the CopyObject is), so that no single call to the store has to outlast
@@ -162,6 +189,10 @@ class S3Backend:
         self._epoch = -1
         self.fences: Any = (fences(self.delete_many, self.saw_epoch) if fences
                             else Unfenced())
+        # Layer link key -> time.monotonic() until which it is trusted.
+        self._links: dict[str, float] = {}
+        # Upload id -> the state this replica read or wrote last, and its ETag.
+        self._states: dict[str, tuple[dict[str, Any], str]] = {}
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=cfg["endpoint"] or None,
@@ -264,7 +295,7 @@ class S3Backend:
         elif first:
             kwargs["Range"] = f"bytes={first}-"
         answer = self.call("get_object", Key=key, **kwargs)
-        return io.BufferedReader(BodyReader(answer["Body"]), CHUNK)
+        return BodyReader(answer["Body"])
 
     def read(self, key: str) -> bytes:
         with self.open(key) as f:
@@ -341,6 +372,7 @@ class S3Backend:
         # S3's DELETE does not say whether the key was there (`base.Backend.delete`).
         with self._blob_stats_lock:
             self._blob_stats.pop(key, None)
+            self._links.pop(key, None)
         with contextlib.suppress(NotFound):
             self.call("delete_object", Key=key)
         return True
@@ -349,9 +381,7 @@ class S3Backend:
         with self._blob_stats_lock:
             for key in keys:
                 self._blob_stats.pop(key, None)
-        self._delete_many(keys)
-
-    def _delete_many(self, keys: list[str]) -> None:
+                self._links.pop(key, None)
         for i in range(0, len(keys), 1000):
             self.call("delete_objects", Delete={
                 "Objects": [{"Key": self.prefix + k} for k in keys[i:i + 1000]],
@@ -379,12 +409,17 @@ class S3Backend:
         return self.stat(key) is not None
 
     def redirect_url(self, key: str) -> str | None:
-        if not self.redirect:
-            return None
+        return self._presign(key, URL_LIFETIME) if self.redirect else None
+
+    def fetch_url(self, key: str) -> str | None:
+        # The router fetches the object itself: the bytes cross one process, not two.
+        return self._presign(key, FETCH_LIFETIME)
+
+    def _presign(self, key: str, lifetime: int) -> str:
         try:
             return str(self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key},
-                ExpiresIn=URL_LIFETIME))
+                ExpiresIn=lifetime))
         except BotoCoreError as e:  # no credentials to sign with, say
             log.warning("object store: presigning %s failed: %s", key, e)
             raise errors.Unavailable("object store: cannot presign",
@@ -397,12 +432,27 @@ class S3Backend:
 
     def set_record(self, key: str, value: str) -> None:
         self.put(key, value.encode())
+        if value == "" and "/_layers/" in key:
+            self._trust_link(key)
 
     def get_record(self, key: str) -> str | None:
+        layer_link = "/_layers/" in key
+        if layer_link and self._links.get(key, 0.0) > time.monotonic():
+            return ""
         try:
-            return self.read(key).decode()
+            value = self.read(key).decode()
         except NotFound:
             return None
+        if layer_link and value == "":
+            self._trust_link(key)
+        return value
+
+    def _trust_link(self, key: str) -> None:
+        with self._blob_stats_lock:
+            if len(self._links) >= LINK_ENTRIES:
+                self._links.pop(next(iter(self._links)))
+            self._links.pop(key, None)  # re-inserted last: the oldest go first
+            self._links[key] = time.monotonic() + LINK_TTL
 
     # -- upload sessions ---------------------------------------------------------
 
@@ -412,7 +462,7 @@ class S3Backend:
 
     def session_info(self, upload_id: str) -> bytes | None:
         try:
-            state, _ = self._load_state(upload_id)
+            state, _ = self.load_state(upload_id)
         except NotFound:
             return None
         info = state.get("info")
@@ -420,31 +470,58 @@ class S3Backend:
 
     def session_size(self, upload_id: str) -> int | None:
         try:
-            state, _ = self._load_state(upload_id)
+            state, _ = self.load_state(upload_id)
         except NotFound:
             return None
         return int(state["size"])
 
-    def _load_state(self, upload_id: str) -> tuple[dict[str, Any], str]:
-        answer = self.call("get_object", Key=Keys.upload(upload_id, "state"))
+    def load_state(self, upload_id: str) -> tuple[dict[str, Any], str]:
+        """The session's state and its ETag. One this replica read or wrote last is
+        not read again when a HEAD finds the same ETag (the same bytes): a session of
+        small chunks carries up to 1 MiB of tail in its state."""
+        key = Keys.upload(upload_id, "state")
+        known = self._states.get(upload_id)
+        if known is not None and str(self.call("head_object", Key=key)["ETag"]) == known[1]:
+            return known
+        answer = self.call("get_object", Key=key)
         with contextlib.closing(BodyReader(answer["Body"])) as body:
             raw = io.BufferedReader(body).read()
-        return msgpack.unpackb(raw), str(answer["ETag"])
+        state, etag = msgpack.unpackb(raw), str(answer["ETag"])
+        self.remember_state(upload_id, state, etag)
+        return state, etag
+
+    def remember_state(self, upload_id: str, state: dict[str, Any] | None, etag: str = ""
+                       ) -> None:
+        """Keep (or with None, forget) the state this replica read or wrote; callers
+        never change a state in place, they write a new one."""
+        with self._blob_stats_lock:
+            self._states.pop(upload_id, None)
+            if state is None:
+                return
+            if len(self._states) >= SESSION_STATES:
+                self._states.pop(next(iter(self._states)))
+            self._states[upload_id] = (state, etag)
 
     @contextlib.contextmanager
-    def session(self, upload_id: str) -> Iterator[S3Session]:
-        with self.lock(Keys.upload_lock(upload_id)):
-            state, etag = self._load_state(upload_id)
-            yield S3Session(self, upload_id, state, etag)
+    def session(self, upload_id: str, adding: int = 0) -> Iterator[S3Session]:
+        # The lock is taken only where parts are uploaded (`S3Session.lock`): before
+        # the state is read when what is added fills a part by itself.
+        with contextlib.ExitStack() as held:
+            locked = adding >= self.part_size
+            if locked:
+                held.enter_context(self.lock(Keys.upload_lock(upload_id)))
+            state, etag = self.load_state(upload_id)
+            yield S3Session(self, upload_id, state, etag, held, locked)
 
     def remove_session(self, upload_id: str) -> None:
+        self.remember_state(upload_id, None)
         with contextlib.suppress(NotFound):
-            state, _ = self._load_state(upload_id)
+            state, _ = self.load_state(upload_id)
             if state.get("mpu") and not state.get("sealed"):
                 with contextlib.suppress(NotFound):
                     self.call("abort_multipart_upload", Key=Keys.upload(upload_id, "data"),
                                UploadId=state["mpu"])
-        self._delete_many([o.key for o in self.list(Keys.upload(upload_id))])
+        self.delete_many([o.key for o in self.list(Keys.upload(upload_id))])
 
     def sessions(self) -> Iterator[tuple[str, float]]:
         newest: dict[str, int] = {}
@@ -485,7 +562,7 @@ class S3Backend:
         if head or not rest.endswith("/data"):
             return False
         try:
-            state, _ = self._load_state(rest[:-len("/data")])
+            state, _ = self.load_state(rest[:-len("/data")])
         except NotFound:
             return False
         return bool(state.get("mpu") == mpu)

@@ -32,7 +32,12 @@ class PreconditionFailed(Exception):
 
 
 class BodyReader(io.RawIOBase):
-    """An object's body whose read errors are the store's, as `errors.Unavailable`."""
+    """An object's body whose read errors are the store's, as `errors.Unavailable`.
+
+    `read` hands out the bytes the S3 client read, as they are: the body of a
+    blob GET is streamed in 1 MiB reads, and a copy of each (RawIOBase's
+    `read` goes through `readinto`) was a third of a pull's CPU.
+    """
 
     def __init__(self, body: Any) -> None:
         self._body = body
@@ -40,14 +45,20 @@ class BodyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def read(self, size: int | None = -1) -> bytes:
         try:
-            data = self._body.read(len(view))
+            return bytes(self._body.read(None if size is None or size < 0 else size))
         except (BotoCoreError, OSError) as e:
             log.warning("object store: reading failed: %s", e)
             raise errors.Unavailable("object store read failed", retry_after=RETRY_AFTER
                                      ) from None
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
         view[:len(data)] = data
         return len(data)
 

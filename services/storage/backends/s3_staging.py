@@ -25,7 +25,7 @@ INLINE_TAIL = 1024 * 1024
 
 def new_state(info: bytes) -> dict[str, Any]:
     return {"info": info, "size": 0, "mpu": None, "parts": [], "tail": None, "inline": b"",
-            "sealed": None}
+            "sealed": None, "done": None}
 
 
 class BytesStaged:
@@ -97,7 +97,8 @@ class MultipartStaged:
 
 
 class ObjectStaged:
-    """A sealed session's bytes, the object `key`; committing copies them."""
+    """A sealed session's bytes, the object `key`; committing copies them (a blob
+    committed by an earlier try of the PUT is there already)."""
 
     def __init__(self, backend: S3Backend, key: str, size: int) -> None:
         self._backend = backend
@@ -105,24 +106,68 @@ class ObjectStaged:
         self.size = size
 
     def commit(self, key: str) -> None:
-        self._backend.copy(self.key, key, self.size)
+        if key != self.key:
+            self._backend.copy(self.key, key, self.size)
 
     def discard(self) -> None:
         """The session's removal deletes the object with the rest of the session."""
 
 
+class DirectStaged:
+    """The last bytes of a session that uploaded no part, staged straight to the
+    blob's key. Committing also records in the state, with a conditional write,
+    that the session is done: an append that read the state before cannot then
+    be acknowledged (its own conditional write fails), nor one that reads it
+    after (a done session takes no more bytes)."""
+
+    def __init__(self, staged: Any, session: S3Session) -> None:
+        self._staged = staged
+        self._session = session
+        self.size = staged.size
+        self.data = getattr(staged, "data", None)
+        self.key = getattr(staged, "key", None)
+
+    def commit(self, key: str) -> None:
+        self._staged.commit(key)
+        # The bytes are the blob's now: the state need not carry its tail any more.
+        self._session.save_changes(done=key, inline=b"")
+
+    def discard(self) -> None:
+        self._staged.discard()
+
+
 class S3Session:
-    """An upload session held under its lock (see the module's rules)."""
+    """An upload session read at one ETag of its state (see the module's rules).
+
+    Every change is one conditional write of the state on that ETag; uploading
+    parts, whose numbers two writers could both take, also holds the session's
+    lock (`lock`), taken before anything is uploaded."""
 
     def __init__(self, backend: S3Backend, upload_id: str, state: dict[str, Any],
-                 etag: str) -> None:
+                 etag: str, held: contextlib.ExitStack, locked: bool = False) -> None:
         self._b = backend
         self._id = upload_id
         self._state = state
         self._etag = etag
+        self._held = held
+        self._locked = locked
         self.size = int(state["size"])
         info = state.get("info")
         self.info = info if isinstance(info, bytes) else None
+
+    def lock(self) -> None:
+        """Hold the session's lock until the session is left; the state must still
+        be the one read, or the client retries."""
+        if self._locked:
+            return
+        self._held.enter_context(self._b.lock(Keys.upload_lock(self._id)))
+        self._locked = True
+        _, etag = self._b.load_state(self._id)
+        if etag != self._etag:
+            raise errors.Unavailable("upload busy; retry", retry_after=1)
+
+    def save_changes(self, **changes: Any) -> None:
+        self._save({**self._state, **changes})
 
     def _save(self, state: dict[str, Any]) -> None:
         try:
@@ -132,10 +177,11 @@ class S3Session:
             raise errors.Unavailable("upload busy; retry", retry_after=1) from None
         self._state = state
         self.size = int(state["size"])
+        self._b.remember_state(self._id, state, self._etag)
 
     def append(self, body: Body, hasher: hashlib._Hash | None) -> int:
         state = dict(self._state)
-        if state["sealed"]:
+        if state["sealed"] or state.get("done"):
             raise errors.BlobUploadInvalid(detail={
                 "reason": "the upload is complete; finish it with a PUT without a body"})
         b = self._b
@@ -145,6 +191,8 @@ class S3Session:
         # A tail left by a replica with a larger part_size (a configuration being
         # rolled out) makes this session's parts larger too, never a failed chunk.
         part_size = max(b.part_size, len(tail) + 1)
+        if len(tail) + body.length >= part_size:
+            self.lock()
         buf = bytearray(min(part_size, len(tail) + body.length))
         view = memoryview(buf)
         view[:len(tail)] = tail
@@ -199,6 +247,11 @@ class S3Session:
         multipart upload completed into ``data`` to be copied."""
         state = self._state
         b = self._b
+        if state.get("done"):
+            # An earlier try of this PUT committed the blob, then failed.
+            if body.length:
+                raise errors.BlobUploadInvalid(detail={"reason": "the upload is complete"})
+            return ObjectStaged(b, state["done"], self.size)
         if not state["sealed"] and state["mpu"] is None:
             tail = self._tail()
             total = len(tail) + body.length
@@ -206,7 +259,7 @@ class S3Session:
                 src = body.open()
                 try:
                     reader = io.BufferedReader(Chain(tail, src, hasher), CHUNK)
-                    return b.stage(reader, total, None, key_hint)
+                    return DirectStaged(b.stage(reader, total, None, key_hint), self)
                 finally:
                     if body.path is not None:
                         src.close()
@@ -247,6 +300,7 @@ class S3Session:
         b = self._b
         data_key = Keys.upload(self._id, "data")
         if state["mpu"]:
+            self.lock()
             parts = [dict(p) for p in state["parts"]]
             try:
                 tail = self._tail()
@@ -274,9 +328,28 @@ class S3Session:
             return self._b.read(self._state["tail"])
         return bytes(self._state.get("inline") or b"")
 
+    def remove(self, marker: str) -> None:
+        """One request: the objects the state names and the marker. What a crashed
+        append left that the state does not name (a tail, parts) is not listed here;
+        it goes with the session's other debris (`S3Backend.purge_orphans`, and
+        sessions without a state, which the purger removes when they are old)."""
+        state = self._state
+        data_key = Keys.upload(self._id, "data")
+        if state["mpu"] and not state["sealed"]:
+            with contextlib.suppress(NotFound):
+                self._b.call("abort_multipart_upload", Key=data_key, UploadId=state["mpu"])
+        keys = {Keys.upload(self._id, "state"), marker}
+        if state["tail"]:
+            keys.add(state["tail"])
+        if state["mpu"] or state["sealed"]:
+            keys.add(state["sealed"] or data_key)
+        self._b.remember_state(self._id, None)
+        self._b.delete_many(sorted(keys))
+
     def rehash(self, staged: Any, algorithm: str) -> str:
-        if isinstance(staged, BytesStaged):
-            return hashlib.new(algorithm, staged.data).hexdigest()
+        data = getattr(staged, "data", None)
+        if data is not None:  # bytes still in memory
+            return hashlib.new(algorithm, data).hexdigest()
         hasher = hashlib.new(algorithm)
         with self._b.open(staged.key) as f:
             while chunk := f.read(CHUNK):

@@ -12,7 +12,13 @@ from services.storage.bodies import CHUNK
 from services.storage.notifier import Notifier
 from services.storage.resources.common import check_deletes
 from shared import errors
-from shared.shared_disk_headers import ACCEL_FILE, ACCEL_LENGTH, ACCEL_OFFSET, ACCEL_REQUEST
+from shared.shared_disk_headers import (
+    ACCEL_FILE,
+    ACCEL_LENGTH,
+    ACCEL_OFFSET,
+    ACCEL_REQUEST,
+    FETCH_URL,
+)
 from shared.validation import Digest, check_name, parse_digest, parse_range
 
 
@@ -65,9 +71,9 @@ class BlobResource:
 
     def _serve(self, req: falcon.Request, resp: falcon.Response, d: Digest, first: int,
                length: int, size: int) -> None:
-        """One of three answers: a redirect to the object store (which honours the
-        client's Range itself), the file for a router that shares this disk, or
-        the bytes."""
+        """One of four answers: a redirect to the object store (which honours the
+        client's Range itself), the file for a router that shares this disk, a
+        URL of the object store for a router that fetches it itself, or the bytes."""
         url = self._blobs.redirect_url(d)
         if url is not None:
             resp.status = falcon.HTTP_307
@@ -78,12 +84,15 @@ class BlobResource:
                 resp.delete_header(header)
             return
         path = self._blobs.local_path(d)
-        if path is not None and req.get_header(ACCEL_REQUEST) == "file":
+        accel = {v.strip() for v in (req.get_header(ACCEL_REQUEST) or "").split(",")}
+        if path is not None and "file" in accel:
             # The router shares this disk and sends the bytes itself.
-            resp.set_header(ACCEL_FILE, str(path))
-            resp.set_header(ACCEL_OFFSET, str(first))
-            resp.set_header(ACCEL_LENGTH, str(length))
-            resp.content_length = 0
+            self._hand_over(resp, ACCEL_FILE, str(path), first, length)
+            return
+        url = self._blobs.fetch_url(d) if length and "url" in accel else None
+        if url is not None:
+            # The router GETs the range from the object store and relays it.
+            self._hand_over(resp, FETCH_URL, url, first, length)
             return
         # A local file read to its end is opened as a plain file, which waitress's
         # wsgi.file_wrapper sends in large reads; a slice reader would not qualify.
@@ -95,6 +104,14 @@ class BlobResource:
             # from the bucket behind dockyard's back.
             raise errors.BlobUnknown(detail={"digest": str(d)}) from None
         resp.stream = f if to_end else _file_range(f, length)
+
+    @staticmethod
+    def _hand_over(resp: falcon.Response, header: str, where: str, first: int,
+                   length: int) -> None:
+        resp.set_header(header, where)
+        resp.set_header(ACCEL_OFFSET, str(first))
+        resp.set_header(ACCEL_LENGTH, str(length))
+        resp.content_length = 0
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         self.on_get(req, resp, name, digest)
