@@ -87,9 +87,15 @@ def test_retryable(error: Exception, retryable: bool) -> None:
     assert redis_client.is_retryable(error) is retryable
 
 
-def test_serve_with_sentinels_starts_no_private_redis(tmp_path) -> None:
+def test_serve_with_sentinels_starts_no_private_redis(tmp_path, monkeypatch) -> None:
     """`dockyard serve` given sentinels uses them, for the index and both subscribers."""
     from services import supervisor
+
+    # `plan` exports the internal secret's file to its children through os.environ:
+    # in this process it must not outlive the test (later registries would share it).
+    # (Set, then removed: monkeypatch then restores the variable's absence too.)
+    monkeypatch.setenv("DOCKYARD_INTERNAL_SECRET_FILE", "")
+    monkeypatch.delenv("DOCKYARD_INTERNAL_SECRET_FILE")
     from services.cli import CHILD_REDIS_URL
 
     cfg = config.load(environ={"DOCKYARD_INDEX_REDIS_SENTINELS": "s1:26379,s2:26380",
