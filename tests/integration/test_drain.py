@@ -66,6 +66,27 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
+def push_across_a_stop(process: subprocess.Popen[bytes], sock: socket.socket, host: str,
+                       repo: str) -> None:
+    """Send a third of a monolithic upload through `sock`, SIGTERM `process` (a
+    `dockyard serve`), wait past the old fixed 5 s grace, then send the rest: the
+    push must complete (201, its digest) and `serve` then exit cleanly."""
+    data = os.urandom(300_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    sock.sendall((f"POST /v2/{repo}/blobs/uploads/?digest={digest} HTTP/1.1\r\n"
+                  f"Host: {host}\r\nContent-Type: application/octet-stream\r\n"
+                  f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:100_000])
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(6.5)
+    assert process.poll() is None, "serve exited with a push in flight"
+    sock.sendall(data[100_000:])
+    status, headers, body = read_response(sock)
+    assert status == 201, body
+    assert headers["docker-content-digest"] == digest
+    assert process.wait(20) == 0
+
+
 def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
     sock.settimeout(timeout)
     try:

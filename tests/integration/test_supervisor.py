@@ -13,7 +13,7 @@ from collections.abc import Callable
 import psutil
 
 from tests.integration.helpers import direct, service_url, wait_until
-from tests.integration.test_drain import read_response
+from tests.integration.test_drain import push_across_a_stop
 from tests.support.processes import Dockyard
 from tests.support.registry_client import RegistryClient, sha256
 
@@ -179,18 +179,5 @@ def test_stop_lets_an_upload_in_flight_finish_past_the_old_5s_grace(
     fresh_dockyard.env = {"DOCKYARD_HTTP_DRAIN_TIMEOUT": "20"}
     fresh_dockyard.start()
     assert fresh_dockyard.process is not None
-    data = os.urandom(300_000)
-    digest = sha256(data)
     busy = socket.create_connection((fresh_dockyard.host, fresh_dockyard.port))
-    busy.sendall((f"POST /v2/drain/serve/blobs/uploads/?digest={digest} HTTP/1.1\r\n"
-                  f"Host: {fresh_dockyard.addr}\r\nContent-Type: application/octet-stream\r\n"
-                  f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:100_000])
-    time.sleep(0.5)
-    fresh_dockyard.process.send_signal(signal.SIGTERM)
-    time.sleep(6.5)
-    assert fresh_dockyard.process.poll() is None, "serve exited with a push in flight"
-    busy.sendall(data[100_000:])
-    status, headers, body = read_response(busy)
-    assert status == 201, body
-    assert headers["docker-content-digest"] == digest
-    assert fresh_dockyard.process.wait(15) == 0
+    push_across_a_stop(fresh_dockyard.process, busy, fresh_dockyard.addr, "drain/serve")

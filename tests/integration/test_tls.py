@@ -231,29 +231,13 @@ def test_the_data_dir_keeps_the_key_private(tls_dockyard: Dockyard) -> None:
 def test_stopping_serve_lets_an_https_push_in_flight_finish(tmp_path: Path, ca: TestCA) -> None:
     """haproxy is stopped softly (SIGUSR1), before the routers: an HTTPS upload in
     flight when `serve` gets SIGTERM completes, past the old fixed 5 s grace."""
-    import signal
-
-    from tests.integration.test_drain import read_response
+    from tests.integration.test_drain import push_across_a_stop
 
     cert, key = ca.issue("server-drain")
     with Dockyard(tmp_path / "data", config=write_config(tmp_path / "dockyard.yml", cert, key),
                   ca_certs=ca.ca_path, env={"DOCKYARD_HTTP_DRAIN_TIMEOUT": "20"}) as d:
         assert d.process is not None
-        data = os.urandom(300_000)
-        digest = sha256(data)
         ctx = ssl.create_default_context(cafile=str(ca.ca_path))
         busy = ctx.wrap_socket(socket.create_connection((d.host, d.port), timeout=30),
                                server_hostname="localhost")
-        busy.sendall((f"POST /v2/{unique_repo('drain')}/blobs/uploads/?digest={digest} "
-                      f"HTTP/1.1\r\nHost: localhost:{d.port}\r\n"
-                      "Content-Type: application/octet-stream\r\n"
-                      f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:100_000])
-        time.sleep(0.5)
-        d.process.send_signal(signal.SIGTERM)
-        time.sleep(6.5)
-        assert d.process.poll() is None, "serve exited with an HTTPS push in flight"
-        busy.sendall(data[100_000:])
-        status, headers, body = read_response(busy)
-        assert status == 201, body
-        assert headers["docker-content-digest"] == digest
-        assert d.process.wait(20) == 0
+        push_across_a_stop(d.process, busy, f"localhost:{d.port}", unique_repo("drain"))
