@@ -178,7 +178,7 @@ class RedisFences:
         self.client = client
         self.ack = ack
         self._delete_many = delete_many
-        self._epoch = epoch
+        self._on_epoch = epoch
         self._deadline = 0.0
         self.keys = {name: f"{prefix}gc:{name}"
                      for name in ("touched", "doomed", "epoch", "inflight", "run")}
@@ -226,7 +226,7 @@ class RedisFences:
                 raise errors.Unavailable(f"collector fences: a collection holds {key}",
                                          retry_after=2)
             time.sleep(POLL)
-        self._epoch(int(epoch))
+        self._on_epoch(int(epoch))
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
